@@ -1,0 +1,753 @@
+//go:build ignore
+
+// ctxwatch's kernel side: uprobes in a Go program that keep, per goroutine,
+// the trace in scope and tell the agent only what it needs: spawns inside a
+// trace, the first judged check of a goroutine that inherited one, drops and
+// overwrites. A check outside any trace costs one map lookup and emits nothing.
+//
+// Go runtime facts relied on (checked against go1.26.8, amd64, register ABI
+// of go1.17+; every offset and type address below comes from the agent,
+// read from the target's DWARF, never assumed here):
+//   - R14 holds the current g; g.goid is unique for the process's life.
+//   - Integer arguments in RAX, RBX, RCX, RDI, RSI, R8...; an interface
+//     takes two registers (itab or type word, then data word).
+//   - Every context type of package context is a pointer to a struct whose
+//     first field is its parent Context (an iface: itab, data).
+//   - An itab holds the concrete type descriptor at offset 8.
+//   - runtime.newproc1 runs on g0 (systemstack) with m.curg the spawning
+//     goroutine, whose sched.bp is newproc's frame pointer; it returns the
+//     new g in RAX.
+
+#include <linux/bpf.h>
+#include <linux/ptrace.h>
+#include <bpf/bpf_helpers.h>
+#include <stddef.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#define MAX_WALK 24      // context chain levels followed before giving up
+#define STACK_DEPTH 16   // user frames captured per event
+#define MAX_SPANS 4      // spans of the trace a goroutine started, for scope
+#define MAX_KEYS 4       // user trace keys (--trace-key)
+#define TRACE_LEN 32     // bytes of trace identity kept
+#define KEY_STR_LEN 32   // longest string key matched
+#define MAX_RANGES 4096  // user code text ranges
+#define RANGE_STEPS 13   // binary search steps: 2^13 > MAX_RANGES
+
+enum event_type {
+	EV_SPAWN = 1,       // a goroutine with a trace in scope started another
+	EV_FIRST_CHECK = 2, // an inheriting goroutine's first judged check
+	EV_DROPPED = 3,     // an owner checked with no trace, trace in scope
+	EV_OVERWRITTEN = 4, // WithValue put a different trace under the same key
+};
+
+enum outcome {
+	OUT_PROPAGATED = 1, // carries the inherited trace
+	OUT_LOST = 2,       // carries no trace
+	OUT_NEW_ROOT = 3,   // set a new trace on a context without the inherited one
+	OUT_OTHER = 4,      // carries some other trace it did not make
+};
+
+enum gflags {
+	G_OWNS = 1,     // put the trace into a context itself
+	G_INHERITS = 2, // got it at spawn
+	G_PENDING = 4,  // inherited, first judged check not seen yet
+};
+
+enum carry { CARRY_NONE = 0, CARRY_TRACE = 1, CARRY_UNKNOWN = 2 };
+
+enum stat {
+	STAT_EVENTS_LOST = 0, // ring buffer full
+	STAT_READ_FAULT,      // target memory unreadable
+	STAT_WALK_DEEP,       // context chain longer than MAX_WALK
+	STAT_HITS,            // probe hits
+	STAT_STATE_FULL,      // goroutine state could not be stored
+	STAT_MAX,
+};
+
+enum key_kind { KEY_NONE = 0, KEY_TYPE = 1, KEY_STRING = 2 };
+
+// Referenced so that bpf2go emits these enums for the agent.
+const enum event_type *unused_event_type __attribute__((unused));
+const enum outcome *unused_outcome __attribute__((unused));
+const enum stat *unused_stat __attribute__((unused));
+const enum key_kind *unused_key_kind __attribute__((unused));
+const enum gflags *unused_gflags __attribute__((unused));
+
+struct trace {
+	__u8 id[TRACE_LEN]; // OTel: the 16-byte trace id; custom: value bytes
+	__u8 span[8];       // OTel: span id of the current span
+	__u8 len;           // meaningful bytes of id; 0 = no trace
+	__u8 key;           // 0 = OTel span key, i+1 = user key i
+	__u8 root;          // OTel: the span has no parent
+	__u8 _pad[5];
+};
+
+struct gstate {
+	struct trace t;
+	__u64 cancel;           // nearest cancelable ancestor (*cancelCtx), 0 = none
+	__u64 spans[MAX_SPANS]; // *recordingSpan of t started here or by the parent
+	__u64 spawn_ns;
+	__u32 flags;
+	__u32 nspans;
+};
+
+struct event {
+	__u64 ktime_ns;
+	__u64 goid;
+	__u64 parent_goid; // EV_SPAWN: the spawner
+	__u64 pc;          // EV_SPAWN: gopc; checks: the probed function's address
+	__u64 spawn_ns;    // checks of inheritors: when the goroutine was spawned
+	__u32 tgid;
+	__u8 type;
+	__u8 outcome;
+	__u8 nstack;
+	__u8 _pad;
+	struct trace t;     // the trace in scope (inherited or owned)
+	struct trace other; // new-root/dropped/overwritten: the other trace
+	__u64 stack[STACK_DEPTH];
+};
+
+struct range {
+	__u64 start, end;
+};
+
+// An interface value as Go lays it out.
+struct iface {
+	__u64 tab;  // itab (or type word for an empty interface)
+	__u64 data;
+};
+
+// What the agent tells each copy of the program about its target process.
+// Addresses are run-time addresses (load bias applied).
+volatile const __u32 cfg_tgid;
+volatile const __u64 off_g_goid, off_g_m, off_g_sched_bp, off_m_curg;
+volatile const __u64 typ_value_ctx, typ_cancel_ctx, typ_timer_ctx, typ_after_func_ctx;
+volatile const __u64 typ_without_cancel_ctx, typ_stop_ctx, typ_background_ctx, typ_todo_ctx, typ_empty_ctx;
+volatile const __u64 off_cancel_err;
+volatile const __u64 typ_string, typ_bytes;
+volatile const __u64 typ_span_key, typ_recording_span, typ_nonrecording_span;
+volatile const __u64 off_rs_sc, off_rs_parent, off_rs_end, off_nrs_sc;
+volatile const __u32 n_keys;
+volatile const __u8 keys_kind[MAX_KEYS];
+volatile const __u64 keys_type[MAX_KEYS];
+volatile const __u8 keys_str[MAX_KEYS][KEY_STR_LEN];
+volatile const __u32 keys_str_len[MAX_KEYS];
+volatile const __u32 n_ranges;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 17);
+	__type(key, __u64); // goid
+	__type(value, struct gstate);
+} goroutines SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_RANGES);
+	__type(key, __u32);
+	__type(value, struct range);
+} user_text SEC(".maps");
+
+// Probe address -> index of the register pair holding the context argument
+// of a --check-func function.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, __u32);
+} check_funcs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct walk {
+	struct trace t;
+	__u64 cancel; // nearest cancelable ancestor, 0 = none
+	__u64 span;   // the *recordingSpan found, if any
+	int carry;
+};
+
+// Per-CPU scratch: events and states are too big for the 512-byte stack.
+struct scratch {
+	struct event ev;
+	struct gstate st;
+	struct walk w;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &stat);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int read(void *dst, __u32 size, __u64 src)
+{
+	if (bpf_probe_read_user(dst, size, (void *)src) < 0) {
+		count(STAT_READ_FAULT);
+		return -1;
+	}
+	return 0;
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_map, &zero);
+}
+
+// ours filters by process: a uprobe fires in every process mapping the file.
+static __always_inline int ours(void)
+{
+	return (bpf_get_current_pid_tgid() >> 32) == cfg_tgid;
+}
+
+static __always_inline int goid_of(__u64 g, __u64 *goid)
+{
+	return read(goid, sizeof(*goid), g + off_g_goid);
+}
+
+static __always_inline int same_trace(const struct trace *a, const struct trace *b)
+{
+	if (a->len != b->len || a->key != b->key)
+		return 0;
+	for (int i = 0; i < TRACE_LEN; i++)
+		if (a->id[i] != b->id[i])
+			return 0;
+	return 1;
+}
+
+// key_index returns 0 for the OTel span key, i+1 for user key i, -1 for
+// any other key. Only a trace key's value is ever read.
+static __always_inline int key_index(__u64 ktype, __u64 kdata)
+{
+	if (ktype == 0)
+		return -1;
+	if (typ_span_key && ktype == typ_span_key)
+		return 0;
+	for (__u32 i = 0; i < MAX_KEYS && i < n_keys; i++) {
+		if (keys_kind[i] == KEY_TYPE && ktype == keys_type[i])
+			return i + 1;
+		if (keys_kind[i] != KEY_STRING || ktype != typ_string)
+			continue;
+		struct { __u64 ptr, len; } s;
+		if (read(&s, sizeof(s), kdata) < 0 || s.len != keys_str_len[i] || s.len > KEY_STR_LEN)
+			continue;
+		__u8 buf[KEY_STR_LEN] = {};
+		if (read(buf, s.len & (KEY_STR_LEN - 1) ? s.len & (KEY_STR_LEN - 1) : KEY_STR_LEN, s.ptr) < 0)
+			continue;
+		int eq = 1;
+		for (int j = 0; j < KEY_STR_LEN; j++)
+			if (j < s.len && buf[j] != keys_str[i][j])
+				eq = 0;
+		if (eq)
+			return i + 1;
+	}
+	return -1;
+}
+
+// span_context reads a SpanContext (trace id at 0, span id at 16).
+static __always_inline int span_context(struct trace *t, __u64 addr)
+{
+	__u8 sc[24];
+	if (read(sc, sizeof(sc), addr) < 0)
+		return -1;
+	__u8 any = 0;
+	for (int i = 0; i < 16; i++) {
+		t->id[i] = sc[i];
+		any |= sc[i];
+	}
+	for (int i = 0; i < 8; i++)
+		t->span[i] = sc[16 + i];
+	t->len = any ? 16 : 0; // an invalid SpanContext carries no trace
+	return 0;
+}
+
+// trace_value decodes the value held under trace key k. Returns the carry
+// state; *span gets the *recordingSpan when the value is one.
+static __always_inline int trace_value(struct trace *t, int k, __u64 vtype, __u64 vdata, __u64 *span)
+{
+	__builtin_memset(t, 0, sizeof(*t));
+	t->key = k;
+	*span = 0;
+	if (k == 0) {
+		if (vtype == typ_recording_span && vtype) {
+			if (span_context(t, vdata + off_rs_sc) < 0)
+				return CARRY_UNKNOWN;
+			__u8 parent[16];
+			if (read(parent, sizeof(parent), vdata + off_rs_parent) < 0)
+				return CARRY_UNKNOWN;
+			__u8 any = 0;
+			for (int i = 0; i < 16; i++)
+				any |= parent[i];
+			t->root = !any;
+			*span = vdata;
+		} else if (vtype == typ_nonrecording_span && vtype) {
+			if (span_context(t, vdata + off_nrs_sc) < 0)
+				return CARRY_UNKNOWN;
+		} else {
+			return CARRY_UNKNOWN; // a Span implementation we do not know
+		}
+		return t->len ? CARRY_TRACE : CARRY_NONE;
+	}
+	struct { __u64 ptr, len; } s = {};
+	if (vtype == typ_string || vtype == typ_bytes) {
+		if (read(&s, sizeof(s), vdata) < 0)
+			return CARRY_UNKNOWN;
+	} else {
+		s.ptr = vdata; // anything else: its first bytes
+		s.len = 16;
+	}
+	if (s.len == 0)
+		return CARRY_NONE;
+	__u32 n = s.len > TRACE_LEN ? TRACE_LEN : s.len;
+	if (read(t->id, n & (TRACE_LEN - 1) ? n & (TRACE_LEN - 1) : TRACE_LEN, s.ptr) < 0)
+		return CARRY_UNKNOWN;
+	t->len = n;
+	return CARRY_TRACE;
+}
+
+// walk_ctx follows a Context's parent chain to the first value under a
+// trace key (only key want when want >= 0), noting the nearest cancelable
+// ancestor on the way. Types outside package context cannot be walked: the
+// answer is then CARRY_UNKNOWN, never "no trace".
+static __always_inline void walk_ctx(struct walk *w, struct iface c, int want)
+{
+	int cancel_seen = 0;
+	w->cancel = 0;
+	w->span = 0;
+	w->carry = CARRY_UNKNOWN;
+	w->t.len = 0;
+	for (int i = 0; i < MAX_WALK; i++) {
+		if (c.tab == 0) {
+			w->carry = CARRY_NONE; // nil Context
+			return;
+		}
+		__u64 typ;
+		if (read(&typ, sizeof(typ), c.tab + 8) < 0)
+			return;
+		if (typ == typ_value_ctx) {
+			struct { struct iface parent, key, val; } v;
+			if (read(&v, sizeof(v), c.data) < 0)
+				return;
+			int k = key_index(v.key.tab, v.key.data);
+			if (k >= 0 && (want < 0 || k == want)) {
+				w->carry = trace_value(&w->t, k, v.val.tab, v.val.data, &w->span);
+				return;
+			}
+			c = v.parent;
+			continue;
+		}
+		if (typ == typ_cancel_ctx || typ == typ_timer_ctx || (typ_after_func_ctx && typ == typ_after_func_ctx)) {
+			if (!cancel_seen) {
+				w->cancel = c.data;
+				cancel_seen = 1;
+			}
+		} else if (typ_without_cancel_ctx && typ == typ_without_cancel_ctx) {
+			cancel_seen = 1; // cancellation stops here
+		} else if (typ_stop_ctx && typ == typ_stop_ctx) {
+		} else if (typ == typ_background_ctx || typ == typ_todo_ctx || typ == typ_empty_ctx) {
+			w->carry = CARRY_NONE;
+			return;
+		} else {
+			return; // not a type of package context
+		}
+		if (read(&c, sizeof(c), c.data) < 0)
+			return;
+	}
+	count(STAT_WALK_DEEP);
+}
+
+// in_scope applies DESIGN.md's scope rules 1 and 2: the cancelable ancestor
+// of the context that brought the trace is not canceled, and some span of it
+// started here is still open. Rule 3 is applied where a new trace is set.
+static __always_inline int in_scope(struct gstate *st)
+{
+	if (st->cancel) {
+		__u64 err;
+		if (read(&err, sizeof(err), st->cancel + off_cancel_err) < 0 || err)
+			return 0;
+	}
+	if (st->nspans == 0)
+		return 1;
+	for (__u32 i = 0; i < MAX_SPANS && i < st->nspans; i++) {
+		__u64 end[2]; // time.Time wall, ext: both zero until End
+		if (read(end, sizeof(end), st->spans[i] + off_rs_end) == 0 && !end[0] && !end[1])
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int user_pc(__u64 pc)
+{
+	__u32 lo = 0, hi = n_ranges;
+	for (int i = 0; i < RANGE_STEPS; i++) {
+		if (lo >= hi)
+			return 0;
+		__u32 mid = (lo + hi) / 2;
+		struct range *r = bpf_map_lookup_elem(&user_text, &mid);
+		if (!r)
+			return 0;
+		if (pc < r->start)
+			hi = mid;
+		else if (pc >= r->end)
+			lo = mid + 1;
+		else
+			return 1;
+	}
+	return 0;
+}
+
+// stack_walk fills ev->stack from a return address and a frame pointer,
+// following Go's frame pointer chain ([bp] = caller's bp, [bp+8] = return
+// address). Returns whether a frame of user code is on it.
+static __always_inline int stack_walk(struct event *ev, __u64 first, __u64 bp)
+{
+	int user = 0;
+	ev->nstack = 0;
+	__u64 pc = first;
+	for (int i = 0; i < STACK_DEPTH; i++) {
+		if (pc == 0)
+			break;
+		ev->stack[i] = pc;
+		ev->nstack = i + 1;
+		if (!user && user_pc(pc - 1))
+			user = 1;
+		__u64 frame[2];
+		if (bp == 0 || bpf_probe_read_user(frame, sizeof(frame), (void *)bp) < 0)
+			break;
+		bp = frame[0];
+		pc = frame[1];
+	}
+	return user;
+}
+
+// check_stack captures the stack at an entry probe: [SP] is the return
+// address into the caller, BP still the caller's frame pointer.
+static __always_inline int check_stack(struct pt_regs *ctx, struct event *ev)
+{
+	__u64 ret;
+	if (read(&ret, sizeof(ret), ctx->rsp) < 0)
+		return 0;
+	return stack_walk(ev, ret, ctx->rbp);
+}
+
+static __always_inline void emit(struct event *ev)
+{
+	ev->ktime_ns = bpf_ktime_get_ns();
+	ev->tgid = cfg_tgid;
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0) < 0)
+		count(STAT_EVENTS_LOST);
+}
+
+static __always_inline struct event *new_event(struct scratch *s, __u8 type, __u64 goid, struct gstate *st, __u64 pc)
+{
+	struct event *ev = &s->ev;
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = type;
+	ev->goid = goid;
+	ev->pc = pc;
+	if (st) {
+		ev->t = st->t;
+		ev->spawn_ns = st->spawn_ns;
+	}
+	return ev;
+}
+
+static __always_inline void add_span(struct gstate *st, __u64 span)
+{
+	if (!span)
+		return;
+	for (__u32 i = 0; i < MAX_SPANS && i < st->nspans; i++)
+		if (st->spans[i] == span)
+			return;
+	__u32 n = st->nspans;
+	if (n < MAX_SPANS) {
+		st->spans[n & (MAX_SPANS - 1)] = span;
+		st->nspans = n + 1;
+	} else {
+		// Keep the newest: the oldest of four is the likeliest ended.
+		for (int i = 0; i < MAX_SPANS - 1; i++)
+			st->spans[i] = st->spans[i + 1];
+		st->spans[MAX_SPANS - 1] = span;
+	}
+}
+
+// own makes goroutine goid the owner of trace t, a new unit of work.
+static __always_inline void own(struct scratch *s, __u64 goid, struct trace *t, __u64 cancel, __u64 span)
+{
+	struct gstate *st = &s->st;
+	__builtin_memset(st, 0, sizeof(*st));
+	st->t = *t;
+	st->cancel = cancel;
+	st->flags = G_OWNS;
+	add_span(st, span);
+	if (bpf_map_update_elem(&goroutines, &goid, st, BPF_ANY) < 0)
+		count(STAT_STATE_FULL);
+}
+
+// check judges a goroutine's use of context c that sets no trace.
+static __always_inline void check(struct pt_regs *ctx, __u64 goid, struct gstate *st, struct iface c)
+{
+	struct scratch *s = get_scratch();
+	if (!s)
+		return;
+	struct walk *w = &s->w;
+	if (st->flags & G_PENDING) {
+		walk_ctx(w, c, -1);
+		if (w->carry == CARRY_UNKNOWN)
+			return; // unknown context: not a verdict either way
+		__u8 out = OUT_LOST;
+		if (w->carry == CARRY_TRACE)
+			out = same_trace(&w->t, &st->t) ? OUT_PROPAGATED : OUT_OTHER;
+		struct trace other = w->t;
+		struct event *ev = new_event(s, EV_FIRST_CHECK, goid, st, ctx->rip);
+		if (!check_stack(ctx, ev))
+			return; // only library code on the stack: not judged
+		ev->outcome = out;
+		if (out == OUT_OTHER)
+			ev->other = other;
+		emit(ev);
+		st->flags &= ~G_PENDING;
+		return;
+	}
+	if (!in_scope(st)) {
+		bpf_map_delete_elem(&goroutines, &goid);
+		return;
+	}
+	if (!(st->flags & G_OWNS))
+		return;
+	walk_ctx(w, c, -1);
+	if (w->carry != CARRY_NONE)
+		return;
+	struct event *ev = new_event(s, EV_DROPPED, goid, st, ctx->rip);
+	if (check_stack(ctx, ev))
+		emit(ev);
+}
+
+static __always_inline __u64 current_goid(struct pt_regs *ctx, __u64 *goid)
+{
+	return goid_of(ctx->r14, goid);
+}
+
+// context.WithValue(parent Context, key, val any): parent in RAX/RBX, key in
+// RCX/RDI, val in RSI/R8. The probe sits after the stack check, so it fires
+// once per call with every argument in place.
+SEC("uprobe/with_value")
+int with_value(struct pt_regs *ctx)
+{
+	if (!ours())
+		return 0;
+	count(STAT_HITS);
+	__u64 goid;
+	if (current_goid(ctx, &goid) < 0)
+		return 0;
+	struct iface parent = {ctx->rax, ctx->rbx};
+	int k = key_index(ctx->rcx, ctx->rdi);
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
+	if (k < 0) {
+		if (st)
+			check(ctx, goid, st, parent);
+		return 0;
+	}
+
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	struct trace nt;
+	__u64 span;
+	if (trace_value(&nt, k, ctx->rsi, ctx->r8, &span) != CARRY_TRACE)
+		return 0;
+	struct walk *w = &s->w;
+	walk_ctx(w, parent, k);
+	__u64 cancel = w->cancel;
+
+	if (w->carry == CARRY_TRACE && !same_trace(&w->t, &nt)) {
+		struct event *ev = new_event(s, EV_OVERWRITTEN, goid, 0, ctx->rip);
+		ev->t = w->t;
+		ev->other = nt;
+		if (check_stack(ctx, ev))
+			emit(ev);
+	}
+	// The context this check hands on carries nt; it carried the goroutine's
+	// trace before if the parent did, or (OTel, parent not walkable) if the
+	// new span is a child in it.
+	if (!st) {
+		own(s, goid, &nt, cancel, span);
+		return 0;
+	}
+	int had = same_trace(&nt, &st->t); // the context handed on carries nt
+	int unknown = w->carry == CARRY_UNKNOWN && !(k == 0 && !nt.root);
+	int scope = in_scope(st);
+
+	if (st->flags & G_PENDING) {
+		if (unknown && !had)
+			return 0;
+		__u8 out = OUT_PROPAGATED;
+		if (!had) {
+			out = (w->carry == CARRY_TRACE || (k == 0 && !nt.root)) ? OUT_OTHER : OUT_NEW_ROOT;
+			if (out == OUT_NEW_ROOT && !scope)
+				out = 0; // the inherited trace ended: a new unit of work
+		}
+		if (out) {
+			struct event *ev = new_event(s, EV_FIRST_CHECK, goid, st, ctx->rip);
+			if (!check_stack(ctx, ev))
+				return 0;
+			ev->outcome = out;
+			if (out != OUT_PROPAGATED)
+				ev->other = nt;
+			emit(ev);
+		}
+		if (had) {
+			st->flags = (st->flags & ~G_PENDING) | G_OWNS;
+			st->t.root = nt.root;
+			__builtin_memcpy(st->t.span, nt.span, sizeof(nt.span));
+			add_span(st, span);
+		} else {
+			own(s, goid, &nt, cancel, span);
+		}
+		return 0;
+	}
+	if (had && scope) {
+		st->flags |= G_OWNS;
+		__builtin_memcpy(st->t.span, nt.span, sizeof(nt.span));
+		add_span(st, span);
+		return 0;
+	}
+	// A different trace. Rule 3: with a span of the old trace still open
+	// here, starting a new one on a context without it is a drop; otherwise
+	// it is the next unit of work.
+	if (scope && (st->flags & G_OWNS) && k == 0 && st->t.key == 0 && st->nspans && !had && !unknown &&
+	    w->carry != CARRY_TRACE) {
+		struct event *ev = new_event(s, EV_DROPPED, goid, st, ctx->rip);
+		ev->other = nt;
+		if (check_stack(ctx, ev))
+			emit(ev);
+		return 0;
+	}
+	own(s, goid, &nt, cancel, span);
+	return 0;
+}
+
+// Functions whose first argument is the context they use: the WithCancel
+// and WithDeadline families (parent in RAX/RBX).
+SEC("uprobe/ctx_arg0")
+int ctx_arg0(struct pt_regs *ctx)
+{
+	if (!ours())
+		return 0;
+	count(STAT_HITS);
+	__u64 goid;
+	if (current_goid(ctx, &goid) < 0)
+		return 0;
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
+	if (!st)
+		return 0;
+	struct iface c = {ctx->rax, ctx->rbx};
+	check(ctx, goid, st, c);
+	return 0;
+}
+
+// arg_reg returns integer argument register i of Go's amd64 ABI. Read
+// through a helper: the verifier refuses a computed offset into the context.
+static __always_inline __u64 arg_reg(struct pt_regs *ctx, __u32 i)
+{
+	static const __u16 off[9] = {
+		offsetof(struct pt_regs, rax), offsetof(struct pt_regs, rbx), offsetof(struct pt_regs, rcx),
+		offsetof(struct pt_regs, rdi), offsetof(struct pt_regs, rsi), offsetof(struct pt_regs, r8),
+		offsetof(struct pt_regs, r9),  offsetof(struct pt_regs, r10), offsetof(struct pt_regs, r11),
+	};
+	__u64 v = 0;
+	if (i < 9)
+		bpf_probe_read_kernel(&v, sizeof(v), (void *)ctx + off[i]);
+	return v;
+}
+
+// --check-func functions: the register pair of the context argument is
+// looked up by probe address, only for goroutines inside a trace.
+SEC("uprobe/check_func")
+int check_func(struct pt_regs *ctx)
+{
+	if (!ours())
+		return 0;
+	count(STAT_HITS);
+	__u64 goid;
+	if (current_goid(ctx, &goid) < 0)
+		return 0;
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
+	if (!st)
+		return 0;
+	__u64 ip = ctx->rip;
+	__u32 *reg = bpf_map_lookup_elem(&check_funcs, &ip);
+	if (!reg)
+		return 0;
+	struct iface c = {arg_reg(ctx, *reg), arg_reg(ctx, *reg + 1)};
+	check(ctx, goid, st, c);
+	return 0;
+}
+
+// runtime.newproc1's RET: RAX is the new g, R14 is g0, m.curg the spawner.
+SEC("uprobe/spawn")
+int spawn(struct pt_regs *ctx)
+{
+	if (!ours())
+		return 0;
+	count(STAT_HITS);
+	__u64 m, curg, pgoid;
+	if (read(&m, sizeof(m), ctx->r14 + off_g_m) < 0 || !m)
+		return 0;
+	if (read(&curg, sizeof(curg), m + off_m_curg) < 0 || !curg)
+		return 0;
+	if (goid_of(curg, &pgoid) < 0)
+		return 0;
+	struct gstate *pst = bpf_map_lookup_elem(&goroutines, &pgoid);
+	if (!pst)
+		return 0;
+	if (!in_scope(pst)) {
+		if (!(pst->flags & G_PENDING))
+			bpf_map_delete_elem(&goroutines, &pgoid);
+		return 0;
+	}
+	__u64 cgoid;
+	if (ctx->rax == 0 || goid_of(ctx->rax, &cgoid) < 0)
+		return 0;
+	struct scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	struct gstate *cst = &s->st;
+	*cst = *pst;
+	cst->flags = G_INHERITS | G_PENDING;
+	cst->spawn_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&goroutines, &cgoid, cst, BPF_ANY) < 0) {
+		count(STAT_STATE_FULL);
+		return 0;
+	}
+	struct event *ev = new_event(s, EV_SPAWN, cgoid, cst, 0);
+	ev->parent_goid = pgoid;
+	__u64 bp;
+	if (read(&bp, sizeof(bp), curg + off_g_sched_bp) == 0) {
+		__u64 frame[2];
+		if (read(frame, sizeof(frame), bp) == 0)
+			stack_walk(ev, frame[1], frame[0]);
+	}
+	ev->pc = ev->stack[0];
+	emit(ev);
+	return 0;
+}

@@ -1,0 +1,332 @@
+// Command ctxwatch watches a running Go program with eBPF and names the
+// source lines where its trace context is lost.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctxwatch/ctxwatch/internal/follow"
+	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/uprobe"
+)
+
+const usage = `ctxwatch shows, at run time, where a Go program loses its trace context.
+
+Usage:
+  sudo ctxwatch [flags] --pid PID        watch a running Go process
+  sudo ctxwatch [flags] -- CMD [ARGS]    start CMD with probes in place before its main
+                                         runs; Go programs it starts are watched too
+  go test -exec 'sudo ctxwatch --fail-on-break --' ./...
+                                         a CI gate, like the race detector
+
+What is watched (uprobes, filtered by process):
+  goroutine spawns       runtime.newproc1: which goroutine started which, where
+  context.WithValue      trace ids entering contexts; every call is also a check
+  WithCancel, WithCancelCause, WithDeadline(Cause), WithTimeout(Cause),
+  WithoutCancel, AfterFunc
+                         checks: the context a goroutine really uses (those the
+                         compiler inlined cannot be watched; --verbose lists them)
+  OTel SDK tracer Start  seen through the context.WithValue that stores the new
+                         span: the span the SDK made is the ground truth
+  --check-func functions checks on your own functions' context argument
+
+Break kinds:
+  lost-at-spawn  a goroutine started inside trace T first used a context with no trace
+  new-root       ... started a new trace instead of continuing T
+  dropped        a goroutine that put T into a context later used one without T
+                 while T was still in scope (request not finished, span open)
+  overwritten    WithValue replaced a trace value under the same key
+Only checks with your code on the stack are judged (package main, the main
+module, --user-code prefixes); the line reported is your innermost frame.
+
+Flags:
+`
+
+type config struct {
+	pid         int
+	cmd         []string
+	duration    time.Duration
+	format      string
+	output      string
+	failOnBreak bool
+	verbose     bool
+	ringSize    int
+	opts        uprobe.Options
+}
+
+type listFlag struct {
+	vals *[]string
+}
+
+func (l listFlag) String() string {
+	if l.vals == nil {
+		return ""
+	}
+	return strings.Join(*l.vals, ",")
+}
+func (l listFlag) Set(s string) error { *l.vals = append(*l.vals, s); return nil }
+
+// errUsage marks command line errors (exit status 2).
+var errUsage = errors.New("usage")
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	var keys []string
+	fs := flag.NewFlagSet("ctxwatch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, `
+Exit status: the command's own with -- CMD; 3 with --fail-on-break when a
+break was found; 1 when ctxwatch itself failed; 2 for a usage error.
+`)
+	}
+	fs.IntVar(&c.pid, "pid", 0, "watch the running Go process `PID`")
+	fs.DurationVar(&c.duration, "duration", 0, "stop watching after `D` (e.g. 30s); default: until the target exits or Ctrl-C")
+	fs.Var(listFlag{&keys}, "trace-key", "a context key that holds a trace id, repeatable:\n`type=IMPORT/PATH.TypeName` (e.g. type=main.traceKey) or string=TEXT (a plain string key)")
+	fs.Var(listFlag{&c.opts.CheckFuncs}, "check-func", "also treat calls of `FUNC` (e.g. main.process) as checks of its first context argument, repeatable")
+	fs.Var(listFlag{&c.opts.UserPrefixes}, "user-code", "judge code under package path `PREFIX` as user code too, repeatable")
+	fs.StringVar(&c.format, "format", "table", "output `format`: table (live on a terminal, summary at exit) or json (JSON lines)")
+	fs.StringVar(&c.output, "output", "", "write the report to `FILE` instead of standard output")
+	fs.BoolVar(&c.failOnBreak, "fail-on-break", false, "exit with status 3 when a break was found")
+	fs.BoolVar(&c.verbose, "verbose", false, "log what is probed and what cannot be, to standard error")
+	fs.BoolVar(&c.verbose, "v", false, "short for --verbose")
+	fs.IntVar(&c.ringSize, "ring-size", 16<<20, "ring buffer size in `bytes` (a power of two)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	c.cmd = fs.Args()
+	for _, k := range keys {
+		tk, err := uprobe.ParseTraceKey(k)
+		if err != nil {
+			return c, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		c.opts.TraceKeys = append(c.opts.TraceKeys, tk)
+	}
+	switch {
+	case c.pid == 0 && len(c.cmd) == 0:
+		return c, fmt.Errorf("%w: give --pid PID or -- CMD [ARGS]", errUsage)
+	case c.pid != 0 && len(c.cmd) != 0:
+		return c, fmt.Errorf("%w: give --pid or a command, not both", errUsage)
+	case c.pid < 0:
+		return c, fmt.Errorf("%w: --pid %d is not a process id", errUsage, c.pid)
+	case c.format != "table" && c.format != "json":
+		return c, fmt.Errorf("%w: --format %q: want table or json", errUsage, c.format)
+	case c.ringSize < 4096 || c.ringSize&(c.ringSize-1) != 0:
+		return c, fmt.Errorf("%w: --ring-size %d: want a power of two of at least 4096", errUsage, c.ringSize)
+	case len(c.opts.TraceKeys) > uprobe.MaxKeys:
+		return c, fmt.Errorf("%w: at most %d --trace-key", errUsage, uprobe.MaxKeys)
+	}
+	return c, nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	logger := log.New(os.Stderr, "ctxwatch: ", 0)
+	cfg, err := parseFlags(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		logger.Print(strings.TrimPrefix(err.Error(), "usage: "))
+		logger.Print("run ctxwatch --help for usage")
+		return 2
+	}
+	if !cfg.verbose {
+		logger.SetOutput(io.Discard)
+	}
+	errLog := log.New(os.Stderr, "ctxwatch: ", 0)
+	code, err := watch(cfg, logger)
+	if err != nil {
+		errLog.Print(err)
+		return 1
+	}
+	return code
+}
+
+func watch(cfg config, logger *log.Logger) (int, error) {
+	if missing, err := missingCaps(); err != nil {
+		return 0, err
+	} else if len(missing) > 0 {
+		return 0, fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", "))
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return 0, fmt.Errorf("raise locked memory limit: %w", err)
+	}
+	out := io.Writer(os.Stdout)
+	if cfg.output != "" {
+		f, err := os.Create(cfg.output)
+		if err != nil {
+			return 0, fmt.Errorf("open report file: %w", err)
+		}
+		defer f.Close()
+		out = f
+	}
+	var sink report.Sink
+	var live report.Live
+	if cfg.format == "json" {
+		sink = report.NewJSON(out)
+	} else {
+		t := report.NewTable(out, cfg.output == "" && isTerminal(os.Stdout))
+		sink, live = t, t
+	}
+	w, err := newWatcher(cfg.opts, cfg.ringSize, sink, live, logger)
+	if err != nil {
+		return 0, err
+	}
+	defer w.close()
+
+	stop := make(chan struct{})
+	loopDone := make(chan error, 1)
+	go func() { loopDone <- w.loop(stop) }()
+	finish := func(code int, err error) (int, error) {
+		close(stop)
+		if lerr := <-loopDone; lerr != nil && err == nil {
+			err = lerr
+		}
+		if err == nil && cfg.failOnBreak && w.breaks > 0 && (code == 0 || cfg.pid != 0) {
+			code = 3
+		}
+		return code, err
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	var timeout <-chan time.Time
+	if cfg.duration > 0 {
+		timeout = time.After(cfg.duration)
+	}
+
+	if cfg.pid != 0 {
+		if err := w.attach(cfg.pid); err != nil {
+			return finish(0, err)
+		}
+		exited := make(chan struct{})
+		go func() { waitExit(cfg.pid); close(exited) }()
+		select {
+		case <-exited:
+		case <-sigs:
+		case <-timeout:
+		}
+		return finish(0, nil)
+	}
+	return runCommand(cfg, w, logger, sigs, timeout, finish)
+}
+
+// runCommand starts cfg.cmd with every Go program it executes (itself
+// included) stopped at exec until its probes are in place.
+func runCommand(cfg config, w *watcher, logger *log.Logger, sigs chan os.Signal, timeout <-chan time.Time,
+	finish func(int, error) (int, error)) (int, error) {
+	f, err := follow.New()
+	if err != nil {
+		return finish(0, fmt.Errorf("follow the processes of %s: %w", cfg.cmd[0], err))
+	}
+	defer f.Close()
+	if err := f.Add(os.Getpid()); err != nil {
+		return finish(0, err)
+	}
+	go func() {
+		for {
+			ex, err := f.Next()
+			if err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					logger.Print(err)
+				}
+				return
+			}
+			if ex.PID == os.Getpid() {
+				continue
+			}
+			if err := w.attach(ex.PID); err != nil {
+				logger.Printf("pid %d not watched: %v", ex.PID, err)
+			}
+			if ex.Stopped {
+				if err := follow.Resume(ex.PID); err != nil {
+					logger.Print(err)
+				}
+			}
+		}
+	}()
+
+	cmd := exec.Command(cfg.cmd[0], cfg.cmd[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return finish(0, fmt.Errorf("start %s: %w", cfg.cmd[0], err))
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var werr error
+	for done := false; !done; {
+		select {
+		case werr = <-waited:
+			done = true
+		case sig := <-sigs:
+			// The terminal sends Ctrl-C to the command too; pass on the
+			// rest, and report once it has exited.
+			if sig != os.Interrupt {
+				_ = cmd.Process.Signal(sig)
+			}
+		case <-timeout:
+			timeout = nil
+			logger.Printf("--duration reached: the command keeps running unwatched")
+			w.detachAll()
+		}
+	}
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(werr, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		} else {
+			code = ee.ExitCode()
+		}
+	case werr != nil:
+		return finish(0, fmt.Errorf("wait for %s: %w", cfg.cmd[0], werr))
+	}
+	return finish(code, nil)
+}
+
+// waitExit returns when process pid has exited.
+func waitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		for unix.Kill(pid, 0) == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

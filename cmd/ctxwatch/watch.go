@@ -1,0 +1,318 @@
+package main
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/ctxwatch/ctxwatch/internal/analysis"
+	"github.com/ctxwatch/ctxwatch/internal/event"
+	"github.com/ctxwatch/ctxwatch/internal/pcln"
+	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/target"
+	"github.com/ctxwatch/ctxwatch/internal/uprobe"
+)
+
+// errSkipped means a process is deliberately not watched (the Go
+// toolchain's own commands under go run or go test).
+var errSkipped = errors.New("not watched")
+
+// session is one watched process.
+type session struct {
+	proc    report.Process
+	probes  *uprobe.Probes
+	an      *analysis.Analyzer
+	started time.Time
+	notes   []string
+}
+
+// watcher owns the shared ring buffer, the sessions and the reporting.
+// Events are analysed by a single goroutine (loop); sessions are added from
+// others, under mu.
+type watcher struct {
+	opts   uprobe.Options
+	log    *log.Logger
+	sink   report.Sink
+	live   report.Live
+	ring   *ebpf.Map
+	breaks int // read after loop returns
+
+	mu       sync.Mutex
+	sessions map[uint32]*session
+	retired  []*session // sessions whose process exited or exec'd, to summarise
+}
+
+func newWatcher(opts uprobe.Options, ringSize int, sink report.Sink, live report.Live, logger *log.Logger) (*watcher, error) {
+	ring, err := ebpf.NewMap(&ebpf.MapSpec{Name: "events", Type: ebpf.RingBuf, MaxEntries: uint32(ringSize)})
+	if err != nil {
+		return nil, fmt.Errorf("create ring buffer of %d bytes: %w", ringSize, err)
+	}
+	return &watcher{
+		opts:     opts,
+		log:      logger,
+		sink:     sink,
+		live:     live,
+		ring:     ring,
+		sessions: map[uint32]*session{},
+	}, nil
+}
+
+// resolver symbolizes a process's return addresses with its pclntab.
+type resolver struct {
+	table *pcln.Table
+	bias  uint64
+}
+
+func (r resolver) FramesForReturn(ret uint64) []analysis.Frame {
+	frames, err := r.table.FramesForReturn(ret - r.bias)
+	if err != nil || len(frames) == 0 {
+		return []analysis.Frame{{Function: fmt.Sprintf("?%#x", ret)}}
+	}
+	out := make([]analysis.Frame, len(frames))
+	for i, f := range frames {
+		out[i] = analysis.Frame{Function: f.Function, File: f.File, Line: f.Line}
+	}
+	return out
+}
+
+// attach inspects process pid's executable and attaches the probes. The
+// process should be stopped (just exec'd) or it runs unwatched meanwhile.
+func (w *watcher) attach(pid int) error {
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	bin, err := target.Open(exe)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	name, _ := os.Readlink(exe)
+	if bin.MainModule == "cmd" {
+		return fmt.Errorf("%s is part of the Go toolchain: %w", name, errSkipped)
+	}
+	plan, err := uprobe.NewPlan(bin, w.opts)
+	if err != nil {
+		return fmt.Errorf("plan probes for %s: %w", name, err)
+	}
+	ef, err := elf.Open(exe)
+	if err != nil {
+		return fmt.Errorf("read ELF of %s: %w", name, err)
+	}
+	defer ef.Close()
+	bias, err := loadBias(pid, ef)
+	if err != nil {
+		return fmt.Errorf("find load address of %s: %w", name, err)
+	}
+	table, err := pcln.New(ef)
+	if err != nil {
+		return fmt.Errorf("read line table of %s: %w", name, err)
+	}
+	cfg, points, err := plan.ForProcess(pid, bias, bin.FileOffset)
+	if err != nil {
+		return err
+	}
+	probes, err := uprobe.Load(cfg, w.ring)
+	if err != nil {
+		return err
+	}
+	mainModule, prefixes := bin.MainModule, w.opts.UserPrefixes
+	s := &session{
+		proc:    report.Process{PID: uint32(pid), Executable: filepath.Base(name)},
+		probes:  probes,
+		started: time.Now(),
+		notes:   plan.Notes,
+		an: analysis.New(uint32(pid), analysis.Options{
+			Resolver: resolver{table: table, bias: bias},
+			IsUser:   func(fn string) bool { return target.IsUserFunc(fn, mainModule, prefixes) },
+		}),
+	}
+	// Register before attaching: events may come as soon as a probe is in.
+	w.mu.Lock()
+	if old := w.sessions[uint32(pid)]; old != nil {
+		w.retired = append(w.retired, old) // the process exec'd again
+	}
+	w.sessions[uint32(pid)] = s
+	w.mu.Unlock()
+	if err := probes.Attach(exe, points); err != nil {
+		w.mu.Lock()
+		delete(w.sessions, uint32(pid))
+		w.mu.Unlock()
+		probes.Close()
+		return err
+	}
+	w.log.Printf("watching pid %d (%s, %s, main module %s): %d probes", pid, name, bin.GoVersion, bin.MainModule, len(points))
+	for _, n := range plan.Notes {
+		w.log.Printf("  pid %d: %s", pid, n)
+	}
+	go w.awaitExit(pid, s)
+	return nil
+}
+
+// awaitExit retires a session when its process exits.
+func (w *watcher) awaitExit(pid int, s *session) {
+	waitExit(pid)
+	// The session stays in sessions until finish: its last events may
+	// still be in the ring buffer.
+	w.mu.Lock()
+	if w.sessions[uint32(pid)] == s {
+		w.retired = append(w.retired, s)
+	}
+	w.mu.Unlock()
+}
+
+// detachAll removes every probe; what was seen is still summarised.
+func (w *watcher) detachAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.sessions {
+		if err := s.probes.Detach(); err != nil {
+			w.log.Printf("detach from pid %d: %v", s.proc.PID, err)
+		}
+	}
+}
+
+func (w *watcher) session(pid uint32) *session {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sessions[pid]
+}
+
+// takeRetired returns the sessions retired so far.
+func (w *watcher) takeRetired() []*session {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r := w.retired
+	w.retired = nil
+	return r
+}
+
+// loop reads and analyses events until stop is closed and the ring buffer
+// is drained, then summarises every session. A session retired by its
+// process's exit is summarised once the ring buffer has been seen empty
+// after the exit, so no event of it is left behind.
+func (w *watcher) loop(stop <-chan struct{}) error {
+	rd, err := ringbuf.NewReader(w.ring)
+	if err != nil {
+		return fmt.Errorf("read ring buffer: %w", err)
+	}
+	defer rd.Close()
+	var (
+		rec         ringbuf.Record
+		ev          event.Event
+		lastRefresh time.Time
+	)
+	for {
+		retired := w.takeRetired()
+		stopping := false
+		select {
+		case <-stop:
+			stopping = true
+		default:
+		}
+		rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		for {
+			err := rd.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read ring buffer: %w", err)
+			}
+			if err := event.Decode(rec.RawSample, &ev); err != nil {
+				return err
+			}
+			w.handle(&ev)
+			rd.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		}
+		for _, s := range retired {
+			w.finish(s)
+		}
+		if stopping {
+			w.mu.Lock()
+			var rest []*session
+			for _, s := range w.sessions {
+				rest = append(rest, s)
+			}
+			w.retired = nil
+			w.mu.Unlock()
+			for _, s := range rest {
+				w.finish(s)
+			}
+			return nil
+		}
+		if w.live != nil && time.Since(lastRefresh) > time.Second {
+			lastRefresh = time.Now()
+			w.refresh()
+		}
+	}
+}
+
+func (w *watcher) handle(ev *event.Event) {
+	s := w.session(ev.PID)
+	if s == nil {
+		return // a process that was already summarised
+	}
+	b, ok := s.an.Handle(ev)
+	if !ok {
+		return
+	}
+	w.breaks++
+	if err := w.sink.Break(s.proc, b); err != nil {
+		w.log.Printf("report break: %v", err)
+	}
+}
+
+func (w *watcher) summary(s *session) report.Summary {
+	sum := report.Summary{
+		Process:   s.proc,
+		Snapshot:  s.an.Snapshot(),
+		DurationS: time.Since(s.started).Seconds(),
+	}
+	st, err := s.probes.Stats()
+	if err != nil {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("probe counters unreadable: %v", err))
+	}
+	sum.EventsLost = st.EventsLost + st.StateFull
+	if st.StateFull > 0 {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutine states not stored (map full)", st.StateFull))
+	}
+	if st.WalkDeep > 0 {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("%d context chains too long to follow", st.WalkDeep))
+	}
+	return sum
+}
+
+func (w *watcher) finish(s *session) {
+	w.mu.Lock()
+	if w.sessions[s.proc.PID] == s {
+		delete(w.sessions, s.proc.PID)
+	}
+	w.mu.Unlock()
+	sum := w.summary(s)
+	if err := s.probes.Close(); err != nil {
+		w.log.Printf("detach from pid %d: %v", s.proc.PID, err)
+	}
+	if err := w.sink.Summary(sum); err != nil {
+		w.log.Printf("report summary: %v", err)
+	}
+}
+
+func (w *watcher) refresh() {
+	w.mu.Lock()
+	var sums []report.Summary
+	for _, s := range w.sessions {
+		sums = append(sums, w.summary(s))
+	}
+	w.mu.Unlock()
+	if err := w.live.Refresh(sums); err != nil {
+		w.log.Printf("refresh: %v", err)
+	}
+}
+
+func (w *watcher) close() error { return w.ring.Close() }

@@ -1,0 +1,589 @@
+// Package pcln symbolizes program counters of a Go amd64 ELF executable
+// using its .gopclntab, including the inline tree, so that a pc inside
+// inlined code expands into every logical (source) frame, as the Go
+// runtime's own runtime.CallersFrames does.
+//
+// The package mirrors the runtime's logic in runtime/symtab.go
+// (findfunc, pcvalue, funcline1, funcdata) and runtime/symtabinl.go
+// (inlineUnwinder). It never trusts the binary: every offset is bounds
+// checked and malformed input yields an error, never a panic.
+//
+// Supported pclntab formats:
+//   - 0xfffffff1: Go 1.20 and later (tested with Go 1.26). _func has
+//     startLine; inlinedCall is {funcID, _[3], nameOff, parentPc, startLine}.
+//   - 0xfffffff0: Go 1.18 and 1.19. _func has no startLine; inlinedCall is
+//     {parent int16, funcID, _, file, line, func_, parentPc}. Implemented from
+//     the Go 1.18/1.19 runtime sources but not exercised by the tests.
+//
+// Older tables (Go 1.2-1.17: 0xfffffffb, 0xfffffffa) are rejected with
+// ErrUnsupportedVersion.
+//
+// Limitations: pcs must be link-time virtual addresses (for PIE binaries
+// subtract the load bias first); a single text section is assumed (true for
+// amd64 binaries); only little-endian 64-bit ELF is accepted.
+package pcln
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// Frame is one logical (source-level) frame.
+type Frame struct {
+	Function string // full name, e.g. "main.handle"; generic shapes are printed as "[...]" like the runtime does
+	File     string
+	Line     int
+	PC       uint64 // the pc this frame was derived from (for outer frames of an inlined call: entry+parentPc)
+	Inlined  bool   // true for a frame that was inlined into the next (outer) frame
+
+	StartLine int // line of the func keyword of Function, 0 if unknown (Go 1.18/1.19 inlined frames)
+}
+
+// Errors returned by this package. Errors may wrap these.
+var (
+	ErrNoPclntab          = errors.New("pcln: no .gopclntab section")
+	ErrUnsupportedVersion = errors.New("pcln: unsupported pclntab version")
+	ErrCorrupt            = errors.New("pcln: corrupt pclntab")
+	ErrNoFunc             = errors.New("pcln: pc not in any function")
+	ErrNoGofunc           = errors.New("pcln: cannot locate go:func.* (moduledata.gofunc)")
+)
+
+const (
+	magic118 = 0xfffffff0
+	magic120 = 0xfffffff1
+	magic116 = 0xfffffffa
+	magic12  = 0xfffffffb
+
+	pcdataInlTreeIndex = 2
+	funcdataInlTree    = 3
+
+	maxSectionSize = 1 << 30 // cap on any section we read
+	maxInlineDepth = 1 << 10 // cap on the length of an inline chain
+	maxInlIndex    = 1 << 20 // the runtime's own cap (*[1 << 20]inlinedCall)
+)
+
+// Table is a parsed pcln table. It is immutable after New and safe for
+// concurrent use.
+type Table struct {
+	magic   uint32
+	ptrSize int
+	minLC   uint32 // pc quantum (1 on amd64)
+
+	funcnametab []byte
+	cutab       []byte
+	filetab     []byte
+	pctab       []byte
+	pclntable   []byte // "funcdata" in debug/gosym: ftab followed by _func records
+	nfunc       int
+
+	text uint64 // moduledata.text / runtime.text: base of entryOff
+
+	// gofunc is the address of go:func.* (moduledata.gofunc) and gofuncData
+	// the file bytes from that address to the end of its section. nil if
+	// unknown, in which case inline trees are not expanded.
+	gofunc     uint64
+	gofuncData []byte
+	gofuncFrom string // how gofunc was found: "symtab" or "moduledata"
+}
+
+// New parses the pcln table of an ELF file (open with debug/elf by the caller).
+func New(f *elf.File) (*Table, error) {
+	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
+		return nil, fmt.Errorf("pcln: only little-endian 64-bit ELF is supported")
+	}
+	ps := f.Section(".gopclntab")
+	if ps == nil || ps.Type == elf.SHT_NOBITS {
+		return nil, ErrNoPclntab
+	}
+	pcln, err := sectionData(ps)
+	if err != nil {
+		return nil, fmt.Errorf("pcln: reading .gopclntab: %w", err)
+	}
+	t, err := parseHeader(pcln)
+	if err != nil {
+		return nil, err
+	}
+
+	// Locate runtime.text and go:func.*: from the symbol table when
+	// present, else from the runtime's moduledata.
+	var haveText bool
+	if syms, err := f.Symbols(); err == nil {
+		for _, s := range syms {
+			switch s.Name {
+			case "runtime.text":
+				t.text, haveText = s.Value, true
+			case "go:func.*", "go.func.*":
+				t.gofunc, t.gofuncFrom = s.Value, "symtab"
+			}
+		}
+	}
+	if t.gofuncFrom == "" || !haveText {
+		if md, err := findModuledata(f, ps.Addr, t); err == nil {
+			if !haveText {
+				t.text, haveText = md.text, true
+			}
+			if t.gofuncFrom == "" {
+				t.gofunc, t.gofuncFrom = md.gofunc, "moduledata"
+			}
+		}
+	}
+	if !haveText {
+		if ts := f.Section(".text"); ts != nil {
+			t.text = ts.Addr
+		} else {
+			return nil, fmt.Errorf("pcln: cannot determine text start")
+		}
+	}
+	if t.gofuncFrom != "" {
+		data, err := dataAt(f, t.gofunc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoGofunc, err)
+		}
+		t.gofuncData = data
+	} else {
+		return nil, ErrNoGofunc
+	}
+	return t, nil
+}
+
+func sectionData(s *elf.Section) ([]byte, error) {
+	if s.Size > maxSectionSize {
+		return nil, fmt.Errorf("section %s too large (%d bytes)", s.Name, s.Size)
+	}
+	return s.Data()
+}
+
+// dataAt returns the bytes of the allocated section containing addr, from
+// addr to the end of the section.
+func dataAt(f *elf.File, addr uint64) ([]byte, error) {
+	for _, s := range f.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		if addr >= s.Addr && addr-s.Addr < s.Size {
+			d, err := sectionData(s)
+			if err != nil {
+				return nil, err
+			}
+			off := addr - s.Addr
+			if off >= uint64(len(d)) {
+				return nil, fmt.Errorf("address %#x beyond data of %s", addr, s.Name)
+			}
+			return d[off:], nil
+		}
+	}
+	return nil, fmt.Errorf("address %#x not in any section with data", addr)
+}
+
+// parseHeader parses a Go 1.18+ pcHeader (runtime/symtab.go) and the table
+// offsets it contains.
+func parseHeader(data []byte) (*Table, error) {
+	if len(data) < 8 {
+		return nil, fmt.Errorf("%w: header truncated", ErrCorrupt)
+	}
+	magic := binary.LittleEndian.Uint32(data)
+	switch magic {
+	case magic118, magic120:
+	case magic116, magic12:
+		return nil, fmt.Errorf("%w: magic %#x (Go 1.2-1.17); need Go 1.18+", ErrUnsupportedVersion, magic)
+	default:
+		return nil, fmt.Errorf("%w: bad magic %#x", ErrCorrupt, magic)
+	}
+	if data[4] != 0 || data[5] != 0 {
+		return nil, fmt.Errorf("%w: bad header padding", ErrCorrupt)
+	}
+	minLC, ptrSize := data[6], data[7]
+	if ptrSize != 8 {
+		return nil, fmt.Errorf("%w: pointer size %d, want 8", ErrUnsupportedVersion, ptrSize)
+	}
+	if minLC != 1 && minLC != 2 && minLC != 4 {
+		return nil, fmt.Errorf("%w: bad pc quantum %d", ErrCorrupt, minLC)
+	}
+	// magic, pad1, pad2, minLC, ptrSize; then 8 words:
+	// nfunc, nfiles, (textStart), funcnameOffset, cuOffset, filetabOffset,
+	// pctabOffset, pclnOffset.
+	const hdrSize = 8 + 8*8
+	if len(data) < hdrSize {
+		return nil, fmt.Errorf("%w: header truncated", ErrCorrupt)
+	}
+	word := func(i int) uint64 { return binary.LittleEndian.Uint64(data[8+8*i:]) }
+	sub := func(i int, what string) ([]byte, error) {
+		off := word(i)
+		if off < hdrSize || off > uint64(len(data)) {
+			return nil, fmt.Errorf("%w: %s offset %#x out of range", ErrCorrupt, what, off)
+		}
+		return data[off:], nil
+	}
+	t := &Table{magic: magic, ptrSize: int(ptrSize), minLC: uint32(minLC)}
+	nfunc := word(0)
+	var err error
+	if t.funcnametab, err = sub(3, "funcname"); err != nil {
+		return nil, err
+	}
+	if t.cutab, err = sub(4, "cutab"); err != nil {
+		return nil, err
+	}
+	if t.filetab, err = sub(5, "filetab"); err != nil {
+		return nil, err
+	}
+	if t.pctab, err = sub(6, "pctab"); err != nil {
+		return nil, err
+	}
+	if t.pclntable, err = sub(7, "pclntable"); err != nil {
+		return nil, err
+	}
+	// ftab: nfunc+1 entries of {entryoff, funcoff uint32}.
+	if nfunc == 0 || nfunc >= uint64(len(t.pclntable))/8 {
+		return nil, fmt.Errorf("%w: nfunc %d does not fit", ErrCorrupt, nfunc)
+	}
+	t.nfunc = int(nfunc)
+	return t, nil
+}
+
+// ftabEntry returns functab entry i (0 <= i <= nfunc); in bounds by parseHeader.
+func (t *Table) ftabEntry(i int) (entryOff, funcOff uint32) {
+	b := t.pclntable[8*i:]
+	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])
+}
+
+// funcInfo is a decoded runtime._func.
+type funcInfo struct {
+	entry     uint64
+	end       uint64
+	nameOff   int32
+	pcfile    uint32
+	pcln      uint32
+	npcdata   uint32
+	cuOffset  uint32
+	startLine int32
+	nfuncdata uint8
+	raw       []byte // the _func record and its trailing pcdata/funcdata arrays
+	hdrSize   int    // size of the fixed part of _func
+}
+
+// findFunc mirrors runtime.findfunc (by binary search over ftab instead of
+// the findfunctab buckets, which gives the same answer).
+func (t *Table) findFunc(pc uint64) (funcInfo, error) {
+	if pc < t.text {
+		return funcInfo{}, fmt.Errorf("%w: %#x", ErrNoFunc, pc)
+	}
+	pcOff64 := pc - t.text
+	endOff, _ := t.ftabEntry(t.nfunc)
+	if pcOff64 >= uint64(endOff) {
+		return funcInfo{}, fmt.Errorf("%w: %#x", ErrNoFunc, pc)
+	}
+	pcOff := uint32(pcOff64)
+	// Largest i in [0, nfunc) with ftab[i].entryoff <= pcOff.
+	i := sort.Search(t.nfunc, func(i int) bool {
+		e, _ := t.ftabEntry(i)
+		return e > pcOff
+	}) - 1
+	if i < 0 {
+		return funcInfo{}, fmt.Errorf("%w: %#x", ErrNoFunc, pc)
+	}
+	entryOff, funcOff := t.ftabEntry(i)
+	nextOff, _ := t.ftabEntry(i + 1)
+	if nextOff < entryOff {
+		return funcInfo{}, fmt.Errorf("%w: ftab not sorted at %d", ErrCorrupt, i)
+	}
+	hdr := 44 // Go 1.20+: with startLine
+	if t.magic == magic118 {
+		hdr = 40
+	}
+	if uint64(funcOff)+uint64(hdr) > uint64(len(t.pclntable)) {
+		return funcInfo{}, fmt.Errorf("%w: _func offset %#x out of range", ErrCorrupt, funcOff)
+	}
+	raw := t.pclntable[funcOff:]
+	le := binary.LittleEndian
+	fi := funcInfo{
+		entry:    t.text + uint64(entryOff),
+		end:      t.text + uint64(nextOff),
+		nameOff:  int32(le.Uint32(raw[4:])),
+		pcfile:   le.Uint32(raw[20:]),
+		pcln:     le.Uint32(raw[24:]),
+		npcdata:  le.Uint32(raw[28:]),
+		cuOffset: le.Uint32(raw[32:]),
+		hdrSize:  hdr,
+	}
+	if le.Uint32(raw) != entryOff {
+		return funcInfo{}, fmt.Errorf("%w: _func entry %#x != ftab entry %#x", ErrCorrupt, le.Uint32(raw), entryOff)
+	}
+	if t.magic == magic118 {
+		fi.nfuncdata = raw[39]
+	} else {
+		fi.startLine = int32(le.Uint32(raw[36:]))
+		fi.nfuncdata = raw[43]
+	}
+	need := uint64(hdr) + 4*uint64(fi.npcdata) + 4*uint64(fi.nfuncdata)
+	if need > uint64(len(raw)) {
+		return funcInfo{}, fmt.Errorf("%w: _func at %#x truncated", ErrCorrupt, funcOff)
+	}
+	fi.raw = raw[:need]
+	return fi, nil
+}
+
+// cstring returns the NUL-terminated string at tab[off:].
+func cstring(tab []byte, off int64) (string, bool) {
+	if off < 0 || off >= int64(len(tab)) {
+		return "", false
+	}
+	b := tab[off:]
+	for i, c := range b {
+		if c == 0 {
+			return string(b[:i]), true
+		}
+	}
+	return "", false
+}
+
+func (t *Table) funcName(nameOff int32) string {
+	s, ok := cstring(t.funcnametab, int64(nameOff))
+	if !ok {
+		return "?"
+	}
+	return s
+}
+
+// readvarint mirrors runtime.readvarint, with bounds checks.
+func readvarint(p []byte) (n int, v uint32, ok bool) {
+	var shift uint32
+	for n < len(p) && n < 5 {
+		b := p[n]
+		n++
+		v |= uint32(b&0x7f) << (shift & 31)
+		if b&0x80 == 0 {
+			return n, v, true
+		}
+		shift += 7
+	}
+	return 0, 0, false
+}
+
+// pcvalue mirrors runtime.pcvalue (non-strict): the value of the table at
+// pctab[off:] for targetpc, or -1.
+func (t *Table) pcvalue(f *funcInfo, off uint32, targetpc uint64) (int32, error) {
+	if off == 0 {
+		return -1, nil
+	}
+	if uint64(off) >= uint64(len(t.pctab)) {
+		return -1, fmt.Errorf("%w: pc table offset %#x out of range", ErrCorrupt, off)
+	}
+	p := t.pctab[off:]
+	pc := f.entry
+	val := int32(-1)
+	for len(p) > 0 {
+		first := pc == f.entry // as runtime.pcvalue: step(p, &pc, &val, pc == f.entry())
+		uvdelta := uint32(p[0])
+		if uvdelta == 0 && !first {
+			break
+		}
+		n, v, ok := readvarint(p)
+		if !ok {
+			break
+		}
+		uvdelta = v
+		val += int32(-(uvdelta & 1) ^ (uvdelta >> 1))
+		p = p[n:]
+		n, pcdelta, ok := readvarint(p)
+		if !ok {
+			break
+		}
+		p = p[n:]
+		pc += uint64(pcdelta) * uint64(t.minLC)
+		if targetpc < pc {
+			return val, nil
+		}
+	}
+	// Table did not cover targetpc (runtime returns -1 when non-strict).
+	return -1, nil
+}
+
+// pcdatavalue mirrors runtime.pcdatavalue1 (non-strict).
+func (t *Table) pcdatavalue(f *funcInfo, table uint32, pc uint64) (int32, error) {
+	if table >= f.npcdata {
+		return -1, nil
+	}
+	off := binary.LittleEndian.Uint32(f.raw[f.hdrSize+4*int(table):])
+	return t.pcvalue(f, off, pc)
+}
+
+// funcline mirrors runtime.funcline1 (non-strict): "?", 0 on failure.
+func (t *Table) funcline(f *funcInfo, pc uint64) (string, int, error) {
+	fileno, err := t.pcvalue(f, f.pcfile, pc)
+	if err != nil {
+		return "?", 0, err
+	}
+	line, err := t.pcvalue(f, f.pcln, pc)
+	if err != nil {
+		return "?", 0, err
+	}
+	if fileno == -1 || line == -1 {
+		return "?", 0, nil
+	}
+	// funcfile: cutab[cuOffset+fileno] is an offset into filetab.
+	idx := uint64(f.cuOffset) + uint64(uint32(fileno))
+	if idx >= uint64(len(t.cutab))/4 {
+		return "?", 0, nil
+	}
+	fileoff := binary.LittleEndian.Uint32(t.cutab[4*idx:])
+	if fileoff == ^uint32(0) {
+		return "?", 0, nil
+	}
+	file, ok := cstring(t.filetab, int64(fileoff))
+	if !ok {
+		return "?", 0, nil
+	}
+	return file, int(line), nil
+}
+
+// inlTree returns the inline tree of f (nil if none), mirroring
+// runtime.funcdata(f, FUNCDATA_InlTree).
+func (t *Table) inlTree(f *funcInfo) ([]byte, error) {
+	if funcdataInlTree >= int(f.nfuncdata) {
+		return nil, nil
+	}
+	off := binary.LittleEndian.Uint32(f.raw[f.hdrSize+4*int(f.npcdata)+4*funcdataInlTree:])
+	if off == ^uint32(0) {
+		return nil, nil
+	}
+	if t.gofuncData == nil {
+		return nil, fmt.Errorf("%w: function has an inline tree", ErrNoGofunc)
+	}
+	if uint64(off) >= uint64(len(t.gofuncData)) {
+		return nil, fmt.Errorf("%w: inline tree offset %#x beyond go:func.* data", ErrCorrupt, off)
+	}
+	return t.gofuncData[off:], nil
+}
+
+// inlinedCall is a decoded runtime.inlinedCall.
+type inlinedCall struct {
+	nameOff   int32
+	parentPc  int32
+	startLine int32
+}
+
+func (t *Table) inlEntry(tree []byte, index int32) (inlinedCall, error) {
+	le := binary.LittleEndian
+	size := 16 // Go 1.20+: funcID uint8, _ [3]byte, nameOff, parentPc, startLine int32
+	if t.magic == magic118 {
+		size = 20 // Go 1.18/1.19: parent int16, funcID, _ byte, file, line, func_, parentPc int32
+	}
+	if index < 0 || index >= maxInlIndex || int64(index+1)*int64(size) > int64(len(tree)) {
+		return inlinedCall{}, fmt.Errorf("%w: inline tree index %d out of range", ErrCorrupt, index)
+	}
+	b := tree[int(index)*size:]
+	if t.magic == magic118 {
+		return inlinedCall{nameOff: int32(le.Uint32(b[12:])), parentPc: int32(le.Uint32(b[16:]))}, nil
+	}
+	return inlinedCall{
+		nameOff:   int32(le.Uint32(b[4:])),
+		parentPc:  int32(le.Uint32(b[8:])),
+		startLine: int32(le.Uint32(b[12:])),
+	}, nil
+}
+
+// Func returns the physical function containing pc (name, entry, end).
+func (t *Table) Func(pc uint64) (name string, entry, end uint64, ok bool) {
+	f, err := t.findFunc(pc)
+	if err != nil {
+		return "", 0, 0, false
+	}
+	return t.funcName(f.nameOff), f.entry, f.end, true
+}
+
+// Frames returns the logical frames at pc, innermost first: the inlined
+// calls at pc (innermost first), then the physical function. pc is used as
+// is (a "call pc"); for return addresses use FramesForReturn.
+//
+// It mirrors runtime.newInlineUnwinder/next/srcFunc/fileLine: the innermost
+// frame's file:line is the pcln file:line at pc; each outer frame's pc is
+// entry+parentPc of the inline tree entry for the frame inside it, and its
+// file:line is the pcln file:line at that pc.
+func (t *Table) Frames(pc uint64) ([]Frame, error) {
+	f, err := t.findFunc(pc)
+	if err != nil {
+		return nil, err
+	}
+	tree, err := t.inlTree(&f)
+	if err != nil {
+		return nil, err
+	}
+	index := int32(-1)
+	if tree != nil {
+		if index, err = t.pcdatavalue(&f, pcdataInlTreeIndex, pc); err != nil {
+			return nil, err
+		}
+	}
+	var frames []Frame
+	cur := pc
+	for {
+		file, line, err := t.funcline(&f, cur)
+		if err != nil {
+			return nil, err
+		}
+		if index < 0 {
+			frames = append(frames, Frame{
+				Function:  funcNameForPrint(t.funcName(f.nameOff)),
+				File:      file,
+				Line:      line,
+				PC:        cur,
+				StartLine: int(f.startLine),
+			})
+			return frames, nil
+		}
+		if len(frames) >= maxInlineDepth {
+			return nil, fmt.Errorf("%w: inline chain too deep at %#x", ErrCorrupt, pc)
+		}
+		ic, err := t.inlEntry(tree, index)
+		if err != nil {
+			return nil, err
+		}
+		frames = append(frames, Frame{
+			Function:  funcNameForPrint(t.funcName(ic.nameOff)),
+			File:      file,
+			Line:      line,
+			PC:        cur,
+			Inlined:   true,
+			StartLine: int(ic.startLine),
+		})
+		cur = f.entry + uint64(int64(ic.parentPc))
+		if index, err = t.pcdatavalue(&f, pcdataInlTreeIndex, cur); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// FramesForReturn returns Frames(ret-1): the convention for return
+// addresses captured from a stack, which point after the call instruction.
+func (t *Table) FramesForReturn(ret uint64) ([]Frame, error) {
+	if ret == 0 {
+		return nil, fmt.Errorf("%w: %#x", ErrNoFunc, ret)
+	}
+	return t.Frames(ret - 1)
+}
+
+// funcNameForPrint mirrors runtime.funcNameForPrint: the shape arguments of
+// generic instantiations are replaced by "...".
+func funcNameForPrint(name string) string {
+	i := -1
+	for k := 0; k < len(name); k++ {
+		if name[k] == '[' {
+			i = k
+			break
+		}
+	}
+	if i < 0 {
+		return name
+	}
+	j := len(name) - 1
+	for j > i && name[j] != ']' {
+		j--
+	}
+	if j <= i {
+		return name
+	}
+	return name[:i] + "[...]" + name[j+1:]
+}

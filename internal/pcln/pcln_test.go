@@ -1,0 +1,401 @@
+package pcln
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const testMain = `package main
+
+import (
+	"fmt"
+	"runtime"
+)
+
+// level3, helperLevel (helper.go), level2 and level1 are small enough to be
+// inlined into physical (or main); the func value passed to helperLevel is
+// devirtualized after inlining. capture itself may or may not be inlined.
+func capture() []uintptr {
+	pcs := make([]uintptr, 64)
+	n := runtime.Callers(1, pcs)
+	return pcs[:n]
+}
+
+func level3() []uintptr { return capture() }
+func level2() []uintptr { return helperLevel(level3) }
+func level1() []uintptr { return level2() }
+
+//go:noinline
+func physical() []uintptr {
+	return level1()
+}
+
+func dump(tag string, pcs []uintptr) {
+	for _, pc := range pcs {
+		fmt.Printf("PC %s %#x\n", tag, pc)
+	}
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		fmt.Printf("F %s %s|%s|%d\n", tag, f.Function, f.File, f.Line)
+		if !more {
+			break
+		}
+	}
+}
+
+func main() {
+	dump("a", physical())
+	dump("b", level1()) // inlined straight into main
+}
+`
+
+const testHelper = `package main
+
+func helperLevel(f func() []uintptr) []uintptr {
+	return f()
+}
+`
+
+type expFrame struct {
+	fn, file string
+	line     int
+}
+
+func (e expFrame) String() string { return fmt.Sprintf("%s %s:%d", e.fn, e.file, e.line) }
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// buildTestBinaries builds the test program in default and stripped modes
+// (shared by all tests) and returns the directory holding them.
+func buildTestBinaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "pcln-test")
+		if buildErr != nil {
+			return
+		}
+		files := map[string]string{
+			"go.mod":    "module example.com/inl\n\ngo 1.21\n",
+			"main.go":   testMain,
+			"helper.go": testHelper,
+		}
+		for name, src := range files {
+			if buildErr = os.WriteFile(filepath.Join(buildDir, name), []byte(src), 0o644); buildErr != nil {
+				return
+			}
+		}
+		for mode, args := range map[string][]string{
+			"default":  {"build", "-o", "default"},
+			"stripped": {"build", "-ldflags=-s -w", "-o", "stripped"},
+		} {
+			cmd := exec.Command("go", args...)
+			cmd.Dir = buildDir
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-buildmode=exe")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %v\n%s", mode, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func openTable(t *testing.T, path string) *Table {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	tab, err := New(f)
+	if err != nil {
+		t.Fatalf("New(%s): %v", path, err)
+	}
+	return tab
+}
+
+// runGroundTruth runs the binary and returns, per tag, the pcs from
+// runtime.Callers and the frames runtime.CallersFrames made of them.
+func runGroundTruth(t *testing.T, path string) (map[string][]uint64, map[string][]expFrame) {
+	t.Helper()
+	out, err := exec.Command(path).Output()
+	if err != nil {
+		t.Fatalf("run %s: %v", path, err)
+	}
+	pcs := map[string][]uint64{}
+	frames := map[string][]expFrame{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), " ", 3)
+		if len(fields) != 3 {
+			t.Fatalf("bad line %q", sc.Text())
+		}
+		switch fields[0] {
+		case "PC":
+			v, err := strconv.ParseUint(fields[2], 0, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pcs[fields[1]] = append(pcs[fields[1]], v)
+		case "F":
+			p := strings.Split(fields[2], "|")
+			if len(p) != 3 {
+				t.Fatalf("bad frame line %q", sc.Text())
+			}
+			line, err := strconv.Atoi(p[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			frames[fields[1]] = append(frames[fields[1]], expFrame{p[0], p[1], line})
+		}
+	}
+	return pcs, frames
+}
+
+func toExp(f Frame) expFrame { return expFrame{f.Function, f.File, f.Line} }
+
+func TestFramesMatchRuntime(t *testing.T) {
+	dir := buildTestBinaries(t)
+	for _, mode := range []string{"default", "stripped"} {
+		t.Run(mode, func(t *testing.T) {
+			path := filepath.Join(dir, mode)
+			tab := openTable(t, path)
+			if ef, err := elf.Open(path); err == nil {
+				if mode == "stripped" && (ef.Section(".symtab") != nil || ef.Section(".debug_info") != nil) {
+					t.Error("stripped binary still has .symtab or DWARF")
+				}
+				ef.Close()
+			}
+			t.Logf("gofunc=%#x found via %s, text=%#x", tab.gofunc, tab.gofuncFrom, tab.text)
+			if mode == "stripped" && tab.gofuncFrom != "moduledata" {
+				t.Errorf("stripped binary: gofunc found via %q, want moduledata", tab.gofuncFrom)
+			}
+			allPCs, allFrames := runGroundTruth(t, path)
+			for _, tag := range []string{"a", "b"} {
+				pcs, want := allPCs[tag], allFrames[tag]
+				if len(pcs) == 0 || len(pcs) != len(want) {
+					t.Fatalf("%s: %d pcs but %d runtime frames", tag, len(pcs), len(want))
+				}
+				// runtime.Callers emits one (possibly virtual) pc per
+				// logical frame, so the innermost frame of each pc must
+				// be the runtime's frame for it.
+				for i, pc := range pcs {
+					got, err := tab.FramesForReturn(pc)
+					if err != nil {
+						t.Fatalf("%s: FramesForReturn(%#x): %v", tag, pc, err)
+					}
+					if toExp(got[0]) != want[i] {
+						t.Errorf("%s[%d] pc %#x: got %v, want %v", tag, i, pc, toExp(got[0]), want[i])
+					}
+				}
+				// A stack unwinder (eBPF) only sees the physical return
+				// addresses: the first pc, then the pc after each group of
+				// inlined frames. Expanding those must reproduce the whole
+				// logical stack.
+				inlined := 0
+				var logical []expFrame
+				for i := 0; i < len(pcs); {
+					got, err := tab.FramesForReturn(pcs[i])
+					if err != nil {
+						t.Fatal(err)
+					}
+					same, err := tab.Frames(pcs[i] - 1)
+					if err != nil || len(same) != len(got) {
+						t.Fatalf("Frames(%#x) = %v, %v; FramesForReturn gave %v", pcs[i]-1, same, err, got)
+					}
+					for k, f := range got {
+						if f.Inlined != (k < len(got)-1) {
+							t.Errorf("frame %v: Inlined=%v at position %d of %d", f, f.Inlined, k, len(got))
+						}
+						if f.Inlined {
+							inlined++
+						}
+						logical = append(logical, toExp(f))
+					}
+					i += len(got)
+				}
+				if fmt.Sprint(logical) != fmt.Sprint(want) {
+					t.Errorf("%s: expanded physical stack\n got  %v\n want %v", tag, logical, want)
+				}
+				// The level3..level1 chain must have been inlined.
+				if inlined < 3 {
+					t.Errorf("%s: only %d inlined frames; test program not inlined as expected", tag, inlined)
+				}
+				t.Logf("%s: %d logical frames, %d inlined: %v", tag, len(logical), inlined, logical)
+			}
+
+			pc := allPCs["a"][0] - 1
+			fr, err := tab.Frames(pc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name, entry, end, ok := tab.Func(pc)
+			if !ok || name != fr[len(fr)-1].Function || !(entry <= pc && pc < end) {
+				t.Errorf("Func(%#x) = %q, %#x, %#x, %v; physical frame %v", pc, name, entry, end, ok, fr[len(fr)-1])
+			}
+		})
+	}
+}
+
+// TestGofuncSymtabVsModuledata checks that the moduledata scan used for
+// stripped binaries agrees with the go:func.* symbol of the unstripped one.
+func TestGofuncSymtabVsModuledata(t *testing.T) {
+	dir := buildTestBinaries(t)
+	f, err := elf.Open(filepath.Join(dir, "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tab, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.gofuncFrom != "symtab" {
+		t.Fatalf("default build: gofunc from %q, want symtab", tab.gofuncFrom)
+	}
+	md, err := findModuledata(f, f.Section(".gopclntab").Addr, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.gofunc != tab.gofunc || md.text != tab.text {
+		t.Errorf("moduledata gofunc=%#x text=%#x; symtab gofunc=%#x text=%#x", md.gofunc, md.text, tab.gofunc, tab.text)
+	}
+	syms, _ := f.Symbols()
+	for _, s := range syms {
+		if s.Name == "runtime.firstmoduledata" && s.Value != md.addr {
+			t.Errorf("moduledata found at %#x, runtime.firstmoduledata is %#x", md.addr, s.Value)
+		}
+	}
+}
+
+func TestOutsideFunction(t *testing.T) {
+	tab := openTable(t, filepath.Join(buildTestBinaries(t), "stripped"))
+	for _, pc := range []uint64{0, 1, tab.text - 1, 0xffffffffffffff00, ^uint64(0)} {
+		if fr, err := tab.Frames(pc); err == nil || !errors.Is(err, ErrNoFunc) {
+			t.Errorf("Frames(%#x) = %v, %v; want ErrNoFunc", pc, fr, err)
+		}
+		if _, _, _, ok := tab.Func(pc); ok {
+			t.Errorf("Func(%#x) ok", pc)
+		}
+	}
+	if _, err := tab.FramesForReturn(0); err == nil {
+		t.Error("FramesForReturn(0) succeeded")
+	}
+	end, _ := tab.ftabEntry(tab.nfunc)
+	if _, err := tab.Frames(tab.text + uint64(end)); err == nil {
+		t.Error("Frames(end of text) succeeded")
+	}
+}
+
+// TestTruncatedAndCorrupt feeds truncated and corrupted tables; any error
+// is fine, a panic is not.
+func TestTruncatedAndCorrupt(t *testing.T) {
+	dir := buildTestBinaries(t)
+	raw, err := os.ReadFile(filepath.Join(dir, "stripped"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pclnData, err := f.Section(".gopclntab").Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sample pcs across the text.
+	endOff, _ := good.ftabEntry(good.nfunc)
+	var pcs []uint64
+	for off := uint64(0); off < uint64(endOff); off += uint64(endOff)/2000 + 1 {
+		pcs = append(pcs, good.text+off)
+	}
+	exercise := func(tab *Table) {
+		for _, pc := range pcs {
+			tab.Frames(pc)
+			tab.Func(pc)
+		}
+	}
+	// Truncated pclntab.
+	for _, n := range []int{0, 4, 8, 16, 71, 72, 100, 1000, len(pclnData) / 4, len(pclnData) / 2, len(pclnData) - 1} {
+		tab, err := parseHeader(pclnData[:n])
+		if err != nil {
+			continue
+		}
+		tab.text, tab.gofunc, tab.gofuncData = good.text, good.gofunc, good.gofuncData
+		exercise(tab)
+	}
+	// Truncated go:func.* data.
+	for _, n := range []int{0, 1, 17, len(good.gofuncData) / 2} {
+		tab := *good
+		tab.gofuncData = good.gofuncData[:n]
+		exercise(&tab)
+	}
+	// Corrupted bytes (deterministic pseudo-random flips).
+	seed := uint64(1)
+	rnd := func(n int) int {
+		seed = seed*6364136223846793005 + 1442695040888963407
+		return int(seed>>33) % n
+	}
+	for round := 0; round < 20; round++ {
+		p := bytes.Clone(pclnData)
+		g := bytes.Clone(good.gofuncData)
+		for k := 0; k < 200; k++ {
+			p[72+rnd(len(p)-72)] = byte(rnd(256))
+			g[rnd(len(g))] = byte(rnd(256))
+		}
+		tab, err := parseHeader(p)
+		if err != nil {
+			continue
+		}
+		tab.text, tab.gofunc, tab.gofuncData = good.text, good.gofunc, g
+		exercise(tab)
+	}
+	// Truncated ELF files.
+	for _, n := range []int{0, 64, 4096, len(raw) / 3, len(raw) / 2, len(raw) - 100} {
+		ef, err := elf.NewFile(bytes.NewReader(raw[:n]))
+		if err != nil {
+			continue
+		}
+		if tab, err := New(ef); err == nil {
+			exercise(tab)
+		}
+	}
+	// Wrong magic / old versions.
+	for _, m := range []uint32{0, magic116, magic12, 0xdeadbeef} {
+		p := bytes.Clone(pclnData)
+		p[0], p[1], p[2], p[3] = byte(m), byte(m>>8), byte(m>>16), byte(m>>24)
+		if _, err := parseHeader(p); err == nil {
+			t.Errorf("magic %#x accepted", m)
+		}
+	}
+}

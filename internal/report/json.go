@@ -1,0 +1,100 @@
+package report
+
+import (
+	"encoding/json"
+	"io"
+
+	"github.com/ctxwatch/ctxwatch/internal/analysis"
+)
+
+// JSON writes one object per line: a "break" line at the first occurrence
+// of each distinct break, and a "summary" line per process at the end.
+type JSON struct {
+	enc *json.Encoder
+}
+
+// NewJSON writes JSON lines to w.
+func NewJSON(w io.Writer) *JSON { return &JSON{enc: json.NewEncoder(w)} }
+
+type jsonBreak struct {
+	Type            string           `json:"type"`
+	Kind            analysis.Kind    `json:"kind"`
+	PID             uint32           `json:"pid"`
+	ContainerID     string           `json:"container_id,omitempty"`
+	PodUID          string           `json:"pod_uid,omitempty"`
+	TraceID         string           `json:"trace_id"`
+	OtherTraceID    string           `json:"other_trace_id,omitempty"`
+	Goroutine       uint64           `json:"goroutine"`
+	ParentGoroutine uint64           `json:"parent_goroutine,omitempty"`
+	Site            analysis.Frame   `json:"site"`
+	Spawn           []analysis.Frame `json:"spawn,omitempty"`
+}
+
+// Break prints the first occurrence of each distinct break.
+func (j *JSON) Break(p Process, b analysis.Break) error {
+	if !b.First {
+		return nil
+	}
+	return j.enc.Encode(jsonBreak{
+		Type:            "break",
+		Kind:            b.Kind,
+		PID:             p.PID,
+		ContainerID:     p.ContainerID,
+		PodUID:          p.PodUID,
+		TraceID:         b.Trace.Label(),
+		OtherTraceID:    b.Other.Label(),
+		Goroutine:       b.Goroutine,
+		ParentGoroutine: b.ParentGoroutine,
+		Site:            b.Site,
+		Spawn:           b.Spawn,
+	})
+}
+
+type jsonSpawnSite struct {
+	analysis.SpawnSite
+	Retention *float64 `json:"retention"` // null until a goroutine of the site was judged
+}
+
+type jsonSummary struct {
+	Type        string                `json:"type"`
+	PID         uint32                `json:"pid"`
+	Executable  string                `json:"executable"`
+	ContainerID string                `json:"container_id,omitempty"`
+	PodUID      string                `json:"pod_uid,omitempty"`
+	DurationS   float64               `json:"duration_s"`
+	Events      uint64                `json:"events"`
+	EventsLost  uint64                `json:"events_lost"`
+	Unmatched   uint64                `json:"unmatched_checks"`
+	SpawnSites  []jsonSpawnSite       `json:"spawn_sites"`
+	Breaks      []analysis.BreakCount `json:"breaks"`
+	Notes       []string              `json:"notes,omitempty"`
+}
+
+// Summary prints the summary line of a process.
+func (j *JSON) Summary(s Summary) error {
+	out := jsonSummary{
+		Type:        "summary",
+		PID:         s.Process.PID,
+		Executable:  s.Executable,
+		ContainerID: s.ContainerID,
+		PodUID:      s.PodUID,
+		DurationS:   s.DurationS,
+		Events:      s.Events,
+		EventsLost:  s.EventsLost,
+		Unmatched:   s.Unmatched,
+		SpawnSites:  []jsonSpawnSite{},
+		Breaks:      s.Breaks,
+		Notes:       s.Notes,
+	}
+	if out.Breaks == nil {
+		out.Breaks = []analysis.BreakCount{}
+	}
+	for _, site := range s.SpawnSites {
+		js := jsonSpawnSite{SpawnSite: site}
+		if r := site.Retention(); r >= 0 {
+			js.Retention = &r
+		}
+		out.SpawnSites = append(out.SpawnSites, js)
+	}
+	return j.enc.Encode(out)
+}

@@ -1,0 +1,87 @@
+package report
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/ctxwatch/ctxwatch/internal/analysis"
+)
+
+// Table shows spawn sites sorted by breaks with their retention, and the
+// distinct breaks. On a terminal it redraws in place (Refresh).
+type Table struct {
+	w    io.Writer
+	live bool
+}
+
+// NewTable writes tables to w; live redraws the screen on Refresh.
+func NewTable(w io.Writer, live bool) *Table { return &Table{w: w, live: live} }
+
+// Break is shown by the table, not printed line by line.
+func (t *Table) Break(Process, analysis.Break) error { return nil }
+
+// Refresh redraws the live view.
+func (t *Table) Refresh(sums []Summary) error {
+	if !t.live {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("\x1b[H\x1b[2J") // home, clear screen
+	for _, s := range sums {
+		writeSummary(&b, s, "watching")
+	}
+	b.WriteString("Ctrl-C to stop\n")
+	_, err := io.WriteString(t.w, b.String())
+	return err
+}
+
+// Summary prints the final table of a process.
+func (t *Table) Summary(s Summary) error {
+	var b strings.Builder
+	writeSummary(&b, s, "summary")
+	_, err := io.WriteString(t.w, b.String())
+	return err
+}
+
+func loc(f analysis.Frame) string {
+	return fmt.Sprintf("%s %s:%d", f.Function, filepath.Base(f.File), f.Line)
+}
+
+func writeSummary(w io.Writer, s Summary, what string) {
+	fmt.Fprintf(w, "ctxwatch %s: pid %d %s, %.1fs, %d events, %d lost\n\n",
+		what, s.Process.PID, s.Executable, s.DurationS, s.Events, s.EventsLost)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SPAWN SITE\tTRACED\tKEPT\tLOST\tNEW-ROOT\tRETENTION")
+	for _, site := range s.SpawnSites {
+		ret := "-"
+		if r := site.Retention(); r >= 0 {
+			ret = fmt.Sprintf("%.1f%%", 100*r)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", loc(site.Site), site.TracedSpawns, site.Propagated, site.Lost, site.NewRoot, ret)
+	}
+	if len(s.SpawnSites) == 0 {
+		fmt.Fprintln(tw, "(no goroutine started inside a trace yet)")
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BREAK\tCOUNT\tSITE\tSPAWNED AT")
+	for _, br := range s.Breaks {
+		spawn := "-"
+		if len(br.Spawn) > 0 {
+			spawn = loc(br.Spawn[0])
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", br.Kind, br.Count, loc(br.Site), spawn)
+	}
+	if len(s.Breaks) == 0 {
+		fmt.Fprintln(tw, "(no break)")
+	}
+	tw.Flush()
+	for _, n := range s.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	fmt.Fprintln(w)
+}

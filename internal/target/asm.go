@@ -1,0 +1,163 @@
+package target
+
+import (
+	"fmt"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// maxPrologue is how many instructions ProbeAddr decodes looking for PUSHQ BP.
+const maxPrologue = 8
+
+// ProbeAddr returns where to place an entry uprobe on fn: the first
+// `PUSHQ BP` within the first few instructions, after the stack-growth check
+// (`CMPQ SP, 16(R14); JBE morestack`). There the argument registers and R14
+// still hold their entry values and, unlike the first instruction, the probe
+// fires once per call even when morestack re-enters the function.
+//
+// If there is no such instruction (a frameless function), or an instruction
+// before it may write RAX, RBX, RCX, RDI, RSI, R8-R11, R14 or RSP, ProbeAddr
+// returns fn.Entry and atEntry=true.
+func (b *Binary) ProbeAddr(fn Func) (addr uint64, atEntry bool, err error) {
+	code, err := b.funcCode(fn)
+	if err != nil {
+		return 0, false, err
+	}
+	pc := 0
+	for n := 0; n < maxPrologue && pc < len(code); n++ {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			break
+		}
+		if inst.Op == x86asm.PUSH && inst.Args[0] == x86asm.RBP {
+			return fn.Entry + uint64(pc), false, nil
+		}
+		if !prologueSafe(inst) {
+			break
+		}
+		pc += inst.Len
+	}
+	return fn.Entry, true, nil
+}
+
+// prologueSafe reports whether inst, found before PUSHQ BP, leaves the
+// argument registers, R14 and RSP unchanged and does not transfer control
+// unconditionally.
+func prologueSafe(inst x86asm.Inst) bool {
+	switch inst.Op {
+	case x86asm.CMP, x86asm.TEST, x86asm.NOP,
+		x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JNE,
+		x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JO, x86asm.JNO,
+		x86asm.JS, x86asm.JNS, x86asm.JP, x86asm.JNP:
+		return true // write flags only
+	case x86asm.LEA, x86asm.MOV, x86asm.SUB, x86asm.ADD:
+		// Allowed when the destination is a scratch register, e.g. the
+		// `MOVQ SP, R12; SUBQ $frame, R12; JCS` of functions with big frames.
+		r, ok := inst.Args[0].(x86asm.Reg)
+		return ok && !protectedReg(r)
+	}
+	return false
+}
+
+// protectedReg reports whether r is (part of) a register whose entry value a
+// probe at ProbeAddr must see: the integer argument registers, R14 (g) or RSP.
+func protectedReg(r x86asm.Reg) bool {
+	switch reg64(r) {
+	case x86asm.RAX, x86asm.RBX, x86asm.RCX, x86asm.RDI, x86asm.RSI,
+		x86asm.R8, x86asm.R9, x86asm.R10, x86asm.R11, x86asm.R14, x86asm.RSP:
+		return true
+	}
+	return false
+}
+
+// reg64 maps a general-purpose register of any width to its 64-bit register.
+// Other registers are returned unchanged.
+func reg64(r x86asm.Reg) x86asm.Reg {
+	switch {
+	case r >= x86asm.AH && r <= x86asm.BH:
+		return [...]x86asm.Reg{x86asm.RAX, x86asm.RCX, x86asm.RDX, x86asm.RBX}[r-x86asm.AH]
+	case r >= x86asm.AL && r <= x86asm.BL:
+		return x86asm.RAX + (r - x86asm.AL)
+	case r >= x86asm.SPB && r <= x86asm.R15B:
+		return x86asm.RSP + (r - x86asm.SPB)
+	case r >= x86asm.AX && r <= x86asm.R15W:
+		return x86asm.RAX + (r - x86asm.AX)
+	case r >= x86asm.EAX && r <= x86asm.R15L:
+		return x86asm.RAX + (r - x86asm.EAX)
+	}
+	return r
+}
+
+// Returns lists the address of every RET instruction in fn.
+func (b *Binary) Returns(fn Func) ([]uint64, error) {
+	var rets []uint64
+	err := b.decodeAll(fn, func(addr uint64, inst x86asm.Inst) {
+		if inst.Op == x86asm.RET {
+			rets = append(rets, addr)
+		}
+	})
+	return rets, err
+}
+
+// CallTargets lists the distinct targets of direct CALL instructions in fn,
+// in the order they first appear.
+func (b *Binary) CallTargets(fn Func) ([]uint64, error) {
+	var targets []uint64
+	seen := make(map[uint64]bool)
+	err := b.decodeAll(fn, func(addr uint64, inst x86asm.Inst) {
+		if inst.Op != x86asm.CALL {
+			return
+		}
+		rel, ok := inst.Args[0].(x86asm.Rel)
+		if !ok {
+			return
+		}
+		t := addr + uint64(inst.Len) + uint64(int64(rel))
+		if !seen[t] {
+			seen[t] = true
+			targets = append(targets, t)
+		}
+	})
+	return targets, err
+}
+
+// decodeAll decodes fn linearly from Entry to End and calls visit for each
+// instruction. Undecodable bytes are skipped one at a time; it is an error
+// only when nothing at all decodes.
+func (b *Binary) decodeAll(fn Func, visit func(addr uint64, inst x86asm.Inst)) error {
+	code, err := b.funcCode(fn)
+	if err != nil {
+		return err
+	}
+	decoded := 0
+	var firstErr error
+	for pc := 0; pc < len(code); {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("at %#x: %w", fn.Entry+uint64(pc), err)
+			}
+			pc++
+			continue
+		}
+		decoded++
+		visit(fn.Entry+uint64(pc), inst)
+		pc += inst.Len
+	}
+	if decoded == 0 {
+		return fmt.Errorf("decode %s in %s: no instruction decoded: %w", fn.Name, b.Path, firstErr)
+	}
+	return nil
+}
+
+// funcCode reads fn's machine code.
+func (b *Binary) funcCode(fn Func) ([]byte, error) {
+	if fn.End <= fn.Entry {
+		return nil, fmt.Errorf("read code of %s: empty range [%#x,%#x)", fn.Name, fn.Entry, fn.End)
+	}
+	code, err := b.readCode(fn.Entry, fn.End-fn.Entry)
+	if err != nil {
+		return nil, fmt.Errorf("read code of %s: %w", fn.Name, err)
+	}
+	return code, nil
+}

@@ -1,0 +1,149 @@
+package target
+
+import (
+	"debug/elf"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Func is a function's name and its [Entry, End) virtual address range.
+type Func struct {
+	Name       string
+	Entry, End uint64 // virtual addresses, End exclusive
+}
+
+// Range is a half-open [Start, End) virtual address range.
+type Range struct{ Start, End uint64 }
+
+// Func finds a function by its full symbol name, e.g. "context.WithValue" or
+// "go.opentelemetry.io/otel/sdk/trace.(*recordingSpan).End". It uses .symtab
+// when present and the .gopclntab function table otherwise. A function that
+// was inlined everywhere has no symbol; Func then returns an error wrapping
+// ErrNoSymbol.
+func (b *Binary) Func(name string) (Func, error) {
+	if f, ok := b.syms[name]; ok {
+		return f, nil
+	}
+	if i, ok := b.byNam[name]; ok {
+		return b.funcs[i], nil
+	}
+	return Func{}, fmt.Errorf("find function %s in %s: %w", name, b.Path, ErrNoSymbol)
+}
+
+// Funcs returns all functions of the .gopclntab function table (so it works
+// for stripped binaries), sorted by Entry. The caller may modify the slice.
+// The pclntab records no sizes: End is where the next function starts, so
+// it includes alignment padding (INT3 bytes), unlike Func's .symtab sizes.
+func (b *Binary) Funcs() []Func {
+	return append([]Func(nil), b.funcs...)
+}
+
+// FileOffset converts a virtual address inside an executable PT_LOAD segment
+// to the file offset a uprobe is attached at. It works for PIE and non-PIE
+// binaries alike since both are given link-time addresses.
+func (b *Binary) FileOffset(addr uint64) (uint64, error) {
+	for _, p := range b.elf.Progs {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X == 0 {
+			continue
+		}
+		if addr >= p.Vaddr && addr-p.Vaddr < p.Filesz {
+			return p.Off + (addr - p.Vaddr), nil
+		}
+	}
+	return 0, fmt.Errorf("file offset of %#x in %s: not in an executable PT_LOAD segment", addr, b.Path)
+}
+
+// TextRanges returns the [Start,End) ranges of the functions whose name
+// satisfies keep, sorted by Start. Functions that are neighbours in address
+// order (no rejected function between them) are merged into one range, so
+// the alignment padding between them is covered too.
+func (b *Binary) TextRanges(keep func(funcName string) bool) []Range {
+	var out []Range
+	prevKept := false
+	for _, f := range b.funcs {
+		if !keep(f.Name) {
+			prevKept = false
+			continue
+		}
+		if prevKept && len(out) > 0 && f.Entry >= out[len(out)-1].Start {
+			if f.End > out[len(out)-1].End {
+				out[len(out)-1].End = f.End
+			}
+		} else {
+			out = append(out, Range{f.Entry, f.End})
+		}
+		prevKept = true
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	return out
+}
+
+// IsUserFunc reports whether the function symbol name belongs to user code:
+// package main (including closures such as "main.main.func1" and methods such
+// as "main.(*T).M"), or a package whose import path is mainModule or one of
+// extra, or lies below one of them. Prefixes match at path-element
+// boundaries: "github.com/a/b" matches "github.com/a/b.F" and
+// "github.com/a/b/c.(*T).M" but not "github.com/a/bc.F".
+//
+// The linker escapes dots in the last element of a package path, so the
+// binary names "gopkg.in/yaml.v3".Unmarshal "gopkg.in/yaml%2ev3.Unmarshal";
+// both spellings match the prefix "gopkg.in/yaml.v3".
+func IsUserFunc(name, mainModule string, extra []string) bool {
+	pkg := PackagePath(name)
+	if pkg == "main" {
+		return true
+	}
+	match := func(prefix string) bool {
+		prefix = strings.TrimSuffix(prefix, "/")
+		return prefix != "" && (pkg == prefix || strings.HasPrefix(pkg, prefix+"/") ||
+			strings.HasPrefix(name, prefix+"."))
+	}
+	if match(mainModule) {
+		return true
+	}
+	for _, p := range extra {
+		if match(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// PackagePath returns the import path part of a Go function symbol name:
+// everything before the first '.' after the last '/', with the linker's
+// %xx escapes (e.g. "%2e" for '.' in the last element) decoded. Type
+// arguments in brackets ("pkg.F[example.com/x.T]") are ignored when looking
+// for the '/'. It returns "" when name has no package qualifier.
+func PackagePath(name string) string {
+	head := name
+	if i := strings.IndexByte(head, '['); i >= 0 {
+		head = head[:i]
+	}
+	slash := strings.LastIndexByte(head, '/')
+	dot := strings.IndexByte(head[slash+1:], '.')
+	if dot < 0 {
+		return ""
+	}
+	return unescapePath(head[:slash+1+dot])
+}
+
+// unescapePath decodes the %xx escapes cmd/link uses in symbol names.
+func unescapePath(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				sb.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		sb.WriteByte(s[i])
+	}
+	return sb.String()
+}

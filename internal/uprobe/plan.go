@@ -1,0 +1,342 @@
+package uprobe
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ctxwatch/ctxwatch/internal/target"
+)
+
+// TraceKey is a user trace key as given on the command line.
+type TraceKey struct {
+	Kind KeyKind
+	Name string // KeyType: the type's name (main.traceKey); KeyString: the key text
+}
+
+// ParseTraceKey parses --trace-key's "type=IMPORT/PATH.TypeName" or
+// "string=TEXT".
+func ParseTraceKey(s string) (TraceKey, error) {
+	kind, name, ok := strings.Cut(s, "=")
+	if ok && name != "" {
+		switch kind {
+		case "type":
+			return TraceKey{Kind: KeyType, Name: name}, nil
+		case "string":
+			if len(name) > MaxKeyLen {
+				return TraceKey{}, fmt.Errorf("trace key %q: string keys of at most %d bytes are matched", s, MaxKeyLen)
+			}
+			return TraceKey{Kind: KeyString, Name: name}, nil
+		}
+	}
+	return TraceKey{}, fmt.Errorf("trace key %q: want type=IMPORT/PATH.TypeName or string=TEXT", s)
+}
+
+func (k TraceKey) String() string {
+	if k.Kind == KeyString {
+		return "string=" + k.Name
+	}
+	return "type=" + k.Name
+}
+
+// Options say what to watch beyond the built-in checks.
+type Options struct {
+	TraceKeys    []TraceKey
+	CheckFuncs   []string // full function names whose context argument is a check
+	UserPrefixes []string // package path prefixes judged as user code
+}
+
+// Plan is what to probe in one binary, at link-time addresses.
+type Plan struct {
+	Layout   Layout
+	Keys     []Key
+	UserText []Range
+	Points   []Point
+	// Notes says what is not watched and why, for --verbose.
+	Notes []string
+}
+
+// Entry points that show which context a goroutine uses: the first
+// argument is the parent context.
+var contextArg0Funcs = []string{
+	"context.WithCancel",
+	"context.WithCancelCause",
+	"context.WithDeadline",
+	"context.WithDeadlineCause",
+	"context.WithTimeout",
+	"context.WithTimeoutCause",
+	"context.WithoutCancel",
+	"context.AfterFunc",
+}
+
+// wrappers lists the functions that only pass their context on to
+// another: when the callee is probed, the wrapper is not, so that each call
+// is one check. (WithDeadlineCause also calls WithCancel, but only on one
+// path: it is no wrapper.)
+var wrappers = map[string][]string{
+	"context.WithTimeout":      {"context.WithDeadline", "context.WithDeadlineCause"},
+	"context.WithDeadline":     {"context.WithDeadlineCause"},
+	"context.WithTimeoutCause": {"context.WithDeadlineCause"},
+	"context.WithCancelCause":  {"context.WithCancel"},
+}
+
+const (
+	otelTrace = "go.opentelemetry.io/otel/trace"
+	otelSDK   = "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// ErrUnsupported means the binary lacks what ctxwatch needs to watch it.
+var ErrUnsupported = errors.New("cannot watch this binary")
+
+// NewPlan inspects bin and decides where to attach.
+func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
+	p := &Plan{}
+	if err := p.layout(bin); err != nil {
+		return nil, err
+	}
+	for _, k := range opts.TraceKeys {
+		switch k.Kind {
+		case KeyType:
+			addr, err := bin.TypeAddr(k.Name)
+			if err != nil {
+				return nil, fmt.Errorf("trace key %s: %w", k, err)
+			}
+			p.Keys = append(p.Keys, Key{Kind: KeyType, Type: addr})
+		case KeyString:
+			p.Keys = append(p.Keys, Key{Kind: KeyString, Text: k.Name})
+		}
+	}
+	if len(p.Keys) > MaxKeys {
+		return nil, fmt.Errorf("%d trace keys, at most %d: %w", len(p.Keys), MaxKeys, ErrTooManyKeys)
+	}
+	for _, r := range bin.TextRanges(func(fn string) bool {
+		return target.IsUserFunc(fn, bin.MainModule, opts.UserPrefixes)
+	}) {
+		p.UserText = append(p.UserText, Range{Start: r.Start, End: r.End})
+	}
+	if len(p.UserText) > MaxRanges {
+		return nil, fmt.Errorf("user code in %d ranges, at most %d: %w", len(p.UserText), MaxRanges, ErrTooManyRanges)
+	}
+
+	spawn, err := bin.Func("runtime.newproc1")
+	if err != nil {
+		return nil, fmt.Errorf("find goroutine creation: %w: %w", err, ErrUnsupported)
+	}
+	rets, err := bin.Returns(spawn)
+	if err != nil || len(rets) == 0 {
+		return nil, fmt.Errorf("find returns of runtime.newproc1: %v: %w", err, ErrUnsupported)
+	}
+	for _, r := range rets {
+		p.Points = append(p.Points, Point{Program: Spawn, Func: spawn.Name, Address: r})
+	}
+
+	if err := p.entry(bin, "context.WithValue", WithValue, 0); err != nil {
+		p.Notes = append(p.Notes, err.Error())
+	}
+	for _, name := range contextArg0Funcs {
+		fn, err := bin.Func(name)
+		if err != nil {
+			p.Notes = append(p.Notes, fmt.Sprintf("%s not watched: not a function in this binary (inlined or unused)", name))
+			continue
+		}
+		if callee, err := wrapped(bin, fn); err != nil {
+			return nil, err
+		} else if callee != "" {
+			p.Notes = append(p.Notes, fmt.Sprintf("%s watched through %s, which it calls", name, callee))
+			continue
+		}
+		if err := p.entry(bin, name, ContextArg0, 0); err != nil {
+			p.Notes = append(p.Notes, err.Error())
+		}
+	}
+	for _, name := range opts.CheckFuncs {
+		fn, err := bin.Func(name)
+		if err != nil {
+			return nil, fmt.Errorf("check function %s: %w", name, err)
+		}
+		reg, err := bin.ContextArg(fn)
+		if err != nil {
+			return nil, fmt.Errorf("check function %s: %w", name, err)
+		}
+		if err := p.entry(bin, name, CheckFunc, reg); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// wrapped returns the probed function that wrapper fn calls, if any.
+func wrapped(bin *target.Binary, fn target.Func) (string, error) {
+	callees := wrappers[fn.Name]
+	if len(callees) == 0 {
+		return "", nil
+	}
+	calls, err := bin.CallTargets(fn)
+	if err != nil {
+		return "", fmt.Errorf("decode %s: %w", fn.Name, err)
+	}
+	for _, name := range callees {
+		callee, err := bin.Func(name)
+		if err != nil {
+			continue
+		}
+		if w, err := wrapped(bin, callee); err != nil || w != "" {
+			continue // the callee is itself not probed
+		}
+		for _, c := range calls {
+			if c == callee.Entry {
+				return name, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// entry adds an entry probe on the first instruction after the stack check
+// (fires once per call, emulated rather than single-stepped).
+func (p *Plan) entry(bin *target.Binary, name string, prog Program, reg int) error {
+	fn, err := bin.Func(name)
+	if err != nil {
+		return fmt.Errorf("%s not watched: %w", name, err)
+	}
+	addr, atEntry, err := bin.ProbeAddr(fn)
+	if err != nil {
+		return fmt.Errorf("%s not watched: %w", name, err)
+	}
+	if atEntry {
+		p.Notes = append(p.Notes, fmt.Sprintf("%s probed at its first instruction (no frame set-up found)", name))
+	}
+	p.Points = append(p.Points, Point{Program: prog, Func: name, Address: addr, ContextArg: reg})
+	return nil
+}
+
+func (p *Plan) layout(bin *target.Binary) error {
+	l := &p.Layout
+	field := func(dst *uint64, typ, path string) error {
+		off, err := bin.FieldOffset(typ, path)
+		if err != nil {
+			return fmt.Errorf("offset of %s.%s: %w", typ, path, err)
+		}
+		*dst = off
+		return nil
+	}
+	for _, f := range []struct {
+		dst       *uint64
+		typ, path string
+	}{
+		{&l.GGoid, "runtime.g", "goid"},
+		{&l.GM, "runtime.g", "m"},
+		{&l.GSchedBP, "runtime.g", "sched.bp"},
+		{&l.MCurg, "runtime.m", "curg"},
+		{&l.CancelErr, "context.cancelCtx", "err"},
+	} {
+		if err := field(f.dst, f.typ, f.path); err != nil {
+			if errors.Is(err, target.ErrNoLayout) {
+				return fmt.Errorf("%s has no DWARF (stripped); layouts of stripped binaries are not known yet: %w", bin.Path, ErrUnsupported)
+			}
+			return fmt.Errorf("%w: %w", err, ErrUnsupported)
+		}
+	}
+	typ := func(dst *uint64, name string, required bool) error {
+		addr, err := bin.TypeAddr(name)
+		if err != nil {
+			if required {
+				return fmt.Errorf("type %s: %w: %w", name, err, ErrUnsupported)
+			}
+			p.Notes = append(p.Notes, fmt.Sprintf("type %s not in this binary", name))
+			return nil
+		}
+		*dst = addr
+		return nil
+	}
+	for _, t := range []struct {
+		dst      *uint64
+		name     string
+		required bool
+	}{
+		{&l.ValueCtx, "*context.valueCtx", true},
+		{&l.CancelCtx, "*context.cancelCtx", true},
+		{&l.TimerCtx, "*context.timerCtx", false},
+		{&l.AfterFuncCtx, "*context.afterFuncCtx", false},
+		{&l.WithoutCancelCtx, "*context.withoutCancelCtx", false},
+		{&l.StopCtx, "*context.stopCtx", false},
+		{&l.BackgroundCtx, "context.backgroundCtx", false},
+		{&l.TodoCtx, "context.todoCtx", false},
+		{&l.EmptyCtx, "*context.emptyCtx", false},
+		{&l.String, "string", false},
+		{&l.Bytes, "[]uint8", false},
+	} {
+		if err := typ(t.dst, t.name, t.required); err != nil {
+			return err
+		}
+	}
+	// The OTel span key and span types, when the target links OTel.
+	if err := typ(&l.SpanKey, otelTrace+".traceContextKeyType", false); err != nil || l.SpanKey == 0 {
+		return nil
+	}
+	_ = typ(&l.RecordingSpan, "*"+otelSDK+".recordingSpan", false)
+	_ = typ(&l.NonRecordingSpan, otelTrace+".nonRecordingSpan", false)
+	for _, f := range []struct {
+		dst       *uint64
+		typ, path string
+	}{
+		{&l.RecordingSpanSC, otelSDK + ".recordingSpan", "spanContext"},
+		{&l.RecordingSpanParent, otelSDK + ".recordingSpan", "parent"},
+		{&l.RecordEnd, otelSDK + ".recordingSpan", "endTime"},
+		{&l.NonRecordingSpanSC, otelTrace + ".nonRecordingSpan", "sc"},
+	} {
+		if err := field(f.dst, f.typ, f.path); err != nil {
+			p.Notes = append(p.Notes, fmt.Sprintf("OTel span layout: %v", err))
+			if f.typ == otelSDK+".recordingSpan" {
+				l.RecordingSpan = 0
+			} else {
+				l.NonRecordingSpan = 0
+			}
+		}
+	}
+	// The probes read a SpanContext as trace id at 0, span id at 16.
+	tid, err1 := bin.FieldOffset(otelTrace+".SpanContext", "traceID")
+	sid, err2 := bin.FieldOffset(otelTrace+".SpanContext", "spanID")
+	if err1 != nil || err2 != nil || tid != 0 || sid != 16 {
+		p.Notes = append(p.Notes, "OTel SpanContext layout unknown: OTel spans not watched")
+		l.SpanKey = 0
+	}
+	return nil
+}
+
+// ForProcess returns the configuration and points for a process that
+// loaded the binary with the given bias (run-time minus link-time address).
+func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64, error)) (Config, []Point, error) {
+	cfg := Config{PID: pid, Layout: p.Layout, Keys: append([]Key(nil), p.Keys...)}
+	if bias != 0 {
+		l := &cfg.Layout
+		for _, a := range []*uint64{
+			&l.ValueCtx, &l.CancelCtx, &l.TimerCtx, &l.AfterFuncCtx, &l.WithoutCancelCtx, &l.StopCtx,
+			&l.BackgroundCtx, &l.TodoCtx, &l.EmptyCtx, &l.String, &l.Bytes,
+			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan,
+		} {
+			if *a != 0 {
+				*a += bias
+			}
+		}
+		for i := range cfg.Keys {
+			if cfg.Keys[i].Type != 0 {
+				cfg.Keys[i].Type += bias
+			}
+		}
+	}
+	for _, r := range p.UserText {
+		cfg.UserText = append(cfg.UserText, Range{Start: r.Start + bias, End: r.End + bias})
+	}
+	points := make([]Point, len(p.Points))
+	for i, pt := range p.Points {
+		off, err := fileOffset(pt.Address)
+		if err != nil {
+			return Config{}, nil, fmt.Errorf("file offset of %s at %#x: %w", pt.Func, pt.Address, err)
+		}
+		pt.FileOffset = off
+		pt.Address += bias
+		points[i] = pt
+	}
+	return cfg, points, nil
+}

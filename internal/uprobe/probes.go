@@ -1,0 +1,278 @@
+// Package uprobe loads ctxwatch's eBPF program for one target process,
+// attaches it with uprobes (never uretprobes: Go moves stacks) and reads
+// what it reports from a ring buffer.
+package uprobe
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/ctxwatch/ctxwatch/bpf"
+)
+
+// Program names an eBPF program of bpf/ctxwatch.c.
+type Program int
+
+const (
+	// WithValue goes on context.WithValue's entry.
+	WithValue Program = iota
+	// ContextArg0 goes on the entry of a function whose first argument is
+	// the context it uses (WithCancel, WithDeadlineCause, ...).
+	ContextArg0
+	// CheckFunc goes on the entry of a --check-func function.
+	CheckFunc
+	// Spawn goes on every RET of runtime.newproc1.
+	Spawn
+)
+
+func (p Program) String() string {
+	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn"}[p]
+}
+
+// KeyKind says how a user trace key is matched.
+type KeyKind uint8
+
+const (
+	KeyType   KeyKind = 1 // by the key's type descriptor
+	KeyString KeyKind = 2 // a plain string key, by its text
+)
+
+// MaxKeys is the number of user trace keys the probes match.
+const MaxKeys = 4
+
+// MaxKeyLen is the longest string key the probes match.
+const MaxKeyLen = 32
+
+// Key is a user trace key.
+type Key struct {
+	Kind KeyKind
+	Type uint64 // KeyType: run-time address of the key's type descriptor
+	Text string // KeyString: the key
+}
+
+// Layout holds the offsets and type descriptor addresses the probes rely
+// on. Addresses are run-time addresses in the target (load bias applied);
+// zero means "not in this binary".
+type Layout struct {
+	GGoid, GM, GSchedBP, MCurg uint64
+
+	ValueCtx, CancelCtx, TimerCtx, AfterFuncCtx     uint64
+	WithoutCancelCtx, StopCtx                       uint64
+	BackgroundCtx, TodoCtx, EmptyCtx                uint64
+	CancelErr                                       uint64
+	String, Bytes                                   uint64
+	SpanKey, RecordingSpan, NonRecordingSpan        uint64
+	RecordingSpanSC, RecordingSpanParent, RecordEnd uint64
+	NonRecordingSpanSC                              uint64
+}
+
+// Range is a run-time text range of user code.
+type Range struct{ Start, End uint64 }
+
+// MaxRanges is the number of user code ranges the probes search.
+const MaxRanges = 4096
+
+// Config is what the probes need to know about one process.
+type Config struct {
+	PID      int
+	Layout   Layout
+	Keys     []Key
+	UserText []Range // sorted, disjoint
+}
+
+// Point is one place to attach a program.
+type Point struct {
+	Program    Program
+	Func       string // for messages
+	Address    uint64 // run-time address, as the probe sees it in RIP
+	FileOffset uint64 // where the uprobe goes in the executable file
+	ContextArg int    // CheckFunc: first register of the context argument
+}
+
+// Probes is the eBPF program loaded for one process and its uprobes.
+type Probes struct {
+	objs  bpf.CtxwatchObjects
+	links []link.Link
+}
+
+var (
+	// ErrTooManyKeys means more user trace keys than the probes match.
+	ErrTooManyKeys = errors.New("too many trace keys")
+	// ErrTooManyRanges means user code is split in more ranges than the probes search.
+	ErrTooManyRanges = errors.New("too many user code ranges")
+)
+
+// Load loads the program for one process. events, when not nil, is a ring
+// buffer shared with other processes' programs; otherwise the program's own
+// is used (see Events).
+func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
+	spec, err := bpf.LoadCtxwatch()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF spec: %w", err)
+	}
+	if len(cfg.Keys) > MaxKeys {
+		return nil, fmt.Errorf("%d keys, at most %d: %w", len(cfg.Keys), MaxKeys, ErrTooManyKeys)
+	}
+	if len(cfg.UserText) > MaxRanges {
+		return nil, fmt.Errorf("%d ranges, at most %d: %w", len(cfg.UserText), MaxRanges, ErrTooManyRanges)
+	}
+	l := cfg.Layout
+	consts := map[string]any{
+		"cfg_tgid":               uint32(cfg.PID),
+		"off_g_goid":             l.GGoid,
+		"off_g_m":                l.GM,
+		"off_g_sched_bp":         l.GSchedBP,
+		"off_m_curg":             l.MCurg,
+		"typ_value_ctx":          l.ValueCtx,
+		"typ_cancel_ctx":         l.CancelCtx,
+		"typ_timer_ctx":          l.TimerCtx,
+		"typ_after_func_ctx":     l.AfterFuncCtx,
+		"typ_without_cancel_ctx": l.WithoutCancelCtx,
+		"typ_stop_ctx":           l.StopCtx,
+		"typ_background_ctx":     l.BackgroundCtx,
+		"typ_todo_ctx":           l.TodoCtx,
+		"typ_empty_ctx":          l.EmptyCtx,
+		"off_cancel_err":         l.CancelErr,
+		"typ_string":             l.String,
+		"typ_bytes":              l.Bytes,
+		"typ_span_key":           l.SpanKey,
+		"typ_recording_span":     l.RecordingSpan,
+		"typ_nonrecording_span":  l.NonRecordingSpan,
+		"off_rs_sc":              l.RecordingSpanSC,
+		"off_rs_parent":          l.RecordingSpanParent,
+		"off_rs_end":             l.RecordEnd,
+		"off_nrs_sc":             l.NonRecordingSpanSC,
+		"n_keys":                 uint32(len(cfg.Keys)),
+		"n_ranges":               uint32(len(cfg.UserText)),
+	}
+	var (
+		kinds  [MaxKeys]uint8
+		types  [MaxKeys]uint64
+		strs   [MaxKeys][MaxKeyLen]uint8
+		strlen [MaxKeys]uint32
+	)
+	for i, k := range cfg.Keys {
+		kinds[i] = uint8(k.Kind)
+		types[i] = k.Type
+		if len(k.Text) > MaxKeyLen {
+			return nil, fmt.Errorf("string key %q is longer than %d bytes", k.Text, MaxKeyLen)
+		}
+		copy(strs[i][:], k.Text)
+		strlen[i] = uint32(len(k.Text))
+	}
+	consts["keys_kind"] = kinds
+	consts["keys_type"] = types
+	consts["keys_str"] = strs
+	consts["keys_str_len"] = strlen
+	for name, v := range consts {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("eBPF variable %s missing from object", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return nil, fmt.Errorf("set eBPF variable %s: %w", name, err)
+		}
+	}
+	var opts ebpf.CollectionOptions
+	if events != nil {
+		opts.MapReplacements = map[string]*ebpf.Map{bpf.CtxwatchMapEvents: events}
+	}
+	p := &Probes{}
+	if err := spec.LoadAndAssign(&p.objs, &opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load eBPF program: %+v", ve)
+		}
+		return nil, fmt.Errorf("load eBPF program: %w", err)
+	}
+	for i, r := range cfg.UserText {
+		if err := p.objs.UserText.Put(uint32(i), bpf.CtxwatchRange{Start: r.Start, End: r.End}); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("store user code range %d: %w", i, err)
+		}
+	}
+	return p, nil
+}
+
+// Events is the ring buffer the program writes to.
+func (p *Probes) Events() *ebpf.Map { return p.objs.Events }
+
+// Attach places every point in the executable at path (for a running
+// process, /proc/PID/exe, which works even if the file was replaced).
+func (p *Probes) Attach(path string, points []Point) error {
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return fmt.Errorf("open executable %s: %w", path, err)
+	}
+	for _, pt := range points {
+		var prog *ebpf.Program
+		switch pt.Program {
+		case WithValue:
+			prog = p.objs.WithValue
+		case ContextArg0:
+			prog = p.objs.CtxArg0
+		case CheckFunc:
+			prog = p.objs.CheckFunc
+			// The probe sees RIP at the probed instruction; key both
+			// readings kernels have given for it.
+			for _, a := range []uint64{pt.Address, pt.Address + 1} {
+				if err := p.objs.CheckFuncs.Put(a, uint32(pt.ContextArg)); err != nil {
+					return fmt.Errorf("register check function %s: %w", pt.Func, err)
+				}
+			}
+		case Spawn:
+			prog = p.objs.Spawn
+		default:
+			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
+		}
+		l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset})
+		if err != nil {
+			return fmt.Errorf("attach uprobe %s to %s at %#x: %w", pt.Program, pt.Func, pt.FileOffset, err)
+		}
+		p.links = append(p.links, l)
+	}
+	return nil
+}
+
+// Stats are the program's counters, summed over CPUs.
+type Stats struct {
+	EventsLost uint64 // records the ring buffer had no room for
+	ReadFaults uint64 // target memory the probes could not read
+	WalkDeep   uint64 // context chains longer than the probes follow
+	Hits       uint64 // probe hits
+	StateFull  uint64 // goroutine states that could not be stored
+}
+
+// Stats reads the program's counters.
+func (p *Probes) Stats() (Stats, error) {
+	var s Stats
+	dst := []*uint64{&s.EventsLost, &s.ReadFaults, &s.WalkDeep, &s.Hits, &s.StateFull}
+	for i, d := range dst {
+		var per []uint64
+		if err := p.objs.Stats.Lookup(uint32(i), &per); err != nil {
+			return s, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			*d += v
+		}
+	}
+	return s, nil
+}
+
+// Detach removes the uprobes; the program and maps stay readable.
+func (p *Probes) Detach() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	p.links = nil
+	return errors.Join(errs...)
+}
+
+// Close detaches and unloads.
+func (p *Probes) Close() error {
+	return errors.Join(p.Detach(), p.objs.Close())
+}
