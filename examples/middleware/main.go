@@ -31,7 +31,7 @@ type (
 	userKey  struct{}
 )
 
-var audited, conns atomic.Int64
+var audited, dropped, conns atomic.Int64
 
 func withTrace(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -66,6 +66,9 @@ func apiHandler(w http.ResponseWriter, r *http.Request) {
 }
 
 func adminHandler(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Trace-Id") != "" && r.Context().Value(traceKey{}) == nil {
+		dropped.Add(1) // the trace came in and is gone
+	}
 	fmt.Fprintln(w, "admin ok")
 }
 
@@ -133,6 +136,6 @@ func main() {
 		panic(err)
 	}
 	<-served
-	fmt.Printf("middleware: requests %d traced %d conns %d audited-with-trace %d\n",
-		requests, traced, conns.Load(), audited.Load())
+	fmt.Printf("middleware: requests %d traced %d conns %d kept %d dropped %d\n",
+		requests, traced, conns.Load(), audited.Load(), dropped.Load())
 }

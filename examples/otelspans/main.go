@@ -24,8 +24,8 @@ import (
 )
 
 var (
-	tracer trace.Tracer
-	kept   atomic.Int64
+	tracer                  trace.Tracer
+	kept, newRoots, dropped atomic.Int64
 )
 
 func handle() {
@@ -37,15 +37,24 @@ func handle() {
 		defer wg.Done()
 		_, s := tracer.Start(ctx, "child")
 		defer s.End()
+		if s.SpanContext().TraceID() == span.SpanContext().TraceID() {
+			kept.Add(1)
+		}
 	}()
 	go func() { // want:spawn new-root
 		defer wg.Done()
 		_, s := tracer.Start(context.Background(), "orphan") // want:site new-root
 		defer s.End()
+		if s.SpanContext().TraceID() != span.SpanContext().TraceID() {
+			newRoots.Add(1)
+		}
 	}()
 
 	_, s := tracer.Start(context.Background(), "detached") // want:site dropped
 	s.End()
+	if s.SpanContext().TraceID() != span.SpanContext().TraceID() {
+		dropped.Add(1)
+	}
 
 	dctx := trace.ContextWithSpanContext(context.Background(), span.SpanContext())
 	go keep(dctx, &wg) // want:spawn propagated
@@ -72,5 +81,5 @@ func main() {
 	for range requests {
 		handle()
 	}
-	fmt.Printf("otelspans: requests %d re-attached kept %d\n", requests, kept.Load())
+	fmt.Printf("otelspans: requests %d kept %d new-root %d dropped %d\n", requests, kept.Load(), newRoots.Load(), dropped.Load())
 }

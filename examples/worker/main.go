@@ -56,5 +56,5 @@ func main() {
 	}
 	close(jobs)
 	wg.Wait()
-	fmt.Printf("worker: jobs %d flushed-with-trace %d\n", n, flushed.Load())
+	fmt.Printf("worker: jobs %d kept %d\n", n, flushed.Load())
 }

@@ -1,0 +1,154 @@
+package integration
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestExamples runs every example under ctxwatch and checks, against the
+// want: comments in its source and the counts the program reports about
+// itself:
+//   - every break is at a line marked with its kind (site and spawn site),
+//     and every marked site has its break: no break on a line that keeps
+//     its context;
+//   - every spawn line marked propagated has 100% retention, every one
+//     marked lost-at-spawn or new-root 0%, and no other spawn line of the
+//     example shows up inside a trace;
+//   - totals equal the program's own: kept = propagated, lost, new-root,
+//     dropped and overwritten occurrences, spawned = traced spawns;
+//   - nothing was lost on the way (events_lost = 0, every first check
+//     matched its spawn).
+func TestExamples(t *testing.T) {
+	requireRoot(t)
+	for _, name := range []string{
+		"closure", "background", "argument", "middleware", "collision",
+		"errgroup", "otelspans", "storm", "worker",
+	} {
+		t.Run(name, func(t *testing.T) {
+			src, err := filepath.Abs(filepath.Join("..", "examples", name, "main.go"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := append(sourceFlags(t, src), "--", filepath.Join(bin, name))
+			r := ctxwatch(t, args...)
+			if r.code != 0 {
+				t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
+			}
+			checkExample(t, src, r)
+		})
+	}
+}
+
+func checkExample(t *testing.T, src string, r result) {
+	t.Helper()
+	markers := sourceMarkers(t, src)
+	if len(r.summaries) != 1 {
+		t.Fatalf("want 1 summary, got %d; stderr:\n%s", len(r.summaries), r.stderr)
+	}
+	sum := r.summaries[0]
+	if sum.EventsLost == nil || *sum.EventsLost != 0 {
+		t.Errorf("events_lost = %v, want 0", sum.EventsLost)
+	}
+	if sum.Unmatched != 0 {
+		t.Errorf("%d first checks had no spawn", sum.Unmatched)
+	}
+
+	// Breaks: each at a marked line, of the marked kind.
+	counts := map[string]uint64{}
+	seen := map[int]bool{}
+	for _, b := range sum.Breaks {
+		counts[b.Kind] += b.Count
+		where := fmt.Sprintf("%s at %s:%d", b.Kind, filepath.Base(b.Site.File), b.Site.Line)
+		if b.Site.File != src {
+			t.Errorf("%s: site outside the example", where)
+			continue
+		}
+		if m := markers[b.Site.Line]; m != (marker{"site", b.Kind}) {
+			t.Errorf("%s: line is marked %+v, want site %s", where, m, b.Kind)
+		}
+		seen[b.Site.Line] = true
+		if b.Kind != "lost-at-spawn" && b.Kind != "new-root" {
+			if len(b.Spawn) != 0 {
+				t.Errorf("%s: has a spawn stack", where)
+			}
+			continue
+		}
+		sp, ok := userFrame(b.Spawn, src)
+		if !ok {
+			t.Errorf("%s: spawn stack %v has no frame in the example", where, b.Spawn)
+		} else if m := markers[sp.Line]; m != (marker{"spawn", b.Kind}) {
+			t.Errorf("%s: spawned at line %d marked %+v, want spawn %s", where, sp.Line, m, b.Kind)
+		}
+		if b.Spawn[0].Function == "runtime.newproc" {
+			t.Errorf("%s: spawn stack starts in the runtime: %v", where, b.Spawn[0])
+		}
+	}
+	for line, m := range markers {
+		if m.what == "site" && !seen[line] {
+			t.Errorf("line %d marked site %s: no such break reported", line, m.kind)
+		}
+	}
+
+	// Spawn sites: retention as marked.
+	var total spawnSite
+	spawnSeen := map[int]bool{}
+	for _, s := range sum.SpawnSites {
+		total.TracedSpawns += s.TracedSpawns
+		total.Propagated += s.Propagated
+		total.Lost += s.Lost
+		total.NewRoot += s.NewRoot
+		where := fmt.Sprintf("spawn site %s:%d (%d traced, %d kept, %d lost, %d new roots)",
+			filepath.Base(s.Site.File), s.Site.Line, s.TracedSpawns, s.Propagated, s.Lost, s.NewRoot)
+		if s.Site.File != src {
+			if s.Lost+s.NewRoot != 0 {
+				t.Errorf("%s: library spawn site judged as broken", where)
+			}
+			continue
+		}
+		m, ok := markers[s.Site.Line]
+		if !ok || m.what != "spawn" {
+			t.Errorf("%s: not a marked spawn line", where)
+			continue
+		}
+		spawnSeen[s.Site.Line] = true
+		judged := s.Propagated + s.Lost + s.NewRoot
+		if s.TracedSpawns == 0 || judged != s.TracedSpawns {
+			t.Errorf("%s: every goroutine of the example checks, want all judged", where)
+		}
+		want := map[string]uint64{"propagated": s.Propagated, "lost-at-spawn": s.Lost, "new-root": s.NewRoot}[m.kind]
+		if want != judged {
+			t.Errorf("%s: marked %s for all of them", where, m.kind)
+		}
+	}
+	for line, m := range markers {
+		if m.what == "spawn" && !spawnSeen[line] {
+			t.Errorf("line %d marked spawn %s: no traced spawn reported", line, m.kind)
+		}
+	}
+
+	// Totals against the program's own account.
+	out := strings.TrimSpace(r.stdout)
+	for word, got := range map[string]uint64{
+		"spawned":     total.TracedSpawns,
+		"kept":        total.Propagated,
+		"lost":        total.Lost,
+		"new-root":    total.NewRoot,
+		"dropped":     counts["dropped"],
+		"overwritten": counts["overwritten"],
+	} {
+		if want, ok := selfCount(out, word); ok && got != want {
+			t.Errorf("%s: ctxwatch counted %d, the program %d (%q)", word, got, want, out)
+		}
+	}
+	// Each distinct break is printed once as a line, as it happens.
+	if len(r.breaks) != len(sum.Breaks) {
+		t.Errorf("%d break lines for %d distinct breaks", len(r.breaks), len(sum.Breaks))
+	}
+	for _, b := range r.breaks {
+		if b.PID != sum.PID || b.TraceID == "" || b.Goroutine == 0 {
+			t.Errorf("break line lacks pid, trace or goroutine: %+v", b)
+		}
+	}
+}

@@ -1,0 +1,230 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bin holds ctxwatch and the example programs, built once.
+var bin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ctxwatch-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin = dir
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("integration tests attach uprobes: run them as root (sudo make test)")
+	}
+}
+
+type frame struct {
+	Function string `json:"function"`
+	File     string `json:"file"`
+	Line     int    `json:"line"`
+}
+
+type breakLine struct {
+	Type            string  `json:"type"`
+	Kind            string  `json:"kind"`
+	PID             int     `json:"pid"`
+	TraceID         string  `json:"trace_id"`
+	Goroutine       uint64  `json:"goroutine"`
+	ParentGoroutine uint64  `json:"parent_goroutine"`
+	Site            frame   `json:"site"`
+	Spawn           []frame `json:"spawn"`
+}
+
+type spawnSite struct {
+	Site         frame    `json:"site"`
+	TracedSpawns uint64   `json:"traced_spawns"`
+	Propagated   uint64   `json:"propagated"`
+	Lost         uint64   `json:"lost"`
+	NewRoot      uint64   `json:"new_root"`
+	Retention    *float64 `json:"retention"`
+}
+
+type breakCount struct {
+	Kind    string  `json:"kind"`
+	Site    frame   `json:"site"`
+	Spawn   []frame `json:"spawn"`
+	Count   uint64  `json:"count"`
+	TraceID string  `json:"trace_id"`
+}
+
+type summaryLine struct {
+	Type       string       `json:"type"`
+	PID        int          `json:"pid"`
+	Executable string       `json:"executable"`
+	Events     uint64       `json:"events"`
+	EventsLost *uint64      `json:"events_lost"`
+	Unmatched  uint64       `json:"unmatched_checks"`
+	SpawnSites []spawnSite  `json:"spawn_sites"`
+	Breaks     []breakCount `json:"breaks"`
+}
+
+// result is what one ctxwatch run produced.
+type result struct {
+	code      int
+	stdout    string // the target's
+	stderr    string
+	breaks    []breakLine
+	summaries []summaryLine
+}
+
+// ctxwatch runs ctxwatch with JSON output to a file, so the target's own
+// output stays apart.
+func ctxwatch(t *testing.T, args ...string) result {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "report.json")
+	cmd := exec.Command(filepath.Join(bin, "ctxwatch"), append([]string{"--format", "json", "--output", out}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run ctxwatch: %v", err)
+	}
+	r.breaks, r.summaries = readReport(t, out)
+	return r
+}
+
+func readReport(t *testing.T, path string) ([]breakLine, []summaryLine) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil
+	}
+	var breaks []breakLine
+	var sums []summaryLine
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		var typ struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &typ); err != nil {
+			t.Fatalf("report line is not JSON: %v: %s", err, sc.Text())
+		}
+		switch typ.Type {
+		case "break":
+			var b breakLine
+			if err := json.Unmarshal(sc.Bytes(), &b); err != nil {
+				t.Fatal(err)
+			}
+			breaks = append(breaks, b)
+		case "summary":
+			var s summaryLine
+			if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+				t.Fatal(err)
+			}
+			sums = append(sums, s)
+		default:
+			t.Fatalf("report line of unknown type %q", typ.Type)
+		}
+	}
+	return breaks, sums
+}
+
+// marker is a "want:" comment in an example's source.
+type marker struct {
+	what string // "spawn" or "site"
+	kind string
+}
+
+var markerRE = regexp.MustCompile(`// want:(spawn|site) ([a-z-]+)`)
+
+// sourceMarkers reads the want: comments of a Go source file, by line.
+func sourceMarkers(t *testing.T, path string) map[int]marker {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := map[int]marker{}
+	for i, line := range strings.Split(string(data), "\n") {
+		if m := markerRE.FindStringSubmatch(line); m != nil {
+			ms[i+1] = marker{what: m[1], kind: m[2]}
+		}
+	}
+	return ms
+}
+
+// sourceFlags reads the "ctxwatch-flags:" comment of an example.
+func sourceFlags(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if _, f, ok := strings.Cut(line, "// ctxwatch-flags:"); ok {
+			return strings.Fields(f)
+		}
+	}
+	return nil
+}
+
+// selfCount reads "WORD N" from a program's own summary line.
+func selfCount(out, word string) (uint64, bool) {
+	m := regexp.MustCompile(`(?:^|\s)` + regexp.QuoteMeta(word) + ` (\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(m[1], 10, 64)
+	return n, err == nil
+}
+
+// userFrame is the first frame in file, as ctxwatch reports the innermost
+// user frame of a spawn stack.
+func userFrame(frames []frame, file string) (frame, bool) {
+	for _, f := range frames {
+		if f.File == file {
+			return f, true
+		}
+	}
+	return frame{}, false
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out after %v waiting for %s", d, what)
+}
