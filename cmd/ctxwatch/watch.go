@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,7 +94,7 @@ func (w *watcher) attach(pid int) error {
 	}
 	defer bin.Close()
 	name, _ := os.Readlink(exe)
-	if bin.MainModule == "cmd" {
+	if bin.MainModule == "" && strings.HasPrefix(bin.MainPackage, "cmd/") {
 		return fmt.Errorf("%s is part of the Go toolchain: %w", name, errSkipped)
 	}
 	plan, err := uprobe.NewPlan(bin, w.opts)

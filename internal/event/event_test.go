@@ -229,6 +229,9 @@ func TestTraceIDUserHashed(t *testing.T) {
 		if id == ([16]byte{}) {
 			t.Errorf("TraceID() of %q is zero", v)
 		}
+		if string(id[:8]) == string(id[8:]) {
+			t.Errorf("TraceID() of %q = %x: both halves equal, 64 bits of id", v, id)
+		}
 		again := userTrace(2, v)
 		if id2 := again.TraceID(); id2 != id {
 			t.Errorf("TraceID() of %q not stable: %x then %x", v, id, id2)

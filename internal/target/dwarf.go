@@ -104,18 +104,22 @@ func indexDWARF(d *dwarf.Data) (*dwarfIndex, error) {
 // from the runtime.types symbol. When the symbol table is missing, the start
 // of the section holding the type data is used instead (.data.rel.ro if
 // present, as in PIE binaries, else .rodata), which is where Go 1.26 puts
-// runtime.types. Without DWARF it returns ErrNoLayout.
+// runtime.types. Without DWARF the descriptor is found by its name (see
+// typeAddrByName).
 func (b *Binary) TypeAddr(name string) (uint64, error) {
 	ix, err := b.dwarfData()
+	if errors.Is(err, ErrNoLayout) {
+		return b.typeAddrByName(name)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("type address of %s: %w", name, err)
 	}
 	te, ok := ix.types[name]
-	if !ok {
-		return 0, fmt.Errorf("type address of %s in %s: %w (no such type in DWARF)", name, b.Path, ErrNoSymbol)
-	}
-	if !te.hasRtype {
-		return 0, fmt.Errorf("type address of %s in %s: %w (no runtime type descriptor recorded)", name, b.Path, ErrNoSymbol)
+	if !ok || !te.hasRtype {
+		// DWARF describes the types the code's variables use; a type
+		// only ever converted to an interface (context.todoCtx) can be
+		// missing from it while its descriptor is there.
+		return b.typeAddrByName(name)
 	}
 	base, err := b.typesBase()
 	if err != nil {

@@ -47,12 +47,15 @@ type Module struct{ Path, Version string }
 // Binary is an opened Go executable. Its methods are safe for concurrent use.
 type Binary struct {
 	Path       string
-	GoVersion  string   // as in build info, e.g. "go1.26.8"
-	MainModule string   // main module path from build info (may be "command-line-arguments")
-	Modules    []Module // dependencies from build info
-	Stripped   bool     // no .symtab
-	HasDWARF   bool
-	PIE        bool // ET_DYN
+	GoVersion  string // as in build info, e.g. "go1.26.8"
+	MainModule string // main module path from build info (may be "command-line-arguments")
+	// MainPackage is the main package's import path ("cmd/go" for the go
+	// command, whose main module is empty).
+	MainPackage string
+	Modules     []Module // dependencies from build info
+	Stripped    bool     // no .symtab
+	HasDWARF    bool
+	PIE         bool // ET_DYN
 
 	file    *os.File
 	elf     *elf.File
@@ -102,12 +105,13 @@ func inspect(path string, osf *os.File) (*Binary, error) {
 		return nil, fmt.Errorf("inspect %s: %w: built with %s; %s", path, ErrGoTooOld, bi.GoVersion, supported)
 	}
 	b := &Binary{
-		Path:       path,
-		GoVersion:  bi.GoVersion,
-		MainModule: bi.Main.Path,
-		PIE:        ef.Type == elf.ET_DYN,
-		file:       osf,
-		elf:        ef,
+		Path:        path,
+		GoVersion:   bi.GoVersion,
+		MainModule:  bi.Main.Path,
+		MainPackage: bi.Path,
+		PIE:         ef.Type == elf.ET_DYN,
+		file:        osf,
+		elf:         ef,
 	}
 	for _, m := range bi.Deps {
 		// Keep the required path (symbols use it); take the version of a

@@ -326,13 +326,36 @@ func TestFieldOffset(t *testing.T) {
 	}
 }
 
+// TestTypeAddrStripped: without DWARF or symbols, type descriptors are
+// found by name, at the addresses the running program uses, and where the
+// DWARF of the same program (built with it) puts them.
+func TestTypeAddrStripped(t *testing.T) {
+	b := openProbe(t, modeStripped)
+	ctxType, keyType := runProbe(t, modeStripped)
+	for name, want := range map[string]uint64{"*context.valueCtx": ctxType, "main.traceKey": keyType} {
+		if got, err := b.TypeAddr(name); err != nil || got != want {
+			t.Errorf("TypeAddr(%s) = %#x, %v; the running program says %#x", name, got, err, want)
+		}
+	}
+	full := openProbe(t, modeDefault)
+	for _, name := range []string{"string", "[]uint8", "context.valueCtx", "*context.cancelCtx", "context.backgroundCtx"} {
+		want, err := full.TypeAddr(name)
+		if err != nil {
+			t.Fatalf("TypeAddr(%s) with DWARF: %v", name, err)
+		}
+		if got, err := b.TypeAddr(name); err != nil || got != want {
+			t.Errorf("stripped TypeAddr(%s) = %#x, %v; with DWARF %#x", name, got, err, want)
+		}
+	}
+	if _, err := b.TypeAddr("main.noSuchType"); !errors.Is(err, ErrNoSymbol) {
+		t.Errorf("TypeAddr(missing) error = %v, want ErrNoSymbol", err)
+	}
+}
+
 func TestNoDWARF(t *testing.T) {
 	b := openProbe(t, modeStripped)
 	if _, err := b.FieldOffset("runtime.g", "goid"); !errors.Is(err, ErrNoLayout) {
 		t.Errorf("FieldOffset error = %v, want ErrNoLayout", err)
-	}
-	if _, err := b.TypeAddr("string"); !errors.Is(err, ErrNoLayout) {
-		t.Errorf("TypeAddr error = %v, want ErrNoLayout", err)
 	}
 	f, _ := b.Func("main.work")
 	if _, err := b.ContextArg(f); !errors.Is(err, ErrNoLayout) {

@@ -178,6 +178,8 @@ func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
 	}
 	var opts ebpf.CollectionOptions
 	if events != nil {
+		// The replacement must match the spec, size included.
+		spec.Maps[bpf.CtxwatchMapEvents].MaxEntries = events.MaxEntries()
 		opts.MapReplacements = map[string]*ebpf.Map{bpf.CtxwatchMapEvents: events}
 	}
 	p := &Probes{}
