@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -144,6 +145,63 @@ func TestAttachPID(t *testing.T) {
 	if err := cw.Wait(); err != nil {
 		t.Fatalf("ctxwatch: %v; stderr:\n%s", err, stderr.String())
 	}
+	checkWaiter(t, out, units)
+}
+
+// TestDetachOnSignal: Ctrl-C (SIGINT) or SIGTERM detaches ctxwatch from a
+// running process, which goes on unharmed and unwatched; what was seen
+// until then is reported.
+func TestDetachOnSignal(t *testing.T) {
+	requireRoot(t)
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			target := exec.Command(filepath.Join(bin, "waiter"))
+			stdin, _ := target.StdinPipe()
+			stdout, _ := target.StdoutPipe()
+			if err := target.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer target.Process.Kill()
+			lines := bufio.NewScanner(stdout)
+			lines.Scan()
+			out := filepath.Join(t.TempDir(), "report.json")
+			cw := exec.Command(filepath.Join(bin, "ctxwatch"), "--verbose", "--format", "json", "--output", out,
+				"--trace-key", "type=main.traceKey", "--pid", fmt.Sprint(target.Process.Pid))
+			var stderr syncBuffer
+			cw.Stderr = &stderr
+			if err := cw.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "ctxwatch to attach", 30*time.Second, func() bool {
+				return strings.Contains(stderr.String(), "watching pid")
+			})
+			const units = 3
+			for i := range units {
+				fmt.Fprintln(stdin, "go")
+				if !lines.Scan() || lines.Text() != fmt.Sprint("done ", i+1) {
+					t.Fatalf("waiter: %q", lines.Text())
+				}
+			}
+			cw.Process.Signal(sig)
+			if err := cw.Wait(); err != nil {
+				t.Fatalf("ctxwatch after %v: %v; stderr:\n%s", sig, err, stderr.String())
+			}
+			checkWaiter(t, out, units)
+			// The target goes on, unwatched.
+			fmt.Fprintln(stdin, "go")
+			if !lines.Scan() || lines.Text() != fmt.Sprint("done ", units+1) {
+				t.Fatalf("waiter after detach: %q", lines.Text())
+			}
+			stdin.Close()
+			if err := target.Wait(); err != nil {
+				t.Errorf("waiter after detach: %v", err)
+			}
+		})
+	}
+}
+
+func checkWaiter(t *testing.T, out string, units uint64) {
+	t.Helper()
 	_, sums := readReport(t, out)
 	if len(sums) != 1 || len(sums[0].SpawnSites) != 1 {
 		t.Fatalf("want one summary with one spawn site, got %+v", sums)
@@ -174,8 +232,14 @@ func TestErrors(t *testing.T) {
 		{[]string{"--trace-key", "nonsense", "--pid", "1"}, 2, "want type=IMPORT/PATH.TypeName or string=TEXT"},
 		{[]string{"--format", "xml", "--", "true"}, 2, `--format "xml"`},
 		{[]string{"--", "/nonexistent/program"}, 1, "start /nonexistent/program"},
+		// Without privileges (setpriv drops them all): which ones are missing.
+		{[]string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all",
+			filepath.Join(bin, "ctxwatch"), "--pid", "1"}, 1, "missing capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL"},
 	} {
 		cmd := exec.Command(filepath.Join(bin, "ctxwatch"), c.args...)
+		if len(c.args) > 0 && c.args[0] == "setpriv" {
+			cmd = exec.Command(c.args[0], c.args[1:]...)
+		}
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		code := 0

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ctxwatch/ctxwatch/internal/follow"
 	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/target"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
 )
 
@@ -156,7 +157,7 @@ func run(args []string) int {
 		logger.SetOutput(io.Discard)
 	}
 	errLog := log.New(os.Stderr, "ctxwatch: ", 0)
-	code, err := watch(cfg, logger)
+	code, err := watch(cfg, logger, errLog)
 	if err != nil {
 		errLog.Print(err)
 		return 1
@@ -164,7 +165,7 @@ func run(args []string) int {
 	return code
 }
 
-func watch(cfg config, logger *log.Logger) (int, error) {
+func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 	if missing, err := missingCaps(); err != nil {
 		return 0, err
 	} else if len(missing) > 0 {
@@ -231,12 +232,12 @@ func watch(cfg config, logger *log.Logger) (int, error) {
 		}
 		return finish(0, nil)
 	}
-	return runCommand(cfg, w, logger, sigs, timeout, finish)
+	return runCommand(cfg, w, logger, errLog, sigs, timeout, finish)
 }
 
 // runCommand starts cfg.cmd with every Go program it executes (itself
 // included) stopped at exec until its probes are in place.
-func runCommand(cfg config, w *watcher, logger *log.Logger, sigs chan os.Signal, timeout <-chan time.Time,
+func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.Signal, timeout <-chan time.Time,
 	finish func(int, error) (int, error)) (int, error) {
 	f, err := follow.New()
 	if err != nil {
@@ -259,7 +260,13 @@ func runCommand(cfg config, w *watcher, logger *log.Logger, sigs chan os.Signal,
 				continue
 			}
 			if err := w.attach(ex.PID); err != nil {
-				logger.Printf("pid %d not watched: %v", ex.PID, err)
+				// Programs that are not Go and the Go toolchain are
+				// expected; a Go program that cannot be watched is news.
+				if errors.Is(err, target.ErrNotGo) || errors.Is(err, errSkipped) {
+					logger.Printf("pid %d not watched: %v", ex.PID, err)
+				} else {
+					errLog.Printf("pid %d not watched: %v", ex.PID, err)
+				}
 			}
 			if ex.Stopped {
 				if err := follow.Resume(ex.PID); err != nil {
