@@ -24,7 +24,7 @@ func TestExamples(t *testing.T) {
 	requireRoot(t)
 	for _, name := range []string{
 		"closure", "background", "argument", "middleware", "collision",
-		"errgroup", "otelspans", "storm", "worker",
+		"errgroup", "otelspans", "otelhttp", "storm", "worker",
 	} {
 		t.Run(name, func(t *testing.T) {
 			src, err := filepath.Abs(filepath.Join("..", "examples", name, "main.go"))
@@ -107,13 +107,18 @@ func checkExample(t *testing.T, src string, r result) {
 			}
 			continue
 		}
+		judged := s.Propagated + s.Lost + s.NewRoot
 		m, ok := markers[s.Site.Line]
 		if !ok || m.what != "spawn" {
-			t.Errorf("%s: not a marked spawn line", where)
+			// A library's goroutine started under a user call (a
+			// transport dialling for client.Do) never shows a context
+			// with user code on the stack: counted, never judged.
+			if judged != 0 {
+				t.Errorf("%s: not a marked spawn line", where)
+			}
 			continue
 		}
 		spawnSeen[s.Site.Line] = true
-		judged := s.Propagated + s.Lost + s.NewRoot
 		if s.TracedSpawns == 0 || judged != s.TracedSpawns {
 			t.Errorf("%s: every goroutine of the example checks, want all judged", where)
 		}

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/ctxwatch/ctxwatch/internal/event"
 )
@@ -117,17 +118,18 @@ type pending struct {
 
 // Analyzer holds the analysis of one process. Not safe for concurrent use.
 type Analyzer struct {
-	pid        uint32
-	opts       Options
-	frames     map[uint64][]Frame // resolved return addresses
-	siteIndex  map[Frame]int
-	spawnSites []SpawnSite
-	pending    map[uint64]*pending
-	order      []uint64 // goroutines in pending, oldest first (may hold stale ids)
-	breaks     map[breakKey]*BreakCount
-	breakOrder []breakKey
-	events     uint64
-	unmatched  uint64
+	pid           uint32
+	opts          Options
+	frames        map[uint64][]Frame // resolved return addresses
+	siteIndex     map[Frame]int
+	spawnSites    []SpawnSite
+	pending       map[uint64]*pending
+	order         []uint64 // goroutines in pending, oldest first (may hold stale ids)
+	breaks        map[breakKey]*BreakCount
+	breakOrder    []breakKey
+	events        uint64
+	unmatched     uint64
+	runtimeSpawns uint64
 }
 
 // New returns an Analyzer for process pid.
@@ -189,6 +191,12 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 	switch e.Kind {
 	case event.Spawn:
 		stack := spawnStack(a.stack(e.Frames()))
+		if len(stack) > 0 && strings.HasPrefix(stack[0].Function, "runtime.") {
+			// The runtime's own goroutines (GC mark workers started
+			// while a traced goroutine allocates) carry no user trace.
+			a.runtimeSpawns++
+			return Break{}, false
+		}
 		site, _ := a.userFrame(stack)
 		i := a.site(site)
 		a.spawnSites[i].TracedSpawns++

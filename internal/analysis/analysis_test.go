@@ -512,3 +512,19 @@ func TestSpawnStackTrimsRuntimeFrames(t *testing.T) {
 		t.Errorf("SpawnSites = %+v, want the go statement %v", s, fGoWorker)
 	}
 }
+
+// TestRuntimeSpawnsNotTraced: goroutines the runtime starts itself (a GC
+// mark worker started while a traced goroutine allocates) are not counted
+// at the user's line, and a check by one is unmatched, not a break.
+func TestRuntimeSpawnsNotTraced(t *testing.T) {
+	res := resolver()
+	const retGCStart = 0x5000
+	res[retGCStart] = []analysis.Frame{{Function: "runtime.gcBgMarkStartWorkers", File: "/go/src/runtime/mgc.go", Line: 1300}}
+	a := analysis.New(pid, analysis.Options{Resolver: res, IsUser: isUser})
+	mustNoBreak(t, a, spawn(100, 10, 1, retGCStart, retServe))
+	mustNoBreak(t, a, firstCheck(200, 10, event.Lost, retAuditFunc))
+	s := a.Snapshot()
+	if len(s.SpawnSites) != 0 || len(s.Breaks) != 0 || s.Unmatched != 1 {
+		t.Errorf("runtime spawn counted: sites %+v, breaks %+v, unmatched %d", s.SpawnSites, s.Breaks, s.Unmatched)
+	}
+}

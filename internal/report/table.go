@@ -55,15 +55,20 @@ func writeSummary(w io.Writer, s Summary, what string) {
 		what, s.Process.PID, s.Executable, s.DurationS, s.Events, s.EventsLost)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SPAWN SITE\tTRACED\tKEPT\tLOST\tNEW-ROOT\tRETENTION")
+	shown := 0
 	for _, site := range s.SpawnSites {
-		ret := "-"
-		if r := site.Retention(); r >= 0 {
-			ret = fmt.Sprintf("%.1f%%", 100*r)
+		r := site.Retention()
+		if r < 0 {
+			// No goroutine of the site has shown its context yet (or
+			// ever will: a transport's connection loops never check).
+			continue
 		}
+		shown++
+		ret := fmt.Sprintf("%.1f%%", 100*r)
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", loc(site.Site), site.TracedSpawns, site.Propagated, site.Lost, site.NewRoot, ret)
 	}
-	if len(s.SpawnSites) == 0 {
-		fmt.Fprintln(tw, "(no goroutine started inside a trace yet)")
+	if shown == 0 {
+		fmt.Fprintln(tw, "(no goroutine started inside a trace has used a context yet)")
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
