@@ -1,0 +1,510 @@
+// Command bench measures what ctxwatch costs the program it watches.
+//
+// It builds ctxwatch and bench/target into a temporary directory and times,
+// inside the target, four operations:
+//
+//	withvalue         context.WithValue outside any trace (ctxwatch's hot
+//	                  path: one map lookup, no event)
+//	withvalue-traced  context.WithValue on a context that holds a trace
+//	spawn             go func(){...}() outside any trace, waited for
+//	spawn-traced      goroutines started inside a trace, each checking the
+//	                  inherited context once (WithCancel): two events each
+//
+// each in three modes:
+//
+//	untraced  the target alone
+//	floor     an empty eBPF program (bpf/empty.c) attached with uprobes at
+//	          exactly the places ctxwatch probes, as planned by
+//	          internal/uprobe for this binary: the cost of the uprobes
+//	          themselves, which no probe body can go below
+//	ctxwatch  the target run under ctxwatch --format json
+//
+// Every op runs -runs rounds; a round runs the three modes one after the
+// other, in an order rotated from round to round, so that drift on a noisy
+// machine hits every mode alike. The table gives the median ns/op of each
+// mode and the ratios between medians. For spawn-traced, ctxwatch's JSON
+// summary is checked: no event lost, and N traced spawns at the target's
+// spawn site; a warning line follows the table otherwise.
+//
+// Run it as root (uprobes), from the repository root:
+//
+//	go run ./bench [-n N] [-runs R] [-out FILE]
+//
+// -n sets the operations per run for every op (default: 200000 for the
+// withvalue ops, 50000 for the spawn ops: a uprobe hit costs microseconds).
+// The table goes to standard output and, with -out, to FILE; progress goes
+// to standard error.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctxwatch/ctxwatch/bpf"
+	"github.com/ctxwatch/ctxwatch/internal/analysis"
+	"github.com/ctxwatch/ctxwatch/internal/target"
+	"github.com/ctxwatch/ctxwatch/internal/uprobe"
+)
+
+const (
+	// traceKey is the target's trace key type, as passed to ctxwatch.
+	traceKey = "main.traceKey"
+	// spawnFunc is the target function that starts the traced goroutines.
+	spawnFunc = "main.spawnTraced"
+)
+
+// mode is how the target is run.
+type mode int
+
+const (
+	untraced mode = iota
+	floor
+	traced
+	numModes
+)
+
+func (m mode) String() string {
+	switch m {
+	case untraced:
+		return "untraced"
+	case floor:
+		return "floor"
+	case traced:
+		return "ctxwatch"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// op is one operation of the target and its number of iterations per run.
+type op struct {
+	name string
+	n    int
+}
+
+// result is the median ns/op of each mode for one op.
+type result struct {
+	op     op
+	median [numModes]float64
+}
+
+// bench holds the built binaries and the loaded empty program.
+type bench struct {
+	ctxwatch, target string
+	empty            *ebpf.Program
+	offsets          []uint64 // file offsets of the target's probe points
+	log              *log.Logger
+}
+
+func main() {
+	n := flag.Int("n", 0, "operations per run for every op (default: 200000 for withvalue ops, 50000 for spawn ops)")
+	runs := flag.Int("runs", 5, "runs of each op in each mode; the median is reported")
+	out := flag.String("out", "", "also write the table to `FILE`")
+	flag.Parse()
+	if *n < 0 || *runs <= 0 || flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	logger := log.New(os.Stderr, "bench: ", 0)
+	if err := run(ctx, *n, *runs, *out, logger); err != nil {
+		stop()
+		logger.Fatal(err)
+	}
+}
+
+func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error {
+	start := time.Now()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("remove memlock limit: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "ctxwatch-bench-")
+	if err != nil {
+		return fmt.Errorf("create temporary directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	b := &bench{
+		ctxwatch: filepath.Join(dir, "ctxwatch"),
+		target:   filepath.Join(dir, "target"),
+		log:      logger,
+	}
+	for _, build := range []struct{ pkg, exe string }{
+		{"./cmd/ctxwatch", b.ctxwatch},
+		{"./bench/target", b.target},
+	} {
+		if err := goBuild(ctx, build.pkg, build.exe); err != nil {
+			return err
+		}
+	}
+	bin, err := target.Open(b.target)
+	if err != nil {
+		return fmt.Errorf("inspect target: %w", err)
+	}
+	defer bin.Close()
+	points, err := b.plan(bin)
+	if err != nil {
+		return err
+	}
+
+	var objs bpf.EmptyObjects
+	if err := bpf.LoadEmptyObjects(&objs, nil); err != nil {
+		return fmt.Errorf("load empty eBPF program: %w", err)
+	}
+	defer objs.Close()
+	b.empty = objs.Empty
+
+	ops := []op{
+		{"withvalue", 200000},
+		{"withvalue-traced", 200000},
+		{"spawn", 50000},
+		{"spawn-traced", 50000},
+	}
+	if n > 0 {
+		for i := range ops {
+			ops[i].n = n
+		}
+	}
+	var (
+		results  []result
+		warnings []string
+	)
+	for _, o := range ops {
+		r, warns, err := b.measure(ctx, o, runs)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+		warnings = append(warnings, warns...)
+	}
+
+	var buf bytes.Buffer
+	if err := writeTable(&buf, header(bin.GoVersion, ops, runs), points, results, warnings); err != nil {
+		return err
+	}
+	if _, err := os.Stdout.Write(buf.Bytes()); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	if out != "" {
+		if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("write table: %w", err)
+		}
+	}
+	b.log.Printf("done in %s", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// goBuild builds package pkg of this module into exe.
+func goBuild(ctx context.Context, pkg, exe string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", exe, pkg)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s (run bench from the repository root): %w\n%s", pkg, err, stderr.Bytes())
+	}
+	return nil
+}
+
+// plan finds the places ctxwatch probes in the target, with ctxwatch's own
+// planner, and keeps their file offsets for the floor. It returns a
+// description of the points for the table.
+func (b *bench) plan(bin *target.Binary) (string, error) {
+	if bin.PIE {
+		return "", fmt.Errorf("target %s is PIE; the floor needs a non-PIE target", b.target)
+	}
+	plan, err := uprobe.NewPlan(bin, uprobe.Options{
+		TraceKeys: []uprobe.TraceKey{{Kind: uprobe.KeyType, Name: traceKey}},
+	})
+	if err != nil {
+		return "", fmt.Errorf("plan probes for the target: %w", err)
+	}
+	counts := map[string]int{}
+	var funcs []string
+	for _, pt := range plan.Points {
+		off, err := bin.FileOffset(pt.Address)
+		if err != nil {
+			return "", fmt.Errorf("probe point of %s: %w", pt.Func, err)
+		}
+		b.offsets = append(b.offsets, off)
+		if counts[pt.Func] == 0 {
+			funcs = append(funcs, pt.Func)
+		}
+		counts[pt.Func]++
+	}
+	var desc []string
+	for _, f := range funcs {
+		if c := counts[f]; c > 1 {
+			desc = append(desc, fmt.Sprintf("%s (%d RETs)", f, c))
+		} else {
+			desc = append(desc, f)
+		}
+	}
+	return fmt.Sprintf("%d uprobes: %s", len(plan.Points), strings.Join(desc, ", ")), nil
+}
+
+// measure runs op o runs times in every mode and returns the medians, and
+// warnings about what ctxwatch reported.
+func (b *bench) measure(ctx context.Context, o op, runs int) (result, []string, error) {
+	r := result{op: o}
+	var (
+		samples  [numModes][]float64
+		warnings []string
+	)
+	for round := range runs {
+		var line strings.Builder
+		fmt.Fprintf(&line, "%s n=%d round %d/%d:", o.name, o.n, round+1, runs)
+		for i := range numModes {
+			m := (mode(round) + i) % numModes
+			ns, warn, err := b.runOnce(ctx, o, m)
+			if err != nil {
+				return r, nil, fmt.Errorf("%s, %s, round %d: %w", o.name, m, round+1, err)
+			}
+			if warn != "" {
+				warnings = append(warnings, fmt.Sprintf("%s round %d: %s", o.name, round+1, warn))
+			}
+			samples[m] = append(samples[m], ns)
+			fmt.Fprintf(&line, " %s %.1f", m, ns)
+		}
+		b.log.Print(line.String())
+	}
+	for m := range numModes {
+		r.median[m] = median(samples[m])
+	}
+	return r, warnings, nil
+}
+
+// runOnce runs the target once in mode m and returns the ns/op it printed
+// and, for a ctxwatch run of spawn-traced, a warning when ctxwatch's
+// summary is not what the run must produce.
+func (b *bench) runOnce(ctx context.Context, o op, m mode) (float64, string, error) {
+	args := []string{"-op", o.name, "-n", strconv.Itoa(o.n)}
+	var report string
+	switch m {
+	case untraced:
+	case floor:
+		detach, err := b.attachFloor()
+		if err != nil {
+			return 0, "", err
+		}
+		defer detach()
+	case traced:
+		f, err := os.CreateTemp(filepath.Dir(b.target), "report-*.json")
+		if err != nil {
+			return 0, "", fmt.Errorf("create report file: %w", err)
+		}
+		report = f.Name()
+		f.Close()
+		defer os.Remove(report)
+		args = append([]string{"--format", "json", "--output", report, "--trace-key", "type=" + traceKey, "--", b.target}, args...)
+	}
+	exe := b.target
+	if m == traced {
+		exe = b.ctxwatch
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return 0, "", fmt.Errorf("%s: %w\n%s", cmd, err, stderr.Bytes())
+	}
+	ns, err := parseNsOp(stdout.Bytes())
+	if err != nil {
+		return 0, "", fmt.Errorf("%s: %w", cmd, err)
+	}
+	if m != traced || o.name != "spawn-traced" {
+		return ns, "", nil
+	}
+	data, err := os.ReadFile(report)
+	if err != nil {
+		return 0, "", fmt.Errorf("read ctxwatch report: %w", err)
+	}
+	warn, err := checkSpawnReport(data, o.n)
+	if err != nil {
+		return 0, "", err
+	}
+	return ns, warn, nil
+}
+
+// attachFloor attaches the empty program at every probe point of the
+// target's executable file. Uprobes are attached by inode, so they fire in
+// the target started next. The returned function detaches them.
+func (b *bench) attachFloor() (func(), error) {
+	ex, err := link.OpenExecutable(b.target)
+	if err != nil {
+		return nil, fmt.Errorf("open target for uprobes: %w", err)
+	}
+	var links []link.Link
+	detach := func() {
+		for _, l := range links {
+			if err := l.Close(); err != nil {
+				b.log.Printf("detach empty uprobe: %v", err)
+			}
+		}
+	}
+	for _, off := range b.offsets {
+		l, err := ex.Uprobe("", b.empty, &link.UprobeOptions{Address: off})
+		if err != nil {
+			detach()
+			return nil, fmt.Errorf("attach empty uprobe at file offset %#x: %w", off, err)
+		}
+		links = append(links, l)
+	}
+	return detach, nil
+}
+
+// parseNsOp finds the target's "ns/op <float>" line.
+func parseNsOp(out []byte) (float64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "ns/op "); ok {
+			ns, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse target output %q: %w", sc.Text(), err)
+			}
+			return ns, nil
+		}
+	}
+	return 0, fmt.Errorf("no ns/op line in target output %q", out)
+}
+
+// summary is the part of ctxwatch's JSON summary line checked here.
+type summary struct {
+	Type       string               `json:"type"`
+	EventsLost uint64               `json:"events_lost"`
+	SpawnSites []analysis.SpawnSite `json:"spawn_sites"`
+}
+
+// checkSpawnReport checks ctxwatch's JSON report of a spawn-traced run of n
+// goroutines: one summary, no event lost, n traced spawns at spawnFunc. It
+// returns a warning, empty when all is well; an error means the report
+// could not be read.
+func checkSpawnReport(data []byte, n int) (string, error) {
+	var sums []summary
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		var s summary
+		if err := dec.Decode(&s); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return "", fmt.Errorf("decode ctxwatch report: %w", err)
+		}
+		if s.Type == "summary" {
+			sums = append(sums, s)
+		}
+	}
+	if len(sums) != 1 {
+		return fmt.Sprintf("ctxwatch reported %d summary lines, want 1", len(sums)), nil
+	}
+	s := sums[0]
+	var problems []string
+	if s.EventsLost != 0 {
+		problems = append(problems, fmt.Sprintf("events_lost %d, want 0", s.EventsLost))
+	}
+	i := slices.IndexFunc(s.SpawnSites, func(site analysis.SpawnSite) bool { return site.Site.Function == spawnFunc })
+	switch {
+	case i < 0:
+		problems = append(problems, fmt.Sprintf("no spawn site in %s, want %d traced spawns", spawnFunc, n))
+	case s.SpawnSites[i].TracedSpawns != uint64(n):
+		msg := fmt.Sprintf("traced_spawns %d at %s:%d, want %d",
+			s.SpawnSites[i].TracedSpawns, spawnFunc, s.SpawnSites[i].Site.Line, n)
+		if s.SpawnSites[i].TracedSpawns > uint64(n) {
+			// Seen when a GC starts inside the trace: the runtime's mark
+			// workers, one per P, are counted at the user frame that
+			// allocated.
+			msg += " (the excess is likely runtime goroutines, e.g. GC mark workers, started inside the trace)"
+		}
+		problems = append(problems, msg)
+	}
+	return strings.Join(problems, "; "), nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// header describes the machine and the run.
+func header(goVersion string, ops []op, runs int) string {
+	kernel := "unknown"
+	var u unix.Utsname
+	if err := unix.Uname(&u); err == nil {
+		kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	var ns []string
+	for _, o := range ops {
+		ns = append(ns, fmt.Sprintf("%s %d", o.name, o.n))
+	}
+	return fmt.Sprintf("%s, kernel %s, %s, %s; N: %s; median of %d runs per mode, modes interleaved",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), kernel, cpuModel(), goVersion, strings.Join(ns, ", "), runs)
+}
+
+// cpuModel returns the first "model name" of /proc/cpuinfo and the number
+// of CPUs listed.
+func cpuModel() string {
+	data, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	model, cpus := "unknown CPU", 0
+	for line := range strings.Lines(string(data)) {
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(key) {
+		case "processor":
+			cpus++
+		case "model name":
+			if cpus <= 1 {
+				model = strings.TrimSpace(val)
+			}
+		}
+	}
+	return fmt.Sprintf("%s (%d CPUs)", model, cpus)
+}
+
+func writeTable(w io.Writer, header, points string, results []result, warnings []string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n%s\n\n", header, points)
+	b.WriteString("| op | untraced ns/op | empty uprobe ns/op (floor) | ctxwatch ns/op | ctxwatch/untraced | ctxwatch/floor |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r.op.name,
+			r.median[untraced], r.median[floor], r.median[traced],
+			r.median[traced]/r.median[untraced], r.median[traced]/r.median[floor])
+	}
+	for _, warn := range warnings {
+		fmt.Fprintf(&b, "\nWARNING: %s", warn)
+	}
+	if len(warnings) > 0 {
+		b.WriteString("\n")
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("write table: %w", err)
+	}
+	return nil
+}
