@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build demo test unit integration bench generate clean
+.PHONY: all build demo test unit integration bench generate layouts clean
 
 all: build
 
@@ -36,3 +36,8 @@ generate:
 
 clean:
 	rm -rf $(BIN)
+
+# Re-measure the offset tables for binaries without DWARF (downloads every
+# Go toolchain of internal/layout/offsetgen's list: minutes).
+layouts:
+	$(GO) run ./internal/layout/offsetgen -out internal/layout/table.go

@@ -128,6 +128,7 @@ volatile const __u64 off_cancel_err;
 volatile const __u64 typ_string, typ_bytes;
 volatile const __u64 typ_span_key, typ_recording_span, typ_nonrecording_span;
 volatile const __u64 off_rs_sc, off_rs_parent, off_rs_end, off_nrs_sc;
+volatile const __u64 typ_sdk_nonrecording_span, off_sdk_nrs_sc;
 volatile const __u32 n_keys;
 volatile const __u8 keys_kind[MAX_KEYS];
 volatile const __u64 keys_type[MAX_KEYS];
@@ -301,6 +302,10 @@ static __always_inline int trace_value(struct trace *t, int k, __u64 vtype, __u6
 			*span = vdata;
 		} else if (vtype == typ_nonrecording_span && vtype) {
 			if (span_context(t, vdata + off_nrs_sc) < 0)
+				return CARRY_UNKNOWN;
+		} else if (vtype == typ_sdk_nonrecording_span && vtype) {
+			// The SDK's span of an unsampled trace: a trace all the same.
+			if (span_context(t, vdata + off_sdk_nrs_sc) < 0)
 				return CARRY_UNKNOWN;
 		} else {
 			return CARRY_UNKNOWN; // a Span implementation we do not know
@@ -555,7 +560,6 @@ int with_value(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
-	count(STAT_HITS);
 	__u64 goid;
 	if (current_goid(ctx, &goid) < 0)
 		return 0;
@@ -653,7 +657,6 @@ int ctx_arg0(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
-	count(STAT_HITS);
 	__u64 goid;
 	if (current_goid(ctx, &goid) < 0)
 		return 0;
@@ -687,7 +690,6 @@ int check_func(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
-	count(STAT_HITS);
 	__u64 goid;
 	if (current_goid(ctx, &goid) < 0)
 		return 0;
@@ -709,7 +711,6 @@ int spawn(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
-	count(STAT_HITS);
 	__u64 m, curg, pgoid;
 	if (read(&m, sizeof(m), ctx->r14 + off_g_m) < 0 || !m)
 		return 0;

@@ -191,7 +191,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		t := report.NewTable(out, cfg.output == "" && isTerminal(os.Stdout))
 		sink, live = t, t
 	}
-	w, err := newWatcher(cfg.opts, cfg.ringSize, sink, live, logger)
+	w, err := newWatcher(cfg.opts, cfg.ringSize, sink, live, logger, errLog)
 	if err != nil {
 		return 0, err
 	}

@@ -40,7 +40,8 @@ type session struct {
 // others, under mu.
 type watcher struct {
 	opts   uprobe.Options
-	log    *log.Logger
+	log    *log.Logger // --verbose
+	warn   *log.Logger // always shown
 	sink   report.Sink
 	live   report.Live
 	ring   *ebpf.Map
@@ -51,7 +52,7 @@ type watcher struct {
 	retired  []*session // sessions whose process exited or exec'd, to summarise
 }
 
-func newWatcher(opts uprobe.Options, ringSize int, sink report.Sink, live report.Live, logger *log.Logger) (*watcher, error) {
+func newWatcher(opts uprobe.Options, ringSize int, sink report.Sink, live report.Live, logger, warn *log.Logger) (*watcher, error) {
 	ring, err := ebpf.NewMap(&ebpf.MapSpec{Name: "events", Type: ebpf.RingBuf, MaxEntries: uint32(ringSize)})
 	if err != nil {
 		return nil, fmt.Errorf("create ring buffer of %d bytes: %w", ringSize, err)
@@ -59,6 +60,7 @@ func newWatcher(opts uprobe.Options, ringSize int, sink report.Sink, live report
 	return &watcher{
 		opts:     opts,
 		log:      logger,
+		warn:     warn,
 		sink:     sink,
 		live:     live,
 		ring:     ring,
@@ -150,6 +152,9 @@ func (w *watcher) attach(pid int) error {
 	w.log.Printf("watching pid %d (%s, %s, main module %s): %d probes", pid, name, bin.GoVersion, bin.MainModule, len(points))
 	for _, n := range plan.Notes {
 		w.log.Printf("  pid %d: %s", pid, n)
+	}
+	for _, n := range plan.Warnings {
+		w.warn.Printf("pid %d (%s): %s", pid, filepath.Base(name), n)
 	}
 	go w.awaitExit(pid, s)
 	return nil

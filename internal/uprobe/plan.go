@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ctxwatch/ctxwatch/internal/layout"
 	"github.com/ctxwatch/ctxwatch/internal/target"
 )
 
@@ -54,6 +55,8 @@ type Plan struct {
 	Points   []Point
 	// Notes says what is not watched and why, for --verbose.
 	Notes []string
+	// Warnings says what a user would miss: always shown.
+	Warnings []string
 }
 
 // Entry points that show which context a goroutine uses: the first
@@ -210,10 +213,37 @@ func (p *Plan) entry(bin *target.Binary, name string, prog Program, reg int) err
 	return nil
 }
 
+// moduleVersion returns the version of module path linked into bin.
+func moduleVersion(bin *target.Binary, path string) string {
+	for _, m := range bin.Modules {
+		if m.Path == path {
+			return m.Version
+		}
+	}
+	return ""
+}
+
 func (p *Plan) layout(bin *target.Binary) error {
 	l := &p.Layout
+	otelVersion := moduleVersion(bin, "go.opentelemetry.io/otel/sdk")
+	// field reads an offset from DWARF, or, when the binary has none (go
+	// run, go test, -ldflags=-s -w), from the table measured per release.
 	field := func(dst *uint64, typ, path string) error {
 		off, err := bin.FieldOffset(typ, path)
+		if errors.Is(err, target.ErrNoLayout) {
+			var ok bool
+			if strings.HasPrefix(typ, "go.opentelemetry.io/") {
+				off, ok = layout.OTel(otelVersion, typ, path)
+			} else {
+				off, ok = layout.Runtime(bin.GoVersion, typ, path)
+			}
+			if ok {
+				err = nil
+			} else {
+				err = fmt.Errorf("%w, and no layout table for this version (Go %s, OTel SDK %s; known: %s)",
+					err, bin.GoVersion, otelVersion, strings.Join(layout.Versions(), ", "))
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("offset of %s.%s: %w", typ, path, err)
 		}
@@ -231,9 +261,6 @@ func (p *Plan) layout(bin *target.Binary) error {
 		{&l.CancelErr, "context.cancelCtx", "err"},
 	} {
 		if err := field(f.dst, f.typ, f.path); err != nil {
-			if errors.Is(err, target.ErrNoLayout) {
-				return fmt.Errorf("%s has no DWARF (stripped); layouts of stripped binaries are not known yet: %w", bin.Path, ErrUnsupported)
-			}
 			return fmt.Errorf("%w: %w", err, ErrUnsupported)
 		}
 	}
@@ -286,7 +313,7 @@ func (p *Plan) layout(bin *target.Binary) error {
 		{&l.NonRecordingSpanSC, otelTrace + ".nonRecordingSpan", "sc"},
 	} {
 		if err := field(f.dst, f.typ, f.path); err != nil {
-			p.Notes = append(p.Notes, fmt.Sprintf("OTel span layout: %v", err))
+			p.Warnings = append(p.Warnings, fmt.Sprintf("OTel span layout: %v", err))
 			if f.typ == otelSDK+".recordingSpan" {
 				l.RecordingSpan = 0
 			} else {
@@ -295,11 +322,25 @@ func (p *Plan) layout(bin *target.Binary) error {
 		}
 	}
 	// The probes read a SpanContext as trace id at 0, span id at 16.
-	tid, err1 := bin.FieldOffset(otelTrace+".SpanContext", "traceID")
-	sid, err2 := bin.FieldOffset(otelTrace+".SpanContext", "spanID")
-	if err1 != nil || err2 != nil || tid != 0 || sid != 16 {
-		p.Notes = append(p.Notes, "OTel SpanContext layout unknown: OTel spans not watched")
+	var tid, sid uint64
+	err1 := field(&tid, otelTrace+".SpanContext", "traceID")
+	err2 := field(&sid, otelTrace+".SpanContext", "spanID")
+	if err := errors.Join(err1, err2); err != nil || tid != 0 || sid != 16 {
+		p.Warnings = append(p.Warnings, fmt.Sprintf("OTel spans not watched: SpanContext layout unknown (%v)", err))
 		l.SpanKey = 0
+	}
+	if l.RecordingSpan == 0 && l.NonRecordingSpan == 0 {
+		p.Warnings = append(p.Warnings, "OTel spans not watched: span layouts unknown for this SDK version")
+		l.SpanKey = 0
+	}
+	// The SDK's own span for unsampled traces; not in the layout table.
+	if err := typ(&l.SDKNonRecordingSpan, otelSDK+".nonRecordingSpan", false); err == nil && l.SDKNonRecordingSpan != 0 {
+		if off, err := bin.FieldOffset(otelSDK+".nonRecordingSpan", "sc"); err == nil {
+			l.SDKNonRecordingSpanSC = off
+		} else {
+			l.SDKNonRecordingSpan = 0
+			p.Notes = append(p.Notes, "unsampled OTel spans not watched: no DWARF for the SDK's nonRecordingSpan")
+		}
 	}
 	return nil
 }
@@ -313,7 +354,7 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 		for _, a := range []*uint64{
 			&l.ValueCtx, &l.CancelCtx, &l.TimerCtx, &l.AfterFuncCtx, &l.WithoutCancelCtx, &l.StopCtx,
 			&l.BackgroundCtx, &l.TodoCtx, &l.EmptyCtx, &l.String, &l.Bytes,
-			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan,
+			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan, &l.SDKNonRecordingSpan,
 		} {
 			if *a != 0 {
 				*a += bias

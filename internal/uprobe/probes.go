@@ -67,6 +67,8 @@ type Layout struct {
 	SpanKey, RecordingSpan, NonRecordingSpan        uint64
 	RecordingSpanSC, RecordingSpanParent, RecordEnd uint64
 	NonRecordingSpanSC                              uint64
+	// The SDK's span for unsampled traces (sdk/trace.nonRecordingSpan).
+	SDKNonRecordingSpan, SDKNonRecordingSpanSC uint64
 }
 
 // Range is a run-time text range of user code.
@@ -121,32 +123,34 @@ func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
 	}
 	l := cfg.Layout
 	consts := map[string]any{
-		"cfg_tgid":               uint32(cfg.PID),
-		"off_g_goid":             l.GGoid,
-		"off_g_m":                l.GM,
-		"off_g_sched_bp":         l.GSchedBP,
-		"off_m_curg":             l.MCurg,
-		"typ_value_ctx":          l.ValueCtx,
-		"typ_cancel_ctx":         l.CancelCtx,
-		"typ_timer_ctx":          l.TimerCtx,
-		"typ_after_func_ctx":     l.AfterFuncCtx,
-		"typ_without_cancel_ctx": l.WithoutCancelCtx,
-		"typ_stop_ctx":           l.StopCtx,
-		"typ_background_ctx":     l.BackgroundCtx,
-		"typ_todo_ctx":           l.TodoCtx,
-		"typ_empty_ctx":          l.EmptyCtx,
-		"off_cancel_err":         l.CancelErr,
-		"typ_string":             l.String,
-		"typ_bytes":              l.Bytes,
-		"typ_span_key":           l.SpanKey,
-		"typ_recording_span":     l.RecordingSpan,
-		"typ_nonrecording_span":  l.NonRecordingSpan,
-		"off_rs_sc":              l.RecordingSpanSC,
-		"off_rs_parent":          l.RecordingSpanParent,
-		"off_rs_end":             l.RecordEnd,
-		"off_nrs_sc":             l.NonRecordingSpanSC,
-		"n_keys":                 uint32(len(cfg.Keys)),
-		"n_ranges":               uint32(len(cfg.UserText)),
+		"cfg_tgid":                  uint32(cfg.PID),
+		"off_g_goid":                l.GGoid,
+		"off_g_m":                   l.GM,
+		"off_g_sched_bp":            l.GSchedBP,
+		"off_m_curg":                l.MCurg,
+		"typ_value_ctx":             l.ValueCtx,
+		"typ_cancel_ctx":            l.CancelCtx,
+		"typ_timer_ctx":             l.TimerCtx,
+		"typ_after_func_ctx":        l.AfterFuncCtx,
+		"typ_without_cancel_ctx":    l.WithoutCancelCtx,
+		"typ_stop_ctx":              l.StopCtx,
+		"typ_background_ctx":        l.BackgroundCtx,
+		"typ_todo_ctx":              l.TodoCtx,
+		"typ_empty_ctx":             l.EmptyCtx,
+		"off_cancel_err":            l.CancelErr,
+		"typ_string":                l.String,
+		"typ_bytes":                 l.Bytes,
+		"typ_span_key":              l.SpanKey,
+		"typ_recording_span":        l.RecordingSpan,
+		"typ_nonrecording_span":     l.NonRecordingSpan,
+		"off_rs_sc":                 l.RecordingSpanSC,
+		"off_rs_parent":             l.RecordingSpanParent,
+		"off_rs_end":                l.RecordEnd,
+		"off_nrs_sc":                l.NonRecordingSpanSC,
+		"typ_sdk_nonrecording_span": l.SDKNonRecordingSpan,
+		"off_sdk_nrs_sc":            l.SDKNonRecordingSpanSC,
+		"n_keys":                    uint32(len(cfg.Keys)),
+		"n_ranges":                  uint32(len(cfg.UserText)),
 	}
 	var (
 		kinds  [MaxKeys]uint8
