@@ -9,10 +9,12 @@ all: build
 build:
 	$(GO) build -o $(BIN)/ctxwatch ./cmd/ctxwatch
 
-# The main job on the bundled example: an HTTP server whose middleware
-# rebuilds the request context from Background.
+# The main job on the bundled examples: an OTel-instrumented HTTP service
+# whose handler starts a span on Background in a goroutine, and a server
+# whose middleware rebuilds the request context from Background.
 demo: build
-	$(GO) build -o $(BIN)/middleware ./examples/middleware
+	$(GO) build -trimpath -o $(BIN)/ ./examples/otelhttp ./examples/middleware
+	$(BIN)/ctxwatch -- $(BIN)/otelhttp
 	$(BIN)/ctxwatch --trace-key type=main.traceKey -- $(BIN)/middleware
 
 # Everything: unit tests and the integration tests (real uprobes: root).
