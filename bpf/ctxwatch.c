@@ -60,7 +60,7 @@ enum stat {
 	STAT_EVENTS_LOST = 0, // ring buffer full
 	STAT_READ_FAULT,      // target memory unreadable
 	STAT_WALK_DEEP,       // context chain longer than MAX_WALK
-	STAT_HITS,            // probe hits
+	STAT_HITS,            // unused: see hits
 	STAT_STATE_FULL,      // goroutine state could not be stored
 	STAT_MAX,
 };
@@ -191,6 +191,19 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch_map SEC(".maps");
+
+// Probe hits per CPU, for the agent's estimate of what the probes cost the
+// target. A global, not a map: counting must not add a map lookup to the
+// hot path. One cache line per CPU, so CPUs do not share lines.
+#define MAX_CPUS 512
+__u64 hits[MAX_CPUS * 8];
+
+static __always_inline void hit(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	if (cpu < MAX_CPUS)
+		hits[cpu * 8] += 1;
+}
 
 static __always_inline void count(__u32 stat)
 {
@@ -560,6 +573,7 @@ int with_value(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
+	hit();
 	__u64 goid;
 	if (current_goid(ctx, &goid) < 0)
 		return 0;
@@ -657,6 +671,7 @@ int ctx_arg0(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
+	hit();
 	__u64 goid;
 	if (current_goid(ctx, &goid) < 0)
 		return 0;
@@ -690,6 +705,7 @@ int check_func(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
+	hit();
 	__u64 goid;
 	if (current_goid(ctx, &goid) < 0)
 		return 0;
@@ -711,6 +727,7 @@ int spawn(struct pt_regs *ctx)
 {
 	if (!ours())
 		return 0;
+	hit();
 	__u64 m, curg, pgoid;
 	if (read(&m, sizeof(m), ctx->r14 + off_g_m) < 0 || !m)
 		return 0;

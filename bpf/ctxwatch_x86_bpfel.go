@@ -152,6 +152,7 @@ const (
 	CtxwatchProgSpawn                 = "spawn"
 	CtxwatchProgWithValue             = "with_value"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
+	CtxwatchVarHits                   = "hits"
 	CtxwatchVarKeysKind               = "keys_kind"
 	CtxwatchVarKeysStr                = "keys_str"
 	CtxwatchVarKeysStrLen             = "keys_str_len"
@@ -255,6 +256,7 @@ type CtxwatchMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchVariableSpecs struct {
 	CfgTgid                *ebpf.VariableSpec `ebpf:"cfg_tgid"`
+	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
 	KeysKind               *ebpf.VariableSpec `ebpf:"keys_kind"`
 	KeysStr                *ebpf.VariableSpec `ebpf:"keys_str"`
 	KeysStrLen             *ebpf.VariableSpec `ebpf:"keys_str_len"`
@@ -337,6 +339,7 @@ func (m *CtxwatchMaps) Close() error {
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchVariables struct {
 	CfgTgid                *ebpf.Variable `ebpf:"cfg_tgid"`
+	Hits                   *ebpf.Variable `ebpf:"hits"`
 	KeysKind               *ebpf.Variable `ebpf:"keys_kind"`
 	KeysStr                *ebpf.Variable `ebpf:"keys_str"`
 	KeysStrLen             *ebpf.Variable `ebpf:"keys_str_len"`

@@ -147,6 +147,11 @@ func checkExample(t *testing.T, src string, r result) {
 			t.Errorf("%s: ctxwatch counted %d, the program %d (%q)", word, got, want, out)
 		}
 	}
+	// Every traced spawn is at least two probe hits: its spawn and its
+	// goroutine's first check.
+	if sum.ProbeHits < 2*total.TracedSpawns {
+		t.Errorf("probe_hits %d for %d traced spawns", sum.ProbeHits, total.TracedSpawns)
+	}
 	// Each distinct break is printed once as a line, as it happens.
 	if len(r.breaks) != len(sum.Breaks) {
 		t.Errorf("%d break lines for %d distinct breaks", len(r.breaks), len(sum.Breaks))

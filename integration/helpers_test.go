@@ -87,6 +87,7 @@ type summaryLine struct {
 	Executable string       `json:"executable"`
 	Events     uint64       `json:"events"`
 	EventsLost *uint64      `json:"events_lost"`
+	ProbeHits  uint64       `json:"probe_hits"`
 	Unmatched  uint64       `json:"unmatched_checks"`
 	SpawnSites []spawnSite  `json:"spawn_sites"`
 	Breaks     []breakCount `json:"breaks"`

@@ -285,6 +285,7 @@ func (w *watcher) summary(s *session) report.Summary {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("probe counters unreadable: %v", err))
 	}
 	sum.EventsLost = st.EventsLost + st.StateFull
+	sum.ProbeHits = st.Hits
 	if st.StateFull > 0 {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutine states not stored (map full)", st.StateFull))
 	}

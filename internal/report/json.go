@@ -64,6 +64,7 @@ type jsonSummary struct {
 	DurationS   float64               `json:"duration_s"`
 	Events      uint64                `json:"events"`
 	EventsLost  uint64                `json:"events_lost"`
+	ProbeHits   uint64                `json:"probe_hits"`
 	Unmatched   uint64                `json:"unmatched_checks"`
 	SpawnSites  []jsonSpawnSite       `json:"spawn_sites"`
 	Breaks      []analysis.BreakCount `json:"breaks"`
@@ -81,6 +82,7 @@ func (j *JSON) Summary(s Summary) error {
 		DurationS:   s.DurationS,
 		Events:      s.Events,
 		EventsLost:  s.EventsLost,
+		ProbeHits:   s.ProbeHits,
 		Unmatched:   s.Unmatched,
 		SpawnSites:  []jsonSpawnSite{},
 		Breaks:      s.Breaks,

@@ -22,6 +22,9 @@ type Summary struct {
 	// EventsLost counts what the probes could not deliver (ring buffer
 	// full) or store (goroutine state map full).
 	EventsLost uint64
+	// ProbeHits counts the uprobe hits in the process: each one is a trap
+	// into the kernel that the target pays for.
+	ProbeHits uint64
 	// Dropped exporter spans and other sinks' losses, by name.
 	Notes []string
 }

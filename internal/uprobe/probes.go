@@ -255,8 +255,18 @@ type Stats struct {
 // Stats reads the program's counters.
 func (p *Probes) Stats() (Stats, error) {
 	var s Stats
-	dst := []*uint64{&s.EventsLost, &s.ReadFaults, &s.WalkDeep, &s.Hits, &s.StateFull}
+	var hits [512 * 8]uint64
+	if err := p.objs.Hits.Get(&hits); err != nil {
+		return s, fmt.Errorf("read probe hits: %w", err)
+	}
+	for i := 0; i < len(hits); i += 8 {
+		s.Hits += hits[i]
+	}
+	dst := []*uint64{&s.EventsLost, &s.ReadFaults, &s.WalkDeep, nil, &s.StateFull}
 	for i, d := range dst {
+		if d == nil {
+			continue
+		}
 		var per []uint64
 		if err := p.objs.Stats.Lookup(uint32(i), &per); err != nil {
 			return s, fmt.Errorf("read counter %d: %w", i, err)
