@@ -31,7 +31,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter")
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/checkfunc")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)

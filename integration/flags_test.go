@@ -1,0 +1,118 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCheckFunc: a function of the user's own that takes a context is a
+// check once named with --check-func, and is not without it.
+func TestCheckFunc(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs("testdata/checkfunc/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(bin, "checkfunc")
+	r := ctxwatch(t, "--trace-key", "type=main.traceKey", "--check-func", "main.process", "--", target)
+	if r.code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	checkExample(t, src, r)
+
+	r = ctxwatch(t, "--trace-key", "type=main.traceKey", "--", target)
+	if len(r.summaries) != 1 {
+		t.Fatalf("want one summary, got %d; stderr:\n%s", len(r.summaries), r.stderr)
+	}
+	s := r.summaries[0]
+	for _, site := range s.SpawnSites {
+		if site.Propagated+site.Lost+site.NewRoot != 0 {
+			t.Errorf("without --check-func, %+v was judged", site)
+		}
+	}
+	if len(s.Breaks) != 0 {
+		t.Errorf("without --check-func: breaks %+v", s.Breaks)
+	}
+
+	r = ctxwatch(t, "--check-func", "main.nosuch", "--", target)
+	if r.code != 1 || !strings.Contains(r.stderr, "main.nosuch") {
+		t.Errorf("unknown --check-func: exit %d, stderr %q; want it named", r.code, r.stderr)
+	}
+}
+
+// TestDuration: --duration stops watching a process that goes on running,
+// and reports what was seen.
+func TestDuration(t *testing.T) {
+	requireRoot(t)
+	target := exec.Command(filepath.Join(bin, "waiter"))
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer target.Process.Kill()
+	lines := bufio.NewScanner(stdout)
+	lines.Scan()
+	out := filepath.Join(t.TempDir(), "report.json")
+	cw := exec.Command(filepath.Join(bin, "ctxwatch"), "--verbose", "--duration", "2s", "--format", "json", "--output", out,
+		"--trace-key", "type=main.traceKey", "--pid", fmt.Sprint(target.Process.Pid))
+	var stderr syncBuffer
+	cw.Stderr = &stderr
+	start := time.Now()
+	if err := cw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ctxwatch to attach", 30*time.Second, func() bool {
+		return strings.Contains(stderr.String(), "watching pid")
+	})
+	fmt.Fprintln(stdin, "go")
+	lines.Scan()
+	if err := cw.Wait(); err != nil {
+		t.Fatalf("ctxwatch: %v; stderr:\n%s", err, stderr.String())
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("ctxwatch --duration 2s returned after %v", d)
+	}
+	checkWaiter(t, out, 1)
+	fmt.Fprintln(stdin, "go")
+	if !lines.Scan() || lines.Text() != "done 2" {
+		t.Errorf("waiter after ctxwatch's --duration: %q", lines.Text())
+	}
+}
+
+// TestLiveTable: on a terminal the table is redrawn while the program runs,
+// and the summary is printed when it exits. The terminal is a tmux pane.
+func TestLiveTable(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is needed to give ctxwatch a terminal: apt-get install tmux")
+	}
+	session := fmt.Sprintf("ctxwatch-test-%d", time.Now().UnixNano())
+	tmux := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("tmux", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	cmd := fmt.Sprintf("%s --trace-key type=main.traceKey -- %s; sleep 30",
+		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "waiter"))
+	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd)
+	defer exec.Command("tmux", "kill-session", "-t", session).Run()
+	screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
+
+	waitFor(t, "the waiter to start", 30*time.Second, func() bool { return strings.Contains(screen(), "ready") })
+	tmux("send-keys", "-t", session, "go", "Enter")
+	waitFor(t, "the live table to show the spawn site", 30*time.Second, func() bool {
+		s := screen()
+		return strings.Contains(s, "ctxwatch watching") && strings.Contains(s, "main.handle main.go:") && strings.Contains(s, "lost-at-spawn")
+	})
+	tmux("send-keys", "-t", session, "C-d")
+	waitFor(t, "the summary", 30*time.Second, func() bool { return strings.Contains(screen(), "ctxwatch summary") })
+}
