@@ -39,9 +39,13 @@ func TestCheckFunc(t *testing.T) {
 		t.Errorf("without --check-func: breaks %+v", s.Breaks)
 	}
 
-	r = ctxwatch(t, "--check-func", "main.nosuch", "--", target)
-	if r.code != 1 || !strings.Contains(r.stderr, "main.nosuch") {
+	// Not in this binary: said, and the rest is watched all the same.
+	r = ctxwatch(t, "--check-func", "main.nosuch", "--trace-key", "type=main.traceKey", "--", filepath.Join(bin, "background"))
+	if r.code != 0 || !strings.Contains(r.stderr, "--check-func main.nosuch not watched") {
 		t.Errorf("unknown --check-func: exit %d, stderr %q; want it named", r.code, r.stderr)
+	}
+	if len(r.summaries) != 1 || len(r.summaries[0].Breaks) != 1 {
+		t.Errorf("unknown --check-func: the program was not watched: %+v", r.summaries)
 	}
 }
 

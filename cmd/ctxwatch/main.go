@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -247,6 +248,7 @@ func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os
 	if err := f.Add(os.Getpid()); err != nil {
 		return finish(0, err)
 	}
+	var unwatched atomic.Int64 // Go programs that ran without probes
 	go func() {
 		for {
 			ex, err := f.Next()
@@ -266,6 +268,7 @@ func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os
 					logger.Printf("pid %d not watched: %v", ex.PID, err)
 				} else {
 					errLog.Printf("pid %d not watched: %v", ex.PID, err)
+					unwatched.Add(1)
 				}
 			}
 			if ex.Stopped {
@@ -311,6 +314,10 @@ func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os
 		}
 	case werr != nil:
 		return finish(0, fmt.Errorf("wait for %s: %w", cfg.cmd[0], werr))
+	}
+	// A gate must not pass because nothing was watched.
+	if n := unwatched.Load(); n > 0 && code == 0 {
+		return finish(0, fmt.Errorf("%d Go program(s) ran unwatched (see above)", n))
 	}
 	return finish(code, nil)
 }

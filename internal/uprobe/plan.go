@@ -152,17 +152,21 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 			p.Notes = append(p.Notes, err.Error())
 		}
 	}
+	// A check function missing from one binary may be in the next one
+	// (go test -exec runs one binary per package): warn, do not refuse.
 	for _, name := range opts.CheckFuncs {
 		fn, err := bin.Func(name)
 		if err != nil {
-			return nil, fmt.Errorf("check function %s: %w", name, err)
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: not a function in this binary (inlined, unused or misspelt)", name))
+			continue
 		}
 		reg, err := bin.ContextArg(fn)
 		if err != nil {
-			return nil, fmt.Errorf("check function %s: %w", name, err)
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, err))
+			continue
 		}
 		if err := p.entry(bin, name, CheckFunc, reg); err != nil {
-			return nil, err
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, err))
 		}
 	}
 	return p, nil
