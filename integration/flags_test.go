@@ -120,3 +120,25 @@ func TestLiveTable(t *testing.T) {
 	tmux("send-keys", "-t", session, "C-d")
 	waitFor(t, "the summary", 30*time.Second, func() bool { return strings.Contains(screen(), "ctxwatch summary") })
 }
+
+// TestQuietOutsideChecks: context calls that show nothing new (outside any
+// trace, or inside one that they carry on) are probe hits that send no
+// event to the agent.
+func TestQuietOutsideChecks(t *testing.T) {
+	requireRoot(t)
+	const n = 100000
+	for _, op := range []string{"withvalue", "withvalue-traced"} {
+		r := ctxwatch(t, "--trace-key", "type=main.traceKey", "--", filepath.Join(bin, "target"), "-op", op, "-n", fmt.Sprint(n))
+		if r.code != 0 || len(r.summaries) != 1 {
+			t.Fatalf("%s: exit %d, %d summaries; stderr:\n%s", op, r.code, len(r.summaries), r.stderr)
+		}
+		// The only events allowed are spawns of the runtime's GC workers
+		// while the traced goroutine allocates (a few per GC cycle, dropped
+		// by the analysis): none per call.
+		s := r.summaries[0]
+		if s.ProbeHits < n || s.Events > 16 || len(s.Breaks) != 0 || len(s.SpawnSites) != 0 {
+			t.Errorf("%s: %d probe hits, %d events, breaks %+v, spawn sites %+v; want >= %d hits, no event per call",
+				op, s.ProbeHits, s.Events, s.Breaks, s.SpawnSites, n)
+		}
+	}
+}
