@@ -98,6 +98,7 @@ type Point struct {
 type Probes struct {
 	objs  bpf.CtxwatchObjects
 	links []link.Link
+	pid   int
 }
 
 var (
@@ -186,7 +187,7 @@ func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
 		spec.Maps[bpf.CtxwatchMapEvents].MaxEntries = events.MaxEntries()
 		opts.MapReplacements = map[string]*ebpf.Map{bpf.CtxwatchMapEvents: events}
 	}
-	p := &Probes{}
+	p := &Probes{pid: cfg.PID}
 	if err := spec.LoadAndAssign(&p.objs, &opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -234,7 +235,9 @@ func (p *Probes) Attach(path string, points []Point) error {
 		default:
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
 		}
-		l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset})
+		// With the process id the kernel plants the breakpoint in that
+		// process alone: others running the same file pay no trap.
+		l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset, PID: p.pid})
 		if err != nil {
 			return fmt.Errorf("attach uprobe %s to %s at %#x: %w", pt.Program, pt.Func, pt.FileOffset, err)
 		}
