@@ -19,9 +19,49 @@
 //     new g in RAX.
 
 #include <linux/bpf.h>
-#include <linux/ptrace.h>
 #include <bpf/bpf_helpers.h>
 #include <stddef.h>
+
+// Registers, per architecture (bpf2go -target amd64 or arm64). Go's register
+// ABI: integer arguments and results in RAX, RBX, RCX, RDI, RSI, R8, R9, R10,
+// R11 on amd64, R0-R15 on arm64; the current g in R14 on amd64, R28 on arm64.
+// At an entry probe (after the stack check) the return address is at [SP]
+// on amd64 and in the link register R30 on arm64; the frame pointer (RBP,
+// R29) is still the caller's, and a frame record is {saved fp, return pc}
+// on both.
+#if defined(__TARGET_ARCH_arm64)
+// The uprobe context on arm64: struct user_pt_regs (asm/ptrace.h).
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#define REGS struct user_pt_regs
+#define GO_ARG0(c) ((c)->regs[0])
+#define GO_ARG1(c) ((c)->regs[1])
+#define GO_ARG2(c) ((c)->regs[2])
+#define GO_ARG3(c) ((c)->regs[3])
+#define GO_ARG4(c) ((c)->regs[4])
+#define GO_ARG5(c) ((c)->regs[5])
+#define GO_NARGS 16
+#define GO_G(c) ((c)->regs[28])
+#define GO_FP(c) ((c)->regs[29])
+#define GO_PC(c) ((c)->pc)
+#else
+#include <linux/ptrace.h>
+#define REGS struct pt_regs
+#define GO_ARG0(c) ((c)->rax)
+#define GO_ARG1(c) ((c)->rbx)
+#define GO_ARG2(c) ((c)->rcx)
+#define GO_ARG3(c) ((c)->rdi)
+#define GO_ARG4(c) ((c)->rsi)
+#define GO_ARG5(c) ((c)->r8)
+#define GO_NARGS 9
+#define GO_G(c) ((c)->r14)
+#define GO_FP(c) ((c)->rbp)
+#define GO_PC(c) ((c)->rip)
+#endif
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -69,6 +109,7 @@ enum key_kind { KEY_NONE = 0, KEY_TYPE = 1, KEY_STRING = 2 };
 
 // Referenced so that bpf2go emits these enums for the agent.
 const enum event_type *unused_event_type __attribute__((unused));
+const struct event *unused_event __attribute__((unused));
 const enum outcome *unused_outcome __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
 const enum key_kind *unused_key_kind __attribute__((unused));
@@ -178,20 +219,6 @@ struct walk {
 	int carry;
 };
 
-// Per-CPU scratch: events and states are too big for the 512-byte stack.
-struct scratch {
-	struct event ev;
-	struct gstate st;
-	struct walk w;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} scratch_map SEC(".maps");
-
 // Probe hits per CPU, for the agent's estimate of what the probes cost the
 // target. A global, not a map: counting must not add a map lookup to the
 // hot path. One cache line per CPU, so CPUs do not share lines.
@@ -200,9 +227,11 @@ __u64 hits[MAX_CPUS * 8];
 
 static __always_inline void hit(void)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	if (cpu < MAX_CPUS)
-		hits[cpu * 8] += 1;
+	// A mask, not a compare: 5.10's verifier does not carry a compare on
+	// the copy clang makes over to the register it indexes with (found by
+	// vmtest). Beyond MAX_CPUS, CPUs share a slot: the sum stays right.
+	__u32 cpu = bpf_get_smp_processor_id() & (MAX_CPUS - 1);
+	hits[cpu * 8] += 1;
 }
 
 static __always_inline void count(__u32 stat)
@@ -219,12 +248,6 @@ static __always_inline int read(void *dst, __u32 size, __u64 src)
 		return -1;
 	}
 	return 0;
-}
-
-static __always_inline struct scratch *get_scratch(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&scratch_map, &zero);
 }
 
 // ours filters by process: a uprobe fires in every process mapping the file.
@@ -264,14 +287,19 @@ static __always_inline int key_index(__u64 ktype, __u64 kdata)
 		struct { __u64 ptr, len; } s;
 		if (read(&s, sizeof(s), kdata) < 0 || s.len != keys_str_len[i] || s.len > KEY_STR_LEN)
 			continue;
-		__u8 buf[KEY_STR_LEN] = {};
+		__u64 buf[KEY_STR_LEN / 8] = {};
 		if (read(buf, s.len & (KEY_STR_LEN - 1) ? s.len & (KEY_STR_LEN - 1) : KEY_STR_LEN, s.ptr) < 0)
 			continue;
-		int eq = 1;
-		for (int j = 0; j < KEY_STR_LEN; j++)
-			if (j < s.len && buf[j] != keys_str[i][j])
-				eq = 0;
-		if (eq)
+		// Word by word and branch-free: buf and keys_str[i] are both zero
+		// past s.len. A loop over the bytes (with or without a branch on
+		// s.len) made 6.1 and 6.12's verifiers give up after 1M
+		// instructions with 4 string keys (found by vmtest).
+		const volatile __u64 *want = (const volatile __u64 *)keys_str[i];
+		__u64 diff = 0;
+#pragma unroll
+		for (int w = 0; w < KEY_STR_LEN / 8; w++)
+			diff |= buf[w] ^ want[w];
+		if (diff == 0 || s.len == 0)
 			return i + 1;
 	}
 	return -1;
@@ -398,16 +426,18 @@ static __always_inline void walk_ctx(struct walk *w, struct iface c, int want)
 // started here is still open. Rule 3 is applied where a new trace is set.
 static __always_inline int in_scope(struct gstate *st)
 {
+	// A read that fails (a page the kernel is migrating or collapsing
+	// into a huge page) says nothing: it never ends a scope.
 	if (st->cancel) {
 		__u64 err;
-		if (read(&err, sizeof(err), st->cancel + off_cancel_err) < 0 || err)
+		if (read(&err, sizeof(err), st->cancel + off_cancel_err) == 0 && err)
 			return 0;
 	}
 	if (st->nspans == 0)
 		return 1;
 	for (__u32 i = 0; i < MAX_SPANS && i < st->nspans; i++) {
 		__u64 end[2]; // time.Time wall, ext: both zero until End
-		if (read(end, sizeof(end), st->spans[i] + off_rs_end) == 0 && !end[0] && !end[1])
+		if (read(end, sizeof(end), st->spans[i] + off_rs_end) < 0 || (!end[0] && !end[1]))
 			return 1;
 	}
 	return 0;
@@ -457,27 +487,32 @@ static __always_inline int stack_walk(struct event *ev, __u64 first, __u64 bp)
 	return user;
 }
 
-// check_stack captures the stack at an entry probe: [SP] is the return
-// address into the caller, BP still the caller's frame pointer.
-static __always_inline int check_stack(struct pt_regs *ctx, struct event *ev)
+// check_stack captures the stack at an entry probe: [SP] (amd64) or LR
+// (arm64) is the return address into the caller, the frame pointer still
+// the caller's.
+static __always_inline int check_stack(REGS *ctx, struct event *ev)
 {
 	__u64 ret;
+#if defined(__TARGET_ARCH_arm64)
+	ret = ctx->regs[30];
+#else
 	if (read(&ret, sizeof(ret), ctx->rsp) < 0)
 		return 0;
-	return stack_walk(ev, ret, ctx->rbp);
+#endif
+	return stack_walk(ev, ret, GO_FP(ctx));
 }
 
-static __always_inline void emit(struct event *ev)
+// Events are built in ring buffer memory reserved for them, never in a
+// per-CPU buffer: uprobe programs can be preempted (they run with migration,
+// not preemption, disabled), and another task's program on the same CPU
+// would overwrite a shared buffer half-way.
+static __always_inline struct event *new_event(__u8 type, __u64 goid, struct gstate *st, __u64 pc)
 {
-	ev->ktime_ns = bpf_ktime_get_ns();
-	ev->tgid = cfg_tgid;
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0) < 0)
+	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
 		count(STAT_EVENTS_LOST);
-}
-
-static __always_inline struct event *new_event(struct scratch *s, __u8 type, __u64 goid, struct gstate *st, __u64 pc)
-{
-	struct event *ev = &s->ev;
+		return 0;
+	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = type;
 	ev->goid = goid;
@@ -487,6 +522,24 @@ static __always_inline struct event *new_event(struct scratch *s, __u8 type, __u
 		ev->spawn_ns = st->spawn_ns;
 	}
 	return ev;
+}
+
+static __always_inline void emit(struct event *ev)
+{
+	ev->ktime_ns = bpf_ktime_get_ns();
+	ev->tgid = cfg_tgid;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+// emit_if_user sends ev when its stack holds user code, else drops it.
+static __always_inline int emit_if_user(REGS *ctx, struct event *ev)
+{
+	if (check_stack(ctx, ev)) {
+		emit(ev);
+		return 1;
+	}
+	bpf_ringbuf_discard(ev, 0);
+	return 0;
 }
 
 static __always_inline void add_span(struct gstate *st, __u64 span)
@@ -509,25 +562,23 @@ static __always_inline void add_span(struct gstate *st, __u64 span)
 }
 
 // own makes goroutine goid the owner of trace t, a new unit of work.
-static __always_inline void own(struct scratch *s, __u64 goid, struct trace *t, __u64 cancel, __u64 span)
+static __always_inline void own(__u64 goid, struct trace *t, __u64 cancel, __u64 span)
 {
-	struct gstate *st = &s->st;
-	__builtin_memset(st, 0, sizeof(*st));
-	st->t = *t;
-	st->cancel = cancel;
-	st->flags = G_OWNS;
-	add_span(st, span);
-	if (bpf_map_update_elem(&goroutines, &goid, st, BPF_ANY) < 0)
+	struct gstate st;
+	__builtin_memset(&st, 0, sizeof(st));
+	st.t = *t;
+	st.cancel = cancel;
+	st.flags = G_OWNS;
+	add_span(&st, span);
+	if (bpf_map_update_elem(&goroutines, &goid, &st, BPF_ANY) < 0)
 		count(STAT_STATE_FULL);
 }
 
 // check judges a goroutine's use of context c that sets no trace.
-static __always_inline void check(struct pt_regs *ctx, __u64 goid, struct gstate *st, struct iface c)
+static __always_inline void check(REGS *ctx, __u64 goid, struct gstate *st, struct iface c)
 {
-	struct scratch *s = get_scratch();
-	if (!s)
-		return;
-	struct walk *w = &s->w;
+	struct walk wk;
+	struct walk *w = &wk;
 	if (st->flags & G_PENDING) {
 		walk_ctx(w, c, -1);
 		if (w->carry == CARRY_UNKNOWN)
@@ -535,15 +586,14 @@ static __always_inline void check(struct pt_regs *ctx, __u64 goid, struct gstate
 		__u8 out = OUT_LOST;
 		if (w->carry == CARRY_TRACE)
 			out = same_trace(&w->t, &st->t) ? OUT_PROPAGATED : OUT_OTHER;
-		struct trace other = w->t;
-		struct event *ev = new_event(s, EV_FIRST_CHECK, goid, st, ctx->rip);
-		if (!check_stack(ctx, ev))
-			return; // only library code on the stack: not judged
+		struct event *ev = new_event(EV_FIRST_CHECK, goid, st, GO_PC(ctx));
+		if (!ev)
+			return;
 		ev->outcome = out;
 		if (out == OUT_OTHER)
-			ev->other = other;
-		emit(ev);
-		st->flags &= ~G_PENDING;
+			ev->other = w->t;
+		if (emit_if_user(ctx, ev)) // else only library code: not judged
+			st->flags &= ~G_PENDING;
 		return;
 	}
 	if (!in_scope(st)) {
@@ -555,21 +605,21 @@ static __always_inline void check(struct pt_regs *ctx, __u64 goid, struct gstate
 	walk_ctx(w, c, -1);
 	if (w->carry != CARRY_NONE)
 		return;
-	struct event *ev = new_event(s, EV_DROPPED, goid, st, ctx->rip);
-	if (check_stack(ctx, ev))
-		emit(ev);
+	struct event *ev = new_event(EV_DROPPED, goid, st, GO_PC(ctx));
+	if (ev)
+		emit_if_user(ctx, ev);
 }
 
-static __always_inline __u64 current_goid(struct pt_regs *ctx, __u64 *goid)
+static __always_inline __u64 current_goid(REGS *ctx, __u64 *goid)
 {
-	return goid_of(ctx->r14, goid);
+	return goid_of(GO_G(ctx), goid);
 }
 
 // context.WithValue(parent Context, key, val any): parent in RAX/RBX, key in
 // RCX/RDI, val in RSI/R8. The probe sits after the stack check, so it fires
 // once per call with every argument in place.
 SEC("uprobe/with_value")
-int with_value(struct pt_regs *ctx)
+int with_value(REGS *ctx)
 {
 	if (!ours())
 		return 0;
@@ -577,8 +627,8 @@ int with_value(struct pt_regs *ctx)
 	__u64 goid;
 	if (current_goid(ctx, &goid) < 0)
 		return 0;
-	struct iface parent = {ctx->rax, ctx->rbx};
-	int k = key_index(ctx->rcx, ctx->rdi);
+	struct iface parent = {GO_ARG0(ctx), GO_ARG1(ctx)};
+	int k = key_index(GO_ARG2(ctx), GO_ARG3(ctx));
 	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
 	if (k < 0) {
 		if (st)
@@ -586,29 +636,28 @@ int with_value(struct pt_regs *ctx)
 		return 0;
 	}
 
-	struct scratch *s = get_scratch();
-	if (!s)
-		return 0;
 	struct trace nt;
 	__u64 span;
-	if (trace_value(&nt, k, ctx->rsi, ctx->r8, &span) != CARRY_TRACE)
+	if (trace_value(&nt, k, GO_ARG4(ctx), GO_ARG5(ctx), &span) != CARRY_TRACE)
 		return 0;
-	struct walk *w = &s->w;
+	struct walk wk;
+	struct walk *w = &wk;
 	walk_ctx(w, parent, k);
 	__u64 cancel = w->cancel;
 
 	if (w->carry == CARRY_TRACE && !same_trace(&w->t, &nt)) {
-		struct event *ev = new_event(s, EV_OVERWRITTEN, goid, 0, ctx->rip);
-		ev->t = w->t;
-		ev->other = nt;
-		if (check_stack(ctx, ev))
-			emit(ev);
+		struct event *ev = new_event(EV_OVERWRITTEN, goid, 0, GO_PC(ctx));
+		if (ev) {
+			ev->t = w->t;
+			ev->other = nt;
+			emit_if_user(ctx, ev);
+		}
 	}
 	// The context this check hands on carries nt; it carried the goroutine's
 	// trace before if the parent did, or (OTel, parent not walkable) if the
 	// new span is a child in it.
 	if (!st) {
-		own(s, goid, &nt, cancel, span);
+		own(goid, &nt, cancel, span);
 		return 0;
 	}
 	int had = same_trace(&nt, &st->t); // the context handed on carries nt
@@ -625,13 +674,14 @@ int with_value(struct pt_regs *ctx)
 				out = 0; // the inherited trace ended: a new unit of work
 		}
 		if (out) {
-			struct event *ev = new_event(s, EV_FIRST_CHECK, goid, st, ctx->rip);
-			if (!check_stack(ctx, ev))
+			struct event *ev = new_event(EV_FIRST_CHECK, goid, st, GO_PC(ctx));
+			if (!ev)
 				return 0;
 			ev->outcome = out;
 			if (out != OUT_PROPAGATED)
 				ev->other = nt;
-			emit(ev);
+			if (!emit_if_user(ctx, ev))
+				return 0;
 		}
 		if (had) {
 			st->flags = (st->flags & ~G_PENDING) | G_OWNS;
@@ -639,7 +689,7 @@ int with_value(struct pt_regs *ctx)
 			__builtin_memcpy(st->t.span, nt.span, sizeof(nt.span));
 			add_span(st, span);
 		} else {
-			own(s, goid, &nt, cancel, span);
+			own(goid, &nt, cancel, span);
 		}
 		return 0;
 	}
@@ -654,20 +704,21 @@ int with_value(struct pt_regs *ctx)
 	// it is the next unit of work.
 	if (scope && (st->flags & G_OWNS) && k == 0 && st->t.key == 0 && st->nspans && !had && !unknown &&
 	    w->carry != CARRY_TRACE) {
-		struct event *ev = new_event(s, EV_DROPPED, goid, st, ctx->rip);
-		ev->other = nt;
-		if (check_stack(ctx, ev))
-			emit(ev);
+		struct event *ev = new_event(EV_DROPPED, goid, st, GO_PC(ctx));
+		if (ev) {
+			ev->other = nt;
+			emit_if_user(ctx, ev);
+		}
 		return 0;
 	}
-	own(s, goid, &nt, cancel, span);
+	own(goid, &nt, cancel, span);
 	return 0;
 }
 
 // Functions whose first argument is the context they use: the WithCancel
 // and WithDeadline families (parent in RAX/RBX).
 SEC("uprobe/ctx_arg0")
-int ctx_arg0(struct pt_regs *ctx)
+int ctx_arg0(REGS *ctx)
 {
 	if (!ours())
 		return 0;
@@ -678,15 +729,21 @@ int ctx_arg0(struct pt_regs *ctx)
 	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
 	if (!st)
 		return 0;
-	struct iface c = {ctx->rax, ctx->rbx};
+	struct iface c = {GO_ARG0(ctx), GO_ARG1(ctx)};
 	check(ctx, goid, st, c);
 	return 0;
 }
 
-// arg_reg returns integer argument register i of Go's amd64 ABI. Read
+// arg_reg returns integer argument register i of Go's register ABI. Read
 // through a helper: the verifier refuses a computed offset into the context.
-static __always_inline __u64 arg_reg(struct pt_regs *ctx, __u32 i)
+static __always_inline __u64 arg_reg(REGS *ctx, __u32 i)
 {
+#if defined(__TARGET_ARCH_arm64)
+	__u64 v = 0;
+	if (i < GO_NARGS)
+		bpf_probe_read_kernel(&v, sizeof(v), (void *)ctx + offsetof(struct user_pt_regs, regs) + 8 * i);
+	return v;
+#else
 	static const __u16 off[9] = {
 		offsetof(struct pt_regs, rax), offsetof(struct pt_regs, rbx), offsetof(struct pt_regs, rcx),
 		offsetof(struct pt_regs, rdi), offsetof(struct pt_regs, rsi), offsetof(struct pt_regs, r8),
@@ -696,12 +753,13 @@ static __always_inline __u64 arg_reg(struct pt_regs *ctx, __u32 i)
 	if (i < 9)
 		bpf_probe_read_kernel(&v, sizeof(v), (void *)ctx + off[i]);
 	return v;
+#endif
 }
 
 // --check-func functions: the register pair of the context argument is
 // looked up by probe address, only for goroutines inside a trace.
 SEC("uprobe/check_func")
-int check_func(struct pt_regs *ctx)
+int check_func(REGS *ctx)
 {
 	if (!ours())
 		return 0;
@@ -712,7 +770,7 @@ int check_func(struct pt_regs *ctx)
 	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
 	if (!st)
 		return 0;
-	__u64 ip = ctx->rip;
+	__u64 ip = GO_PC(ctx);
 	__u32 *reg = bpf_map_lookup_elem(&check_funcs, &ip);
 	if (!reg)
 		return 0;
@@ -723,13 +781,13 @@ int check_func(struct pt_regs *ctx)
 
 // runtime.newproc1's RET: RAX is the new g, R14 is g0, m.curg the spawner.
 SEC("uprobe/spawn")
-int spawn(struct pt_regs *ctx)
+int spawn(REGS *ctx)
 {
 	if (!ours())
 		return 0;
 	hit();
 	__u64 m, curg, pgoid;
-	if (read(&m, sizeof(m), ctx->r14 + off_g_m) < 0 || !m)
+	if (read(&m, sizeof(m), GO_G(ctx) + off_g_m) < 0 || !m)
 		return 0;
 	if (read(&curg, sizeof(curg), m + off_m_curg) < 0 || !curg)
 		return 0;
@@ -744,20 +802,18 @@ int spawn(struct pt_regs *ctx)
 		return 0;
 	}
 	__u64 cgoid;
-	if (ctx->rax == 0 || goid_of(ctx->rax, &cgoid) < 0)
+	if (GO_ARG0(ctx) == 0 || goid_of(GO_ARG0(ctx), &cgoid) < 0)
 		return 0;
-	struct scratch *s = get_scratch();
-	if (!s)
-		return 0;
-	struct gstate *cst = &s->st;
-	*cst = *pst;
-	cst->flags = G_INHERITS | G_PENDING;
-	cst->spawn_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&goroutines, &cgoid, cst, BPF_ANY) < 0) {
+	struct gstate cst = *pst;
+	cst.flags = G_INHERITS | G_PENDING;
+	cst.spawn_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&goroutines, &cgoid, &cst, BPF_ANY) < 0) {
 		count(STAT_STATE_FULL);
 		return 0;
 	}
-	struct event *ev = new_event(s, EV_SPAWN, cgoid, cst, 0);
+	struct event *ev = new_event(EV_SPAWN, cgoid, &cst, 0);
+	if (!ev)
+		return 0;
 	ev->parent_goid = pgoid;
 	__u64 bp;
 	if (read(&bp, sizeof(bp), curg + off_g_sched_bp) == 0) {

@@ -104,28 +104,6 @@ type CtxwatchRange struct {
 	End   uint64
 }
 
-type CtxwatchScratch struct {
-	_  structs.HostLayout
-	Ev CtxwatchEvent
-	St CtxwatchGstate
-	W  struct {
-		_ structs.HostLayout
-		T struct {
-			_    structs.HostLayout
-			Id   [32]uint8
-			Span [8]uint8
-			Len  uint8
-			Key  uint8
-			Root uint8
-			Pad  [5]uint8
-		}
-		Cancel uint64
-		Span   uint64
-		Carry  int32
-		_      [4]byte
-	}
-}
-
 type CtxwatchStat uint32
 
 const (
@@ -144,7 +122,6 @@ const (
 	CtxwatchMapCheckFuncs             = "check_funcs"
 	CtxwatchMapEvents                 = "events"
 	CtxwatchMapGoroutines             = "goroutines"
-	CtxwatchMapScratchMap             = "scratch_map"
 	CtxwatchMapStats                  = "stats"
 	CtxwatchMapUserText               = "user_text"
 	CtxwatchProgCheckFunc             = "check_func"
@@ -184,6 +161,7 @@ const (
 	CtxwatchVarTypTodoCtx             = "typ_todo_ctx"
 	CtxwatchVarTypValueCtx            = "typ_value_ctx"
 	CtxwatchVarTypWithoutCancelCtx    = "typ_without_cancel_ctx"
+	CtxwatchVarUnusedEvent            = "unused_event"
 	CtxwatchVarUnusedEventType        = "unused_event_type"
 	CtxwatchVarUnusedGflags           = "unused_gflags"
 	CtxwatchVarUnusedKeyKind          = "unused_key_kind"
@@ -246,7 +224,6 @@ type CtxwatchMapSpecs struct {
 	CheckFuncs *ebpf.MapSpec `ebpf:"check_funcs"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
-	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 	UserText   *ebpf.MapSpec `ebpf:"user_text"`
 }
@@ -288,6 +265,7 @@ type CtxwatchVariableSpecs struct {
 	TypTodoCtx             *ebpf.VariableSpec `ebpf:"typ_todo_ctx"`
 	TypValueCtx            *ebpf.VariableSpec `ebpf:"typ_value_ctx"`
 	TypWithoutCancelCtx    *ebpf.VariableSpec `ebpf:"typ_without_cancel_ctx"`
+	UnusedEvent            *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventType        *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedGflags           *ebpf.VariableSpec `ebpf:"unused_gflags"`
 	UnusedKeyKind          *ebpf.VariableSpec `ebpf:"unused_key_kind"`
@@ -318,7 +296,6 @@ type CtxwatchMaps struct {
 	CheckFuncs *ebpf.Map `ebpf:"check_funcs"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Goroutines *ebpf.Map `ebpf:"goroutines"`
-	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 	UserText   *ebpf.Map `ebpf:"user_text"`
 }
@@ -328,7 +305,6 @@ func (m *CtxwatchMaps) Close() error {
 		m.CheckFuncs,
 		m.Events,
 		m.Goroutines,
-		m.ScratchMap,
 		m.Stats,
 		m.UserText,
 	)
@@ -371,6 +347,7 @@ type CtxwatchVariables struct {
 	TypTodoCtx             *ebpf.Variable `ebpf:"typ_todo_ctx"`
 	TypValueCtx            *ebpf.Variable `ebpf:"typ_value_ctx"`
 	TypWithoutCancelCtx    *ebpf.Variable `ebpf:"typ_without_cancel_ctx"`
+	UnusedEvent            *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventType        *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedGflags           *ebpf.Variable `ebpf:"unused_gflags"`
 	UnusedKeyKind          *ebpf.Variable `ebpf:"unused_key_kind"`

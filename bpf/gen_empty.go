@@ -2,4 +2,4 @@ package bpf
 
 // The empty uprobe program, the floor bench/ measures ctxwatch against.
 
-//go:generate go tool bpf2go -tags linux -go-package bpf -output-stem empty -target amd64 Empty empty.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror
+//go:generate go tool bpf2go -tags linux -go-package bpf -output-stem empty -target amd64,arm64 Empty empty.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror
