@@ -6,7 +6,8 @@
 //
 //	go run ./internal/layout/offsetgen -out internal/layout/table.go
 //
-// The offsets are those of linux/amd64, the only target ctxwatch supports.
+// The offsets are those of linux/amd64, the only target ctxwatch attaches
+// to (arm64 binaries are inspected, not attached).
 // The runtime table is keyed by Go minor version and the OTel table by OTel
 // SDK minor version; table.go names the exact release each was measured
 // with. Field names are spelled as for (*target.Binary).FieldOffset. A

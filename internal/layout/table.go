@@ -97,6 +97,15 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.m", "curg"}:        184,
 		{"context.cancelCtx", "err"}: 48,
 	},
+	"go1.27": { // measured with go1.27.4
+		{"runtime.g", "goid"}:        152,
+		{"runtime.g", "m"}:           48,
+		{"runtime.g", "sched.bp"}:    96,
+		{"runtime.g", "gopc"}:        288,
+		{"runtime.g", "parentGoid"}:  280,
+		{"runtime.m", "curg"}:        184,
+		{"context.cancelCtx", "err"}: 48,
+	},
 }
 
 // runtimeMeasured is the exact Go version measured for each key of runtimeTable.
@@ -111,6 +120,7 @@ var runtimeMeasured = map[string]string{
 	"go1.24": "go1.24.13",
 	"go1.25": "go1.25.14",
 	"go1.26": "go1.26.8",
+	"go1.27": "go1.27.4",
 }
 
 // otelTable holds the field offsets by OTel SDK minor version. Fields a version

@@ -45,7 +45,13 @@ const (
 
 	mdTypes120, mdRodata120, mdGofunc120 = 296, 312, 320
 	mdTypes118, mdRodata118, mdGofunc118 = 280, 296, 304
+	// Go 1.27 added typedesclen after types and itaboffset, itabsize
+	// before rodata (same pclntab magic as 1.20).
+	mdTypes127, mdRodata127, mdGofunc127 = 296, 336, 344
 )
+
+// mdLayout is where moduledata keeps types, rodata and gofunc.
+type mdLayout struct{ types, rodata, gofunc int }
 
 // findModuledata locates runtime.firstmoduledata in a (possibly stripped)
 // binary: it scans the writable data sections (.go.module first) for an 8-byte aligned word
@@ -53,16 +59,16 @@ const (
 // and accepts the candidate only if the following fields are consistent
 // with the pclntab header and the ELF sections.
 func findModuledata(f *elf.File, pclnAddr uint64, t *Table) (*moduledata, error) {
-	typesOff, rodataOff, gofuncOff := mdTypes120, mdRodata120, mdGofunc120
+	layouts := []mdLayout{{mdTypes120, mdRodata120, mdGofunc120}, {mdTypes127, mdRodata127, mdGofunc127}}
 	if t.magic == magic118 {
-		typesOff, rodataOff, gofuncOff = mdTypes118, mdRodata118, mdGofunc118
+		layouts = []mdLayout{{mdTypes118, mdRodata118, mdGofunc118}}
 	}
-	size := gofuncOff + 8
+	size := mdGofunc127 + 8
 	// Expected funcnametab pointer: pcHeader + funcnameOffset. Recompute it
 	// from the distance of t.funcnametab to the start of the header, which
 	// parseHeader took from the header word.
 	var wantFuncnametab uint64
-	if s := f.Section(".gopclntab"); s != nil {
+	if s := PclntabSection(f); s != nil {
 		if d, err := sectionData(s); err == nil && len(d) >= 8+8*4 {
 			wantFuncnametab = pclnAddr + binary.LittleEndian.Uint64(d[8+8*3:])
 		}
@@ -105,15 +111,55 @@ func findModuledata(f *elf.File, pclnAddr uint64, t *Table) (*moduledata, error)
 			if ts := f.Section(".text"); ts != nil && (text < ts.Addr || etext > ts.Addr+ts.Size+4096) {
 				continue
 			}
-			gofunc, rodata, types := w(gofuncOff), w(rodataOff), w(typesOff)
-			if gofunc < rodata || gofunc < types {
-				continue
+			for _, l := range layouts {
+				gofunc, rodata, types := w(l.gofunc), w(l.rodata), w(l.types)
+				// Up to Go 1.26 go:func.* follows the type data; 1.27
+				// puts it in the pclntab, before its own .go.type.
+				if gofunc == 0 || gofunc < rodata || (l.gofunc != mdGofunc127 && gofunc < types) {
+					continue
+				}
+				if _, err := dataAt(f, gofunc); err != nil {
+					continue
+				}
+				return &moduledata{addr: s.Addr + off, text: text, gofunc: gofunc}, nil
 			}
-			if _, err := dataAt(f, gofunc); err != nil {
-				continue
-			}
-			return &moduledata{addr: s.Addr + off, text: text, gofunc: gofunc}, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: runtime moduledata not found", ErrNoGofunc)
+}
+
+// TextStart returns the address the pclntab's function entries are
+// relative to (runtime.text): from the symbol table, else the runtime's
+// moduledata. With external linking (cgo) it is not the start of .text.
+// For the Go 1.16/1.17 table, whose entries are absolute, it is 0.
+func TextStart(f *elf.File) (uint64, error) {
+	ps := PclntabSection(f)
+	if ps == nil || ps.Type == elf.SHT_NOBITS {
+		return 0, ErrNoPclntab
+	}
+	pcln, err := sectionData(ps)
+	if err != nil {
+		return 0, fmt.Errorf("pcln: reading .gopclntab: %w", err)
+	}
+	t, err := parseHeader(pcln)
+	if err != nil {
+		return 0, err
+	}
+	if t.magic == magic116 {
+		return 0, nil
+	}
+	if syms, err := f.Symbols(); err == nil {
+		for _, s := range syms {
+			if s.Name == "runtime.text" {
+				return s.Value, nil
+			}
+		}
+	}
+	if md, err := findModuledata(f, ps.Addr, t); err == nil {
+		return md.text, nil
+	}
+	if ts := f.Section(".text"); ts != nil {
+		return ts.Addr, nil
+	}
+	return 0, fmt.Errorf("pcln: cannot determine text start")
 }

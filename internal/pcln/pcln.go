@@ -9,13 +9,21 @@
 // checked and malformed input yields an error, never a panic.
 //
 // Supported pclntab formats:
+//
 //   - 0xfffffff1: Go 1.20 and later (tested with Go 1.26). _func has
 //     startLine; inlinedCall is {funcID, _[3], nameOff, parentPc, startLine}.
+//
 //   - 0xfffffff0: Go 1.18 and 1.19. _func has no startLine; inlinedCall is
 //     {parent int16, funcID, _, file, line, func_, parentPc}. Implemented from
 //     the Go 1.18/1.19 runtime sources but not exercised by the tests.
 //
-// Older tables (Go 1.2-1.17: 0xfffffffb, 0xfffffffa) are rejected with
+//   - 0xfffffffa: Go 1.16 and 1.17. The function table holds absolute
+//     entry addresses ({entry, funcoff uintptr}); _func starts with its entry
+//     address; funcdata are absolute pointers (8-byte aligned after the
+//     pcdata), so the inline tree is found by address; inlinedCall has the
+//     Go 1.18/1.19 layout. Tested with Go 1.17 (see the compat matrix).
+//
+// Older tables (Go 1.2-1.15: 0xfffffffb) are rejected with
 // ErrUnsupportedVersion.
 //
 // Limitations: pcs must be link-time virtual addresses (for PIE binaries
@@ -87,6 +95,13 @@ type Table struct {
 	gofunc     uint64
 	gofuncData []byte
 	gofuncFrom string // how gofunc was found: "symtab" or "moduledata"
+
+	// Go 1.16/1.17 tables only: pclntableOff is the offset of pclntable
+	// in .gopclntab (for the alignment of funcdata), and dataAt reads the
+	// file bytes at a link-time address (inline trees are found by their
+	// absolute address).
+	pclntableOff uint64
+	dataAt       func(addr uint64) ([]byte, error)
 }
 
 // New parses the pcln table of an ELF file (open with debug/elf by the caller).
@@ -94,7 +109,7 @@ func New(f *elf.File) (*Table, error) {
 	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
 		return nil, fmt.Errorf("pcln: only little-endian 64-bit ELF is supported")
 	}
-	ps := f.Section(".gopclntab")
+	ps := PclntabSection(f)
 	if ps == nil || ps.Type == elf.SHT_NOBITS {
 		return nil, ErrNoPclntab
 	}
@@ -105,6 +120,40 @@ func New(f *elf.File) (*Table, error) {
 	t, err := parseHeader(pcln)
 	if err != nil {
 		return nil, err
+	}
+	if t.magic == magic116 {
+		// Entries and funcdata are absolute addresses: no runtime.text or
+		// go:func.* is needed.
+		if ps.Addr%8 != 0 {
+			return nil, fmt.Errorf("%w: .gopclntab at %#x is not 8-byte aligned", ErrCorrupt, ps.Addr)
+		}
+		// The caller may close f after New: read the sections funcdata
+		// can point into (read-only data; relocated data in PIE) now.
+		var secs []loadedSection
+		var total uint64
+		for _, s := range f.Sections {
+			if s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR != 0 || s.Type == elf.SHT_NOBITS || s == ps {
+				continue
+			}
+			if total += s.Size; total > maxSectionSize {
+				return nil, fmt.Errorf("pcln: data sections over %d bytes", maxSectionSize)
+			}
+			d, err := sectionData(s)
+			if err != nil {
+				return nil, fmt.Errorf("pcln: reading %s: %w", s.Name, err)
+			}
+			secs = append(secs, loadedSection{s.Addr, d})
+		}
+		secs = append(secs, loadedSection{ps.Addr, pcln})
+		t.dataAt = func(addr uint64) ([]byte, error) {
+			for _, s := range secs {
+				if addr >= s.addr && addr-s.addr < uint64(len(s.data)) {
+					return s.data[addr-s.addr:], nil
+				}
+			}
+			return nil, fmt.Errorf("address %#x not in any data section", addr)
+		}
+		return t, nil
 	}
 
 	// Locate runtime.text and go:func.*: from the symbol table when
@@ -149,6 +198,22 @@ func New(f *elf.File) (*Table, error) {
 	return t, nil
 }
 
+// loadedSection is a section's address and its bytes.
+type loadedSection struct {
+	addr uint64
+	data []byte
+}
+
+// PclntabSection returns the section holding the pcln table: .gopclntab,
+// or .data.rel.ro.gopclntab in PIE binaries of Go 1.19 and older (where the
+// table is relocated data). nil if there is none.
+func PclntabSection(f *elf.File) *elf.Section {
+	if s := f.Section(".gopclntab"); s != nil {
+		return s
+	}
+	return f.Section(".data.rel.ro.gopclntab")
+}
+
 func sectionData(s *elf.Section) ([]byte, error) {
 	if s.Size > maxSectionSize {
 		return nil, fmt.Errorf("section %s too large (%d bytes)", s.Name, s.Size)
@@ -186,9 +251,9 @@ func parseHeader(data []byte) (*Table, error) {
 	}
 	magic := binary.LittleEndian.Uint32(data)
 	switch magic {
-	case magic118, magic120:
-	case magic116, magic12:
-		return nil, fmt.Errorf("%w: magic %#x (Go 1.2-1.17); need Go 1.18+", ErrUnsupportedVersion, magic)
+	case magic116, magic118, magic120:
+	case magic12:
+		return nil, fmt.Errorf("%w: magic %#x (Go 1.2-1.15); need Go 1.16+", ErrUnsupportedVersion, magic)
 	default:
 		return nil, fmt.Errorf("%w: bad magic %#x", ErrCorrupt, magic)
 	}
@@ -203,13 +268,22 @@ func parseHeader(data []byte) (*Table, error) {
 		return nil, fmt.Errorf("%w: bad pc quantum %d", ErrCorrupt, minLC)
 	}
 	// magic, pad1, pad2, minLC, ptrSize; then 8 words:
-	// nfunc, nfiles, (textStart), funcnameOffset, cuOffset, filetabOffset,
-	// pctabOffset, pclnOffset.
-	const hdrSize = 8 + 8*8
-	if len(data) < hdrSize {
+	// nfunc, nfiles, textStart, funcnameOffset, cuOffset, filetabOffset,
+	// pctabOffset, pclnOffset. Go 1.16/1.17 have no textStart: 7 words.
+	words := 8
+	if magic == magic116 {
+		words = 7
+	}
+	hdrSize := uint64(8 + 8*words)
+	if uint64(len(data)) < hdrSize {
 		return nil, fmt.Errorf("%w: header truncated", ErrCorrupt)
 	}
-	word := func(i int) uint64 { return binary.LittleEndian.Uint64(data[8+8*i:]) }
+	word := func(i int) uint64 {
+		if magic == magic116 && i >= 2 {
+			i-- // no textStart
+		}
+		return binary.LittleEndian.Uint64(data[8+8*i:])
+	}
 	sub := func(i int, what string) ([]byte, error) {
 		off := word(i)
 		if off < hdrSize || off > uint64(len(data)) {
@@ -235,18 +309,34 @@ func parseHeader(data []byte) (*Table, error) {
 	if t.pclntable, err = sub(7, "pclntable"); err != nil {
 		return nil, err
 	}
-	// ftab: nfunc+1 entries of {entryoff, funcoff uint32}.
-	if nfunc == 0 || nfunc >= uint64(len(t.pclntable))/8 {
+	// ftab: nfunc+1 entries of {entryoff, funcoff uint32}, or of {entry,
+	// funcoff uintptr} in Go 1.16/1.17.
+	if nfunc == 0 || nfunc >= uint64(len(t.pclntable))/uint64(t.ftabSize()) {
 		return nil, fmt.Errorf("%w: nfunc %d does not fit", ErrCorrupt, nfunc)
 	}
 	t.nfunc = int(nfunc)
+	t.pclntableOff = word(7)
 	return t, nil
 }
 
-// ftabEntry returns functab entry i (0 <= i <= nfunc); in bounds by parseHeader.
-func (t *Table) ftabEntry(i int) (entryOff, funcOff uint32) {
+// ftabSize is the size of one functab entry.
+func (t *Table) ftabSize() int {
+	if t.magic == magic116 {
+		return 16
+	}
+	return 8
+}
+
+// ftabEntry returns functab entry i (0 <= i <= nfunc): the function's entry
+// address and the offset of its _func in pclntable. In bounds by parseHeader.
+func (t *Table) ftabEntry(i int) (entry, funcOff uint64) {
+	le := binary.LittleEndian
+	if t.magic == magic116 {
+		b := t.pclntable[16*i:]
+		return le.Uint64(b), le.Uint64(b[8:])
+	}
 	b := t.pclntable[8*i:]
-	return binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])
+	return t.text + uint64(le.Uint32(b)), uint64(le.Uint32(b[4:]))
 }
 
 // funcInfo is a decoded runtime._func.
@@ -262,62 +352,79 @@ type funcInfo struct {
 	nfuncdata uint8
 	raw       []byte // the _func record and its trailing pcdata/funcdata arrays
 	hdrSize   int    // size of the fixed part of _func
+
+	funcdataOff uint64 // offset of the funcdata array in raw
 }
 
 // findFunc mirrors runtime.findfunc (by binary search over ftab instead of
 // the findfunctab buckets, which gives the same answer).
 func (t *Table) findFunc(pc uint64) (funcInfo, error) {
-	if pc < t.text {
+	first, _ := t.ftabEntry(0)
+	end, _ := t.ftabEntry(t.nfunc)
+	if pc < first || pc < t.text || pc >= end {
 		return funcInfo{}, fmt.Errorf("%w: %#x", ErrNoFunc, pc)
 	}
-	pcOff64 := pc - t.text
-	endOff, _ := t.ftabEntry(t.nfunc)
-	if pcOff64 >= uint64(endOff) {
-		return funcInfo{}, fmt.Errorf("%w: %#x", ErrNoFunc, pc)
-	}
-	pcOff := uint32(pcOff64)
-	// Largest i in [0, nfunc) with ftab[i].entryoff <= pcOff.
+	// Largest i in [0, nfunc) with ftab[i].entry <= pc.
 	i := sort.Search(t.nfunc, func(i int) bool {
 		e, _ := t.ftabEntry(i)
-		return e > pcOff
+		return e > pc
 	}) - 1
 	if i < 0 {
 		return funcInfo{}, fmt.Errorf("%w: %#x", ErrNoFunc, pc)
 	}
-	entryOff, funcOff := t.ftabEntry(i)
-	nextOff, _ := t.ftabEntry(i + 1)
-	if nextOff < entryOff {
+	entry, funcOff := t.ftabEntry(i)
+	next, _ := t.ftabEntry(i + 1)
+	if next < entry {
 		return funcInfo{}, fmt.Errorf("%w: ftab not sorted at %d", ErrCorrupt, i)
 	}
-	hdr := 44 // Go 1.20+: with startLine
+	// Fixed part of _func: Go 1.20+ 44 bytes (with startLine), Go 1.18/1.19
+	// 40, Go 1.16/1.17 44 (an 8-byte entry first, no startLine).
+	hdr := 44
 	if t.magic == magic118 {
 		hdr = 40
 	}
-	if uint64(funcOff)+uint64(hdr) > uint64(len(t.pclntable)) {
+	if funcOff+uint64(hdr) > uint64(len(t.pclntable)) {
 		return funcInfo{}, fmt.Errorf("%w: _func offset %#x out of range", ErrCorrupt, funcOff)
 	}
 	raw := t.pclntable[funcOff:]
 	le := binary.LittleEndian
-	fi := funcInfo{
-		entry:    t.text + uint64(entryOff),
-		end:      t.text + uint64(nextOff),
-		nameOff:  int32(le.Uint32(raw[4:])),
-		pcfile:   le.Uint32(raw[20:]),
-		pcln:     le.Uint32(raw[24:]),
-		npcdata:  le.Uint32(raw[28:]),
-		cuOffset: le.Uint32(raw[32:]),
-		hdrSize:  hdr,
-	}
-	if le.Uint32(raw) != entryOff {
-		return funcInfo{}, fmt.Errorf("%w: _func entry %#x != ftab entry %#x", ErrCorrupt, le.Uint32(raw), entryOff)
-	}
-	if t.magic == magic118 {
-		fi.nfuncdata = raw[39]
-	} else {
-		fi.startLine = int32(le.Uint32(raw[36:]))
+	fi := funcInfo{entry: entry, end: next, hdrSize: hdr}
+	var recEntry uint64
+	if t.magic == magic116 {
+		recEntry = le.Uint64(raw)
+		fi.nameOff = int32(le.Uint32(raw[8:]))
+		fi.pcfile = le.Uint32(raw[24:])
+		fi.pcln = le.Uint32(raw[28:])
+		fi.npcdata = le.Uint32(raw[32:])
+		fi.cuOffset = le.Uint32(raw[36:])
 		fi.nfuncdata = raw[43]
+	} else {
+		recEntry = t.text + uint64(le.Uint32(raw))
+		fi.nameOff = int32(le.Uint32(raw[4:]))
+		fi.pcfile = le.Uint32(raw[20:])
+		fi.pcln = le.Uint32(raw[24:])
+		fi.npcdata = le.Uint32(raw[28:])
+		fi.cuOffset = le.Uint32(raw[32:])
+		if t.magic == magic118 {
+			fi.nfuncdata = raw[39]
+		} else {
+			fi.startLine = int32(le.Uint32(raw[36:]))
+			fi.nfuncdata = raw[43]
+		}
 	}
-	need := uint64(hdr) + 4*uint64(fi.npcdata) + 4*uint64(fi.nfuncdata)
+	if recEntry != entry {
+		return funcInfo{}, fmt.Errorf("%w: _func entry %#x != ftab entry %#x", ErrCorrupt, recEntry, entry)
+	}
+	fi.funcdataOff = uint64(hdr) + 4*uint64(fi.npcdata)
+	fdSize := uint64(4)
+	if t.magic == magic116 {
+		// funcdata are pointers, 8-byte aligned in memory (runtime.funcdata).
+		fdSize = 8
+		if (t.pclntableOff+funcOff+fi.funcdataOff)%8 != 0 {
+			fi.funcdataOff += 4
+		}
+	}
+	need := fi.funcdataOff + fdSize*uint64(fi.nfuncdata)
 	if need > uint64(len(raw)) {
 		return funcInfo{}, fmt.Errorf("%w: _func at %#x truncated", ErrCorrupt, funcOff)
 	}
@@ -445,7 +552,18 @@ func (t *Table) inlTree(f *funcInfo) ([]byte, error) {
 	if funcdataInlTree >= int(f.nfuncdata) {
 		return nil, nil
 	}
-	off := binary.LittleEndian.Uint32(f.raw[f.hdrSize+4*int(f.npcdata)+4*funcdataInlTree:])
+	if t.magic == magic116 {
+		addr := binary.LittleEndian.Uint64(f.raw[f.funcdataOff+8*funcdataInlTree:])
+		if addr == 0 {
+			return nil, nil
+		}
+		tree, err := t.dataAt(addr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: inline tree at %#x: %v", ErrCorrupt, addr, err)
+		}
+		return tree, nil
+	}
+	off := binary.LittleEndian.Uint32(f.raw[f.funcdataOff+4*funcdataInlTree:])
 	if off == ^uint32(0) {
 		return nil, nil
 	}
@@ -468,14 +586,14 @@ type inlinedCall struct {
 func (t *Table) inlEntry(tree []byte, index int32) (inlinedCall, error) {
 	le := binary.LittleEndian
 	size := 16 // Go 1.20+: funcID uint8, _ [3]byte, nameOff, parentPc, startLine int32
-	if t.magic == magic118 {
-		size = 20 // Go 1.18/1.19: parent int16, funcID, _ byte, file, line, func_, parentPc int32
+	if t.magic == magic118 || t.magic == magic116 {
+		size = 20 // Go 1.16-1.19: parent int16, funcID, _ byte, file, line, func_, parentPc int32
 	}
 	if index < 0 || index >= maxInlIndex || int64(index+1)*int64(size) > int64(len(tree)) {
 		return inlinedCall{}, fmt.Errorf("%w: inline tree index %d out of range", ErrCorrupt, index)
 	}
 	b := tree[int(index)*size:]
-	if t.magic == magic118 {
+	if t.magic == magic118 || t.magic == magic116 {
 		return inlinedCall{nameOff: int32(le.Uint32(b[12:])), parentPc: int32(le.Uint32(b[16:]))}, nil
 	}
 	return inlinedCall{

@@ -75,53 +75,70 @@ type expFrame struct {
 func (e expFrame) String() string { return fmt.Sprintf("%s %s:%d", e.fn, e.file, e.line) }
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
+	buildMu   sync.Mutex
+	buildDirs = map[string]string{} // by toolchain ("local" or "go1.N.M")
+	buildRoot string
 )
 
-// buildTestBinaries builds the test program in default and stripped modes
-// (shared by all tests) and returns the directory holding them.
+// buildTestBinaries builds the test program with the local toolchain in
+// default and stripped modes (shared by all tests) and returns the directory
+// holding them.
 func buildTestBinaries(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "pcln-test")
-		if buildErr != nil {
-			return
-		}
-		files := map[string]string{
-			"go.mod":    "module example.com/inl\n\ngo 1.21\n",
-			"main.go":   testMain,
-			"helper.go": testHelper,
-		}
-		for name, src := range files {
-			if buildErr = os.WriteFile(filepath.Join(buildDir, name), []byte(src), 0o644); buildErr != nil {
-				return
-			}
-		}
-		for mode, args := range map[string][]string{
-			"default":  {"build", "-o", "default"},
-			"stripped": {"build", "-ldflags=-s -w", "-o", "stripped"},
-		} {
-			cmd := exec.Command("go", args...)
-			cmd.Dir = buildDir
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-buildmode=exe")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %v\n%s", mode, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	return buildWith(t, "local")
+}
+
+// buildWith builds the test program with a toolchain ("local", or go1.N.M
+// fetched by the go command) in default, stripped and PIE modes.
+func buildWith(t *testing.T, toolchain string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if dir, ok := buildDirs[toolchain]; ok {
+		return dir
 	}
-	return buildDir
+	var err error
+	if buildRoot == "" {
+		if buildRoot, err = os.MkdirTemp("", "pcln-test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(buildRoot, toolchain)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"go.mod":    "module example.com/inl\n\ngo 1.16\n",
+		"main.go":   testMain,
+		"helper.go": testHelper,
+	}
+	for name, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for mode, args := range map[string][]string{
+		"default":  {"build", "-o", "default"},
+		"stripped": {"build", "-ldflags=-s -w", "-o", "stripped"},
+		"pie":      {"build", "-buildmode=pie", "-o", "pie"},
+	} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		// GOENV=off: old toolchains reject flags of the user's go env
+		// file (GOFLAGS=-buildvcs=false).
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=", "GOENV=off", "GOTOOLCHAIN="+toolchain)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build %s with %s: %v\n%s", mode, toolchain, err, out)
+		}
+	}
+	buildDirs[toolchain] = dir
+	return dir
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
+	if buildRoot != "" {
+		os.RemoveAll(buildRoot)
 	}
 	os.Exit(code)
 }
@@ -182,7 +199,89 @@ func toExp(f Frame) expFrame { return expFrame{f.Function, f.File, f.Line} }
 
 func TestFramesMatchRuntime(t *testing.T) {
 	dir := buildTestBinaries(t)
-	for _, mode := range []string{"default", "stripped"} {
+	checkFramesMatchRuntime(t, dir, "default", "stripped")
+	checkPIE(t, dir)
+}
+
+// TestFramesOldToolchains checks the pclntab formats of Go 1.17 (0xfffffffa:
+// absolute entries and funcdata) and Go 1.18/1.19 (0xfffffff0) against the
+// runtime's own symbolization, with toolchains the go command fetches
+// through the module proxy (cached in GOMODCACHE after the first run).
+func TestFramesOldToolchains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds with old toolchains; not in -short")
+	}
+	for _, tc := range []string{"go1.17.13", "go1.18.10", "go1.19.13"} {
+		t.Run(tc, func(t *testing.T) {
+			dir := buildWith(t, tc)
+			checkFramesMatchRuntime(t, dir, "default", "stripped")
+			checkPIE(t, dir)
+			checkAfterClose(t, filepath.Join(dir, "default"))
+		})
+	}
+}
+
+// checkPIE opens the PIE build (its pcln table is .data.rel.ro.gopclntab
+// before Go 1.20) and symbolizes a function entry given at its link-time
+// address, as ctxwatch does after subtracting the load bias.
+func checkPIE(t *testing.T, dir string) {
+	t.Run("pie", func(t *testing.T) {
+		path := filepath.Join(dir, "pie")
+		tab := openTable(t, path)
+		f, err := elf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		syms, err := f.Symbols()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range syms {
+			if s.Name != "main.physical" && s.Name != "main.dump" {
+				continue
+			}
+			n++
+			fr, err := tab.Frames(s.Value + 1)
+			if err != nil || fr[len(fr)-1].Function != s.Name || !strings.HasSuffix(fr[len(fr)-1].File, "/main.go") {
+				t.Errorf("Frames(%s+1) = %v, %v", s.Name, fr, err)
+			}
+		}
+		if n != 2 {
+			t.Errorf("found %d of main.physical, main.dump in the symbol table", n)
+		}
+	})
+}
+
+// checkAfterClose: a Table keeps working after its ELF file is closed (as
+// ctxwatch closes it once attached), inline trees included.
+func checkAfterClose(t *testing.T, path string) {
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	pcs, want := runGroundTruth(t, path)
+	inlined := false
+	for i, pc := range pcs["a"] {
+		got, err := tab.FramesForReturn(pc)
+		if err != nil || toExp(got[0]) != want["a"][i] {
+			t.Fatalf("after Close: FramesForReturn(%#x) = %v, %v; want %v", pc, got, err, want["a"][i])
+		}
+		inlined = inlined || len(got) > 1
+	}
+	if !inlined {
+		t.Error("after Close: no inline tree expanded")
+	}
+}
+
+func checkFramesMatchRuntime(t *testing.T, dir string, modes ...string) {
+	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			path := filepath.Join(dir, mode)
 			tab := openTable(t, path)
@@ -193,7 +292,7 @@ func TestFramesMatchRuntime(t *testing.T) {
 				ef.Close()
 			}
 			t.Logf("gofunc=%#x found via %s, text=%#x", tab.gofunc, tab.gofuncFrom, tab.text)
-			if mode == "stripped" && tab.gofuncFrom != "moduledata" {
+			if mode == "stripped" && tab.magic != magic116 && tab.gofuncFrom != "moduledata" {
 				t.Errorf("stripped binary: gofunc found via %q, want moduledata", tab.gofuncFrom)
 			}
 			allPCs, allFrames := runGroundTruth(t, path)
@@ -391,7 +490,7 @@ func TestTruncatedAndCorrupt(t *testing.T) {
 		}
 	}
 	// Wrong magic / old versions.
-	for _, m := range []uint32{0, magic116, magic12, 0xdeadbeef} {
+	for _, m := range []uint32{0, magic12, 0xdeadbeef} {
 		p := bytes.Clone(pclnData)
 		p[0], p[1], p[2], p[3] = byte(m), byte(m>>8), byte(m>>16), byte(m>>24)
 		if _, err := parseHeader(p); err == nil {

@@ -23,6 +23,10 @@ func (b *Binary) ProbeAddr(fn Func) (addr uint64, atEntry bool, err error) {
 	if err != nil {
 		return 0, false, err
 	}
+	if b.Arch == "arm64" {
+		addr, atEntry := b.probeAddrARM64(fn, code)
+		return addr, atEntry, nil
+	}
 	pc := 0
 	for n := 0; n < maxPrologue && pc < len(code); n++ {
 		inst, err := x86asm.Decode(code[pc:], 64)
@@ -88,8 +92,16 @@ func reg64(r x86asm.Reg) x86asm.Reg {
 	return r
 }
 
-// Returns lists the address of every RET instruction in fn.
+// Returns lists the address of every RET instruction in fn (decoded with
+// x86asm, or arm64asm for arm64 binaries).
 func (b *Binary) Returns(fn Func) ([]uint64, error) {
+	if b.Arch == "arm64" {
+		code, err := b.funcCode(fn)
+		if err != nil {
+			return nil, err
+		}
+		return b.returnsARM64(fn, code)
+	}
 	var rets []uint64
 	err := b.decodeAll(fn, func(addr uint64, inst x86asm.Inst) {
 		if inst.Op == x86asm.RET {
@@ -102,6 +114,13 @@ func (b *Binary) Returns(fn Func) ([]uint64, error) {
 // CallTargets lists the distinct targets of direct CALL instructions in fn,
 // in the order they first appear.
 func (b *Binary) CallTargets(fn Func) ([]uint64, error) {
+	if b.Arch == "arm64" {
+		code, err := b.funcCode(fn)
+		if err != nil {
+			return nil, err
+		}
+		return b.callTargetsARM64(fn, code)
+	}
 	var targets []uint64
 	seen := make(map[uint64]bool)
 	err := b.decodeAll(fn, func(addr uint64, inst x86asm.Inst) {

@@ -58,6 +58,8 @@ const (
 	modeStripped = "stripped"
 	modePIE      = "pie"
 	modeARM64    = "arm64"
+
+	modeARM64Stripped = "arm64-stripped"
 )
 
 var modeFlags = map[string][]string{
@@ -65,6 +67,8 @@ var modeFlags = map[string][]string{
 	modeStripped: {"-ldflags=-s -w"},
 	modePIE:      {"-buildmode=pie"},
 	modeARM64:    nil,
+
+	modeARM64Stripped: {"-ldflags=-s -w"},
 }
 
 // builds caches one build per mode for the whole test binary.
@@ -134,7 +138,7 @@ func probe(t *testing.T, mode string) string {
 	cmd := exec.Command(g, args...)
 	cmd.Dir = builds.dir
 	cmd.Env = goEnv(t, "GOOS=linux", "GOARCH=amd64")
-	if mode == modeARM64 {
+	if mode == modeARM64 || mode == modeARM64Stripped {
 		cmd.Env = goEnv(t, "GOOS=linux", "GOARCH=arm64")
 	}
 	if msg, err := cmd.CombinedOutput(); err != nil {

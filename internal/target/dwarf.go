@@ -31,9 +31,14 @@ const (
 	kindUnsafePointer = 26
 )
 
-// intArgRegs is the number of integer argument registers of Go's amd64
-// register ABI: RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11.
-const intArgRegs = 9
+// intArgRegs is the number of integer argument registers of Go's register
+// ABI: on amd64 RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11; on arm64 R0-R15.
+func (b *Binary) intArgRegs() int {
+	if b.Arch == "arm64" {
+		return 16
+	}
+	return 9
+}
 
 // dwarfIndex maps names to DWARF entries.
 type dwarfIndex struct {
@@ -144,7 +149,8 @@ func (b *Binary) typesBase() (uint64, error) {
 // 1.26 linker puts the type data first in .data.rel.ro when that section
 // exists (PIE) and first in .rodata otherwise.
 func (b *Binary) typesBaseFromSections() (uint64, error) {
-	for _, name := range []string{".data.rel.ro", ".rodata"} {
+	// Go 1.27 gives the type data a section of its own.
+	for _, name := range []string{".go.type", ".data.rel.ro.go.type", ".data.rel.ro", ".rodata"} {
 		if s := b.elf.Section(name); s != nil && s.Addr != 0 {
 			return s.Addr, nil
 		}
@@ -228,7 +234,7 @@ func (b *Binary) ContextArg(fn Func) (int, error) {
 			return 0, fmt.Errorf("context argument of %s: parameter %s: %w", fn.Name, p.name, err)
 		}
 		if kind == kindInterface && tname == "context.Context" {
-			if reg+2 > intArgRegs {
+			if reg+2 > b.intArgRegs() {
 				return 0, fmt.Errorf("context argument of %s: parameter %s is passed on the stack", fn.Name, p.name)
 			}
 			return reg, nil
@@ -237,7 +243,7 @@ func (b *Binary) ContextArg(fn Func) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("context argument of %s: cannot place parameter %s (%s) before the context: %w", fn.Name, p.name, tname, err)
 		}
-		if reg+n > intArgRegs {
+		if reg+n > b.intArgRegs() {
 			return 0, fmt.Errorf("context argument of %s: parameter %s (%s) spills to the stack; later registers are uncertain", fn.Name, p.name, tname)
 		}
 		reg += n

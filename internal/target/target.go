@@ -2,8 +2,10 @@
 // information, functions and their machine code, the file offsets a uprobe
 // needs, and the layout of Go types recorded in DWARF.
 //
-// Only amd64 (EM_X86_64) binaries built by Go 1.17 or later (the register
-// ABI) are supported. The binary is treated as untrusted input: section sizes
+// amd64 (EM_X86_64) and arm64 (EM_AARCH64) binaries built by Go 1.17 or
+// later (the register ABI) are supported. ctxwatch attaches only to amd64
+// processes; arm64 binaries are inspected (functions, RET instructions,
+// probe points, file offsets, types) but the probes are not run on arm64. The binary is treated as untrusted input: section sizes
 // are capped before they are read and the pclntab magic is checked.
 package target
 
@@ -19,19 +21,21 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/ctxwatch/ctxwatch/internal/pcln"
 )
 
 // Sentinel errors; callers test for them with errors.Is.
 var (
 	ErrNotGo    = errors.New("not a Go binary")          // no build info / no .gopclntab
-	ErrArch     = errors.New("unsupported architecture") // only amd64 (EM_X86_64) for now
+	ErrArch     = errors.New("unsupported architecture") // only amd64 and arm64
 	ErrGoTooOld = errors.New("Go version too old")       // older than go1.17 (no register ABI)
 	ErrNoSymbol = errors.New("symbol not found")         // e.g. inlined function
 	ErrNoLayout = errors.New("no layout information")    // no DWARF, stripped
 )
 
 // supported is appended to Open's errors so the user learns what works.
-const supported = "ctxwatch supports Go 1.17+ on amd64"
+const supported = "ctxwatch supports Go 1.17+ on amd64 (arm64: inspection only)"
 
 // Size caps applied to data read from the binary.
 const (
@@ -56,6 +60,8 @@ type Binary struct {
 	Stripped    bool     // no .symtab
 	HasDWARF    bool
 	PIE         bool // ET_DYN
+	// Arch is the GOARCH: "amd64" or "arm64".
+	Arch string
 
 	file    *os.File
 	elf     *elf.File
@@ -95,7 +101,7 @@ func inspect(path string, osf *os.File) (*Binary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w (no Go build info); %s", path, ErrNotGo, supported)
 	}
-	if ef.Machine != elf.EM_X86_64 {
+	if ef.Machine != elf.EM_X86_64 && ef.Machine != elf.EM_AARCH64 {
 		return nil, fmt.Errorf("inspect %s: %w %s (%s); %s", path, ErrArch, machineName(ef.Machine), bi.GoVersion, supported)
 	}
 	if ef.Class != elf.ELFCLASS64 {
@@ -110,6 +116,7 @@ func inspect(path string, osf *os.File) (*Binary, error) {
 		MainModule:  bi.Main.Path,
 		MainPackage: bi.Path,
 		PIE:         ef.Type == elf.ET_DYN,
+		Arch:        machineName(ef.Machine),
 		file:        osf,
 		elf:         ef,
 	}
@@ -144,6 +151,8 @@ func (b *Binary) Close() error {
 // machineName returns the Go GOARCH name for m when there is one.
 func machineName(m elf.Machine) string {
 	switch m {
+	case elf.EM_X86_64:
+		return "amd64"
 	case elf.EM_AARCH64:
 		return "arm64"
 	case elf.EM_386:
@@ -215,6 +224,10 @@ const (
 func (b *Binary) loadPclntab() error {
 	sec := b.elf.Section(".gopclntab")
 	if sec == nil {
+		// PIE binaries of Go 1.19 and older keep it in relocated data.
+		sec = b.elf.Section(".data.rel.ro.gopclntab")
+	}
+	if sec == nil {
 		return fmt.Errorf("%w (no .gopclntab section)", ErrNotGo)
 	}
 	if sec.Type == elf.SHT_NOBITS || sec.Size > maxPclntab {
@@ -234,12 +247,19 @@ func (b *Binary) loadPclntab() error {
 	default:
 		return fmt.Errorf("%w (bad .gopclntab magic %#x)", ErrNotGo, magic)
 	}
-	if data[4] != 0 || data[5] != 0 || data[6] != 1 || data[7] != 8 {
-		return fmt.Errorf("%w (.gopclntab header %x is not amd64)", ErrNotGo, data[:8])
+	// The pc quantum: 1 on amd64, 4 on arm64; pointers of 8 bytes.
+	quantum := byte(1)
+	if b.Arch == "arm64" {
+		quantum = 4
 	}
-	var textStart uint64
-	if t := b.elf.Section(".text"); t != nil {
-		textStart = t.Addr
+	if data[4] != 0 || data[5] != 0 || data[6] != quantum || data[7] != 8 {
+		return fmt.Errorf("%w (.gopclntab header %x is not %s)", ErrNotGo, data[:8], b.Arch)
+	}
+	// Entries are relative to runtime.text, which external linking (cgo)
+	// moves away from the start of .text.
+	textStart, err := pcln.TextStart(b.elf)
+	if err != nil {
+		return fmt.Errorf("locate runtime.text: %w", err)
 	}
 	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
 	if err != nil {

@@ -3,6 +3,7 @@ package target
 import (
 	"debug/elf"
 	"errors"
+	"golang.org/x/arch/arm64/arm64asm"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -446,9 +447,81 @@ func TestNotGo(t *testing.T) {
 	}
 }
 
-func TestArch(t *testing.T) {
-	_, err := Open(probe(t, modeARM64))
-	if !errors.Is(err, ErrArch) || !strings.Contains(err.Error(), "arm64") {
-		t.Errorf("Open(arm64 binary) error = %v, want ErrArch naming arm64", err)
+// TestARM64 inspects a program cross-compiled for arm64 (GOARCH=arm64),
+// default and stripped: functions, RET instructions, probe points after the
+// stack check, call targets and file offsets, checked against the
+// instruction words in the file.
+func TestARM64(t *testing.T) {
+	for _, mode := range []string{modeARM64, modeARM64Stripped} {
+		t.Run(mode, func(t *testing.T) {
+			b := openProbe(t, mode)
+			if amd := openProbe(t, modeDefault); amd.Arch != "amd64" {
+				t.Errorf("amd64 build: Arch %q", amd.Arch)
+			}
+			if b.Arch != "arm64" || b.GoVersion != toolchainVersion(t) || b.Stripped != (mode == modeARM64Stripped) {
+				t.Fatalf("Open: arch %q, Go %q, stripped %v", b.Arch, b.GoVersion, b.Stripped)
+			}
+			word := func(addr uint64) arm64asm.Inst {
+				t.Helper()
+				off, err := b.FileOffset(addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inst, err := arm64asm.Decode(fileBytes(t, b, off, 4))
+				if err != nil {
+					t.Fatalf("decode at %#x: %v", addr, err)
+				}
+				return inst
+			}
+			for _, name := range []string{"context.WithValue", "runtime.newproc1", "main.work"} {
+				f, err := b.Func(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The first instruction is the stack check's load of
+				// g.stackguard0 through R28.
+				if in := word(f.Entry); in.Op != arm64asm.LDR || !strings.Contains(in.String(), "X28") {
+					t.Errorf("%s starts with %v, want a load through X28 (g)", name, in)
+				}
+				addr, atEntry, err := b.ProbeAddr(f)
+				if err != nil || atEntry {
+					t.Fatalf("ProbeAddr(%s) = %#x, %v, %v", name, addr, atEntry, err)
+				}
+				// Right after the conditional branch to morestack, on the
+				// store of the link register that opens the frame.
+				if in := word(addr - 4); in.Op != arm64asm.B {
+					t.Errorf("ProbeAddr(%s): before it %v, want B.LS", name, in)
+				}
+				if in := word(addr); in.Op != arm64asm.STR || in.Args[0] != arm64asm.X30 {
+					t.Errorf("ProbeAddr(%s): %v, want the store of X30", name, in)
+				}
+				rets, err := b.Returns(f)
+				if err != nil || len(rets) == 0 {
+					t.Fatalf("Returns(%s) = %x, %v", name, rets, err)
+				}
+				for _, r := range rets {
+					if r < f.Entry || r >= f.End || word(r).Op != arm64asm.RET {
+						t.Errorf("%s: return at %#x is %v", name, r, word(r))
+					}
+				}
+			}
+			m, err := b.Func("main.main")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := b.Func("main.work")
+			if err != nil {
+				t.Fatal(err)
+			}
+			targets, err := b.CallTargets(m)
+			if err != nil || !slices.Contains(targets, w.Entry) {
+				t.Errorf("CallTargets(main.main) = %x, %v; want main.work at %#x", targets, err, w.Entry)
+			}
+			if !b.Stripped {
+				if _, err := b.TypeAddr("main.traceKey"); err != nil {
+					t.Errorf("TypeAddr(main.traceKey): %v", err)
+				}
+			}
+		})
 	}
 }

@@ -30,7 +30,7 @@ import (
 )
 
 const (
-	defaultToolchains = "go1.26.8,go1.25.14,go1.24.13,go1.23.12,go1.22.12,go1.21.13,go1.20.14,go1.19.13,go1.18.10,go1.17.13"
+	defaultToolchains = "go1.27.4,go1.26.8,go1.25.14,go1.24.13,go1.23.12,go1.22.12,go1.21.13,go1.20.14,go1.19.13,go1.18.10,go1.17.13"
 	defaultOTel       = "v1.47.0,v1.40.0,v1.30.0,v1.24.0,v1.20.0"
 )
 
