@@ -78,6 +78,7 @@ type mode int
 
 const (
 	untraced mode = iota
+	entry
 	floor
 	traced
 	numModes
@@ -87,6 +88,8 @@ func (m mode) String() string {
 	switch m {
 	case untraced:
 		return "untraced"
+	case entry:
+		return "entry"
 	case floor:
 		return "floor"
 	case traced:
@@ -112,13 +115,18 @@ type bench struct {
 	ctxwatch, target string
 	empty            *ebpf.Program
 	offsets          []uint64 // file offsets of the target's probe points
+	entryOffsets     []uint64 // the same, entry probes moved to the function's first instruction
 	log              *log.Logger
 }
 
 func main() {
-	n := flag.Int("n", 0, "operations per run for every op (default: 200000 for withvalue ops, 50000 for spawn ops)")
-	runs := flag.Int("runs", 5, "runs of each op in each mode; the median is reported")
-	out := flag.String("out", "", "also write the table to `FILE`")
+	n := flag.Int("n", 0, "operations per run for every op (default: 50000 for withvalue ops, 20000 for spawn ops)")
+	runs := flag.Int("runs", 3, "runs of each op in each mode; the median is reported")
+	out := flag.String("out", "", "also write the tables to `FILE` (docs/performance.md)")
+	flag.BoolVar(&opsOnly, "ops-only", false, "measure the per-op table only (no HTTP, storm or attach sections)")
+	flag.StringVar(&only, "only", "", "run only this section after the per-op table (http, agent or attach), and the per-op table with -runs 1 -n 1000")
+	flag.DurationVar(&httpDur, "http-duration", 4*time.Second, "load per HTTP run")
+	flag.IntVar(&stormN, "storm-n", 100000, "goroutines the storm example spawns")
 	flag.Parse()
 	if *n < 0 || *runs <= 0 || flag.NArg() > 0 {
 		flag.Usage()
@@ -132,6 +140,14 @@ func main() {
 		logger.Fatal(err)
 	}
 }
+
+// Flags of the sections after the per-op table.
+var (
+	opsOnly bool
+	only    string
+	httpDur time.Duration
+	stormN  int
+)
 
 func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error {
 	start := time.Now()
@@ -149,9 +165,12 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 		target:   filepath.Join(dir, "target"),
 		log:      logger,
 	}
+	service, storm := filepath.Join(dir, "service"), filepath.Join(dir, "storm")
 	for _, build := range []struct{ pkg, exe string }{
 		{"./cmd/ctxwatch", b.ctxwatch},
 		{"./bench/target", b.target},
+		{"./bench/service", service},
+		{"./examples/storm", storm},
 	} {
 		if err := goBuild(ctx, build.pkg, build.exe); err != nil {
 			return err
@@ -175,10 +194,10 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 	b.empty = objs.Empty
 
 	ops := []op{
-		{"withvalue", 200000},
-		{"withvalue-traced", 200000},
-		{"spawn", 50000},
-		{"spawn-traced", 50000},
+		{"withvalue", 50000},
+		{"withvalue-traced", 50000},
+		{"spawn", 20000},
+		{"spawn-traced", 20000},
 	}
 	if n > 0 {
 		for i := range ops {
@@ -199,9 +218,49 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 	}
 
 	var buf bytes.Buffer
+	buf.WriteString(docIntro)
+	buf.WriteString("## 1. Per operation\n\n")
 	if err := writeTable(&buf, header(bin.GoVersion, ops, runs), points, results, warnings); err != nil {
 		return err
 	}
+	if !opsOnly {
+		hc, err := b.hitCost()
+		if err != nil {
+			return fmt.Errorf("per-hit cost: %w", err)
+		}
+		fmt.Fprintf(&buf, "\n%s", hc)
+		sp, err := b.spawnProbeBench(ctx, bin, runs, 20000)
+		if err != nil {
+			return fmt.Errorf("spawn probe places: %w", err)
+		}
+		fmt.Fprintf(&buf, "\n%s", sp)
+		sections := []struct {
+			title string
+			run   func() (string, error)
+		}{
+			{"2. HTTP service under load", func() (string, error) { return b.httpBench(ctx, service, runs, httpDur, 4) }},
+			{"3. The agent", func() (string, error) { return b.stormBench(ctx, storm, stormN) }},
+			{"4. Attach time on a large binary", func() (string, error) {
+				big, err := bigBinary(ctx)
+				if err != nil {
+					return "", err
+				}
+				return b.attachBench(ctx, big, 5)
+			}},
+		}
+		for _, sec := range sections {
+			if only != "" && !strings.Contains(strings.ToLower(sec.title), only) {
+				continue
+			}
+			b.log.Printf("%s", sec.title)
+			text, err := sec.run()
+			if err != nil {
+				return fmt.Errorf("%s: %w", sec.title, err)
+			}
+			fmt.Fprintf(&buf, "\n## %s\n\n%s", sec.title, text)
+		}
+	}
+	buf.WriteString(docNotes)
 	if _, err := os.Stdout.Write(buf.Bytes()); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
@@ -246,6 +305,17 @@ func (b *bench) plan(bin *target.Binary) (string, error) {
 			return "", fmt.Errorf("probe point of %s: %w", pt.Func, err)
 		}
 		b.offsets = append(b.offsets, off)
+		entryOff := off
+		if pt.Program != uprobe.Spawn {
+			fn, err := bin.Func(pt.Func)
+			if err != nil {
+				return "", fmt.Errorf("probe point of %s: %w", pt.Func, err)
+			}
+			if entryOff, err = bin.FileOffset(fn.Entry); err != nil {
+				return "", fmt.Errorf("entry of %s: %w", pt.Func, err)
+			}
+		}
+		b.entryOffsets = append(b.entryOffsets, entryOff)
 		if counts[pt.Func] == 0 {
 			funcs = append(funcs, pt.Func)
 		}
@@ -301,8 +371,12 @@ func (b *bench) runOnce(ctx context.Context, o op, m mode) (float64, string, err
 	var report string
 	switch m {
 	case untraced:
-	case floor:
-		detach, err := b.attachFloor()
+	case floor, entry:
+		offsets := b.offsets
+		if m == entry {
+			offsets = b.entryOffsets
+		}
+		detach, err := b.attachEmpty(offsets)
 		if err != nil {
 			return 0, "", err
 		}
@@ -345,10 +419,10 @@ func (b *bench) runOnce(ctx context.Context, o op, m mode) (float64, string, err
 	return ns, warn, nil
 }
 
-// attachFloor attaches the empty program at every probe point of the
+// attachEmpty attaches the empty program at the given file offsets of the
 // target's executable file. Uprobes are attached by inode, so they fire in
 // the target started next. The returned function detaches them.
-func (b *bench) attachFloor() (func(), error) {
+func (b *bench) attachEmpty(offsets []uint64) (func(), error) {
 	ex, err := link.OpenExecutable(b.target)
 	if err != nil {
 		return nil, fmt.Errorf("open target for uprobes: %w", err)
@@ -361,7 +435,7 @@ func (b *bench) attachFloor() (func(), error) {
 			}
 		}
 	}
-	for _, off := range b.offsets {
+	for _, off := range offsets {
 		l, err := ex.Uprobe("", b.empty, &link.UprobeOptions{Address: off})
 		if err != nil {
 			detach()
@@ -458,8 +532,12 @@ func header(goVersion string, ops []op, runs int) string {
 	for _, o := range ops {
 		ns = append(ns, fmt.Sprintf("%s %d", o.name, o.n))
 	}
-	return fmt.Sprintf("%s, kernel %s, %s, %s; N: %s; median of %d runs per mode, modes interleaved",
-		time.Now().UTC().Format("2006-01-02 15:04 UTC"), kernel, cpuModel(), goVersion, strings.Join(ns, ", "), runs)
+	load := "?"
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		load = strings.Join(strings.Fields(string(data))[:3], " ")
+	}
+	return fmt.Sprintf("%s, kernel %s, %s, %s, load average %s at the end of the per-op runs; N: %s; median of %d runs per mode, modes interleaved",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), kernel, cpuModel(), goVersion, load, strings.Join(ns, ", "), runs)
 }
 
 // cpuModel returns the first "model name" of /proc/cpuinfo and the number
@@ -490,12 +568,12 @@ func cpuModel() string {
 func writeTable(w io.Writer, header, points string, results []result, warnings []string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n%s\n\n", header, points)
-	b.WriteString("| op | untraced ns/op | empty uprobe ns/op (floor) | ctxwatch ns/op | ctxwatch/untraced | ctxwatch/floor |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| op | untraced ns/op | empty program at entry ns/op | empty program at chosen offset ns/op (floor) | ctxwatch ns/op | entry/floor | ctxwatch/untraced | ctxwatch/floor |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r.op.name,
-			r.median[untraced], r.median[floor], r.median[traced],
-			r.median[traced]/r.median[untraced], r.median[traced]/r.median[floor])
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |\n", r.op.name,
+			r.median[untraced], r.median[entry], r.median[floor], r.median[traced],
+			r.median[entry]/r.median[floor], r.median[traced]/r.median[untraced], r.median[traced]/r.median[floor])
 	}
 	for _, warn := range warnings {
 		fmt.Fprintf(&b, "\nWARNING: %s", warn)
@@ -508,3 +586,55 @@ func writeTable(w io.Writer, header, points string, results []result, warnings [
 	}
 	return nil
 }
+
+// docIntro heads docs/performance.md.
+const docIntro = `# Performance
+
+Written by ` + "`go run ./bench -out docs/performance.md`" + ` (or ` + "`make bench`" + `), as root; every
+table of one file comes from one run, its rows measured side by side. See
+README.md (Cost) for the short story and internal/budget for the overhead
+budget's definitions:
+
+- **cost** of the probes: probe hits (counted in the kernel) × the cost of one
+  hit, measured at start-up on the machine by timing calls of a function of
+  ctxwatch's own binary with an empty eBPF program on it. Every hit is charged
+  at the single-stepped (RET) cost, the dearer kind: the hit counter does not
+  tell spawn probes (RETs) from entry probes (emulated PUSHQ BP).
+- **overhead** = cost / (wall time × CPUs the target may run on).
+- **sampled fraction**: the share of wall time during which the probes were
+  attached (JSON summary field ` + "`sampled_fraction`" + `).
+
+`
+
+// docNotes ends docs/performance.md: the issue's targets and what the
+// tables above say about them. Static text: read it against the numbers.
+const docNotes = `
+## Targets, and why some are missed
+
+- **Per-hit cost ≤ 1.1× the floor** (table 1, ctxwatch/floor): met for calls
+  outside a trace on a quiet machine; a traced spawn also pays for two events
+  with stacks and the agent decoding them on the same CPUs. On a loaded
+  machine (see the load average in the header) single runs vary by 2× and
+  the ratios are noise.
+- **Entry vs chosen offset** (table 1, entry/floor): the empty program on a
+  function's first instruction (` + "`CMPQ SP, 16(R14)`" + `, single-stepped) costs
+  several times the same program on the prologue's ` + "`PUSHQ BP`" + ` (emulated).
+  Every entry probe of ctxwatch is on the PUSHQ BP (` + "`--verbose`" + ` names any
+  that falls back to the entry).
+- **The spawn probe is not emulated.** x86 uprobes emulate CALL, JMP, Jcc,
+  NOP and PUSH, not RET: a probe on runtime.newproc1's RET is single-stepped
+  (the "spawn probe places" table). The CALL of runtime.runqput in
+  runtime.newproc.func1 sees the same state (R14 = g0, m.curg = the spawner,
+  the new g in RBX instead of RAX) and is emulated: moving the spawn probe
+  there needs the kernel side to read the new g from RBX.
+- **--overhead-budget 1 loses ≤ 1% throughput** (table 2): the budget bounds
+  the estimated probe time; attaching and detaching uprobes also costs the
+  target (uprobe registration takes the target's mmap lock and rewrites a
+  text page), and the agent's own CPU competes with the service on a small
+  machine. On a 2-CPU machine shared with the load generator, run-to-run
+  noise is larger than 1%.
+- **0 events lost** (tables 2 and 3): required; a non-zero count is a bug.
+- **Attach ≤ 150 ms on a large binary** (table 4): missed. Inspecting the
+  binary dominates: DWARF is decompressed and parsed twice (once to index it,
+  once per field offset), and the pclntab is parsed twice (target and pcln).
+`

@@ -2,7 +2,7 @@
 // and under ctxwatch. It times one operation in a loop and prints
 // "ns/op <float>".
 //
-//	target -op withvalue|spawn|withvalue-traced|spawn-traced -n N
+//	target -op withvalue|spawn|withvalue-traced|spawn-traced|units -n N
 //
 // withvalue calls context.WithValue N times outside any trace (ctxwatch's
 // hot path: one map lookup); withvalue-traced does the same inside a trace
@@ -10,6 +10,17 @@
 // trace; spawn-traced starts them inside one, each calling WithCancel on the
 // trace context so that its first check happens. Spawn times include
 // waiting for every goroutine to finish.
+//
+// units runs N units of work in a loop, as a worker does: each sets a new
+// trace on a fresh context, starts a goroutine that checks the traced
+// context once and then makes many checks on contexts of its own (not a
+// break: its first check kept the trace), and makes many WithValue calls
+// on the traced context itself. Every 10th unit also starts a slow
+// goroutine that waits 200 ms, checks the traced context, then checks
+// contexts of its own for two seconds: under a duty-cycled budget its first
+// check often falls while the probes are out and the later ones after they
+// are back (the stale-state trap). Nothing in it is a break, however the
+// probes are sampled: the overhead budget's integration test runs it.
 package main
 
 import (
@@ -30,8 +41,9 @@ type k struct{}
 const traceID = "0123456789abcdef0123456789abcdef"
 
 func main() {
-	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced or spawn-traced")
+	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced, spawn-traced or units")
 	n := flag.Int("n", 100000, "number of operations")
+	limit := flag.Duration("for", 0, "units: stop after this long even if fewer than N units ran")
 	flag.Parse()
 	if *n <= 0 {
 		fmt.Fprintln(os.Stderr, "target: -n must be positive")
@@ -45,6 +57,10 @@ func main() {
 		d = withValue(context.WithValue(context.Background(), traceKey{}, traceID), *n)
 	case "spawn":
 		d = spawn(*n)
+	case "units":
+		var done int
+		d, done = units(*n, *limit)
+		*n = done
 	case "spawn-traced":
 		d = spawnTraced(context.WithValue(context.Background(), traceKey{}, traceID), *n)
 	default:
@@ -98,4 +114,58 @@ func spawnTraced(ctx context.Context, n int) time.Duration {
 	}
 	wg.Wait()
 	return time.Since(start)
+}
+
+// checksPerUnit is the number of context calls each goroutine of a unit
+// makes after its first check.
+const checksPerUnit = 50
+
+// units times n units of work (see the package comment), or as many as
+// run in limit when it is not 0, and prints how many there were.
+func units(n int, limit time.Duration) (time.Duration, int) {
+	var sink context.Context
+	start := time.Now()
+	done := 0
+	var slow sync.WaitGroup
+	for i := range n {
+		if limit > 0 && i%64 == 0 && time.Since(start) > limit {
+			break
+		}
+		done++
+		ctx := context.WithValue(context.Background(), traceKey{}, fmt.Sprintf("%032x", i+1))
+		if i%10 == 0 {
+			slow.Go(func() {
+				time.Sleep(200 * time.Millisecond)
+				c, cancel := context.WithCancel(ctx) // propagated
+				cancel()
+				for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+					c, cancel = context.WithCancel(context.Background())
+					cancel()
+				}
+				_ = c
+			})
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c, cancel := context.WithCancel(ctx) // propagated
+			cancel()
+			for range checksPerUnit {
+				c, cancel = context.WithCancel(context.Background())
+				cancel()
+			}
+			_ = c
+		}()
+		for j := range checksPerUnit {
+			sink = context.WithValue(ctx, k{}, j)
+		}
+		<-done
+	}
+	slow.Wait()
+	d := time.Since(start)
+	if sink == nil {
+		panic("no context")
+	}
+	fmt.Printf("units %d\n", done)
+	return d, done
 }

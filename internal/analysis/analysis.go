@@ -123,8 +123,9 @@ type Analyzer struct {
 	frames        map[uint64][]Frame // resolved return addresses
 	siteIndex     map[Frame]int
 	spawnSites    []SpawnSite
-	pending       map[uint64]*pending
-	order         []uint64 // goroutines in pending, oldest first (may hold stale ids)
+	pending       map[uint64]pending
+	stacks        map[stackKey][]Frame // spawn stacks, resolved once per distinct stack
+	order         []uint64             // goroutines in pending, oldest first (may hold stale ids)
 	breaks        map[breakKey]*BreakCount
 	breakOrder    []breakKey
 	events        uint64
@@ -142,9 +143,38 @@ func New(pid uint32, opts Options) *Analyzer {
 		opts:      opts,
 		frames:    map[uint64][]Frame{},
 		siteIndex: map[Frame]int{},
-		pending:   map[uint64]*pending{},
+		pending:   map[uint64]pending{},
+		stacks:    map[stackKey][]Frame{},
 		breaks:    map[breakKey]*BreakCount{},
 	}
+}
+
+// stackKey is a captured stack, as a map key.
+type stackKey struct {
+	n   int
+	pcs [event.StackDepth]uint64
+}
+
+// maxStacks bounds the spawn stacks kept resolved.
+const maxStacks = 1 << 14
+
+// spawnStack returns the spawn stack of e, resolved and trimmed once per
+// distinct stack: goroutines started at the same place share it (read-only),
+// and a spawn allocates nothing once its stack has been seen.
+func (a *Analyzer) spawnStack(e *event.Event) []Frame {
+	k := stackKey{n: e.NStack, pcs: e.Stack}
+	for i := e.NStack; i < len(k.pcs); i++ {
+		k.pcs[i] = 0
+	}
+	if st, ok := a.stacks[k]; ok {
+		return st
+	}
+	st := spawnStack(a.stack(e.Frames()))
+	if len(a.stacks) >= maxStacks {
+		clear(a.stacks)
+	}
+	a.stacks[k] = st
+	return st
 }
 
 // stack resolves return addresses into logical frames, innermost first.
@@ -190,7 +220,7 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 	a.events++
 	switch e.Kind {
 	case event.Spawn:
-		stack := spawnStack(a.stack(e.Frames()))
+		stack := a.spawnStack(e)
 		if len(stack) > 0 && strings.HasPrefix(stack[0].Function, "runtime.") {
 			// The runtime's own goroutines (GC mark workers started
 			// while a traced goroutine allocates) carry no user trace.
@@ -200,7 +230,7 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		site, _ := a.userFrame(stack)
 		i := a.site(site)
 		a.spawnSites[i].TracedSpawns++
-		a.remember(e.Goroutine, &pending{site: i, stack: stack, parent: e.Parent, time: e.Time})
+		a.remember(e.Goroutine, pending{site: i, stack: stack, parent: e.Parent, time: e.Time})
 	case event.FirstCheck:
 		p, ok := a.pending[e.Goroutine]
 		if !ok {
@@ -214,10 +244,10 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 			s.Propagated++
 		case event.Lost:
 			s.Lost++
-			return a.report(LostAtSpawn, e, p), true
+			return a.report(LostAtSpawn, e, &p), true
 		case event.NewRoot:
 			s.NewRoot++
-			return a.report(NewRoot, e, p), true
+			return a.report(NewRoot, e, &p), true
 		}
 	case event.Dropped:
 		return a.report(Dropped, e, nil), true
@@ -243,7 +273,7 @@ func spawnStack(frames []Frame) []Frame {
 	return frames
 }
 
-func (a *Analyzer) remember(goid uint64, p *pending) {
+func (a *Analyzer) remember(goid uint64, p pending) {
 	a.pending[goid] = p
 	a.order = append(a.order, goid)
 	for len(a.pending) > a.opts.MaxPending && len(a.order) > 0 {

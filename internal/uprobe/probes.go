@@ -6,6 +6,7 @@ package uprobe
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -99,6 +100,9 @@ type Probes struct {
 	objs  bpf.CtxwatchObjects
 	links []link.Link
 	pid   int
+	// What the last Attach placed, for Reattach.
+	ex     *link.Executable
+	points []Point
 }
 
 var (
@@ -214,7 +218,63 @@ func (p *Probes) Attach(path string, points []Point) error {
 	if err != nil {
 		return fmt.Errorf("open executable %s: %w", path, err)
 	}
-	for _, pt := range points {
+	p.ex, p.points = ex, points
+	return p.attach()
+}
+
+// ErrNotAttached means Reattach was called before Attach.
+var ErrNotAttached = errors.New("probes never attached")
+
+// Reattach places again the points of the last Attach, after Detach (an
+// overhead budget duty-cycles the probes). The goroutine states kept in
+// the kernel went stale while the probes were out (spawns, first checks
+// and new units of work went unseen), so they are forgotten first: a
+// goroutine is judged again only from what it does once the probes are
+// back. Calling it while attached does nothing.
+func (p *Probes) Reattach() error {
+	if p.ex == nil {
+		return ErrNotAttached
+	}
+	if len(p.links) > 0 {
+		return nil
+	}
+	if err := p.ResetGoroutines(); err != nil {
+		return err
+	}
+	return p.attach()
+}
+
+// Attached reports whether the uprobes are in.
+func (p *Probes) Attached() bool { return len(p.links) > 0 }
+
+// ResetGoroutines forgets every goroutine state kept in the kernel. Call
+// it only while detached: a probe running meanwhile could store a state
+// derived from one being deleted.
+func (p *Probes) ResetGoroutines() error {
+	var keys []uint64
+	var prev any // nil: the first key
+	for {
+		var key uint64
+		err := p.objs.Goroutines.NextKey(prev, &key)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("list goroutine states: %w", err)
+		}
+		keys = append(keys, key)
+		prev = key
+	}
+	for _, k := range keys {
+		if err := p.objs.Goroutines.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("forget goroutine %d: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func (p *Probes) attach() error {
+	for _, pt := range p.points {
 		var prog *ebpf.Program
 		switch pt.Program {
 		case WithValue:
@@ -237,7 +297,7 @@ func (p *Probes) Attach(path string, points []Point) error {
 		}
 		// With the process id the kernel plants the breakpoint in that
 		// process alone: others running the same file pay no trap.
-		l, err := ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset, PID: p.pid})
+		l, err := p.ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset, PID: p.pid})
 		if err != nil {
 			return fmt.Errorf("attach uprobe %s to %s at %#x: %w", pt.Program, pt.Func, pt.FileOffset, err)
 		}
@@ -282,11 +342,17 @@ func (p *Probes) Stats() (Stats, error) {
 }
 
 // Detach removes the uprobes; the program and maps stay readable.
+//
+// The links are closed in parallel: removing a uprobe waits for an RCU
+// grace period (tens of ms each), and the target keeps paying for the
+// probes still in meanwhile.
 func (p *Probes) Detach() error {
-	var errs []error
-	for _, l := range p.links {
-		errs = append(errs, l.Close())
+	errs := make([]error, len(p.links))
+	var wg sync.WaitGroup
+	for i, l := range p.links {
+		wg.Go(func() { errs[i] = l.Close() })
 	}
+	wg.Wait()
 	p.links = nil
 	return errors.Join(errs...)
 }

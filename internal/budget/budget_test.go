@@ -1,0 +1,190 @@
+package budget
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"time"
+)
+
+const tick = 50 * time.Millisecond
+
+// sim drives a Controller with a fake clock: the target makes hitsPerSec
+// probe hits per second of wall time while the probes are attached, and
+// none while they are not (a detached uprobe does not fire).
+type sim struct {
+	c     *Controller
+	now   time.Time
+	hits  uint64
+	frac  float64       // fractional hits carried between ticks
+	late  time.Duration // added to every tick
+	ticks int
+}
+
+func newSim(t *testing.T, cfg Config) *sim {
+	t.Helper()
+	now := time.Unix(1000, 0)
+	c, err := New(cfg, now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sim{c: c, now: now}
+}
+
+// run advances the clock by d, in ticks as Next asks (plus lateness, as
+// on a busy machine), at hitsPerSec while attached.
+func (s *sim) run(d time.Duration, hitsPerSec float64) {
+	for end := s.now.Add(d); s.now.Before(end); {
+		next := s.c.Next() + s.late
+		if s.c.Attached() {
+			s.frac += hitsPerSec * next.Seconds()
+			whole := math.Floor(s.frac)
+			s.hits += uint64(whole)
+			s.frac -= whole
+		}
+		s.now = s.now.Add(next)
+		s.c.Update(s.now, s.hits)
+		s.ticks++
+	}
+}
+
+func TestLightLoadStaysAttached(t *testing.T) {
+	// 1000 hits/s at 6 µs is 0.6% of one CPU: under a 1% budget.
+	s := newSim(t, Config{Budget: 0.01, CPUs: 1, HitCost: 6 * time.Microsecond})
+	s.run(time.Minute, 1000)
+	st := s.c.Stats()
+	if st.SampledFraction != 1 || st.Detaches != 0 {
+		t.Errorf("stats %+v, want sampled fraction 1 and no detach", st)
+	}
+	if math.Abs(st.Overhead-0.006) > 0.0005 {
+		t.Errorf("overhead %.4f, want 0.006", st.Overhead)
+	}
+}
+
+func TestHotLoadDutyCycles(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		cpus       int
+		budget     float64
+		hitsPerSec float64
+	}{
+		// A WithValue loop: 6 µs per hit, 100000 hits/s would be 60% of a CPU.
+		{"one CPU, 1%", 1, 0.01, 100000},
+		{"two CPUs, 1%", 2, 0.01, 100000},
+		{"two CPUs, 5%", 2, 0.05, 100000},
+		{"just over budget", 1, 0.01, 2000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cost := 6 * time.Microsecond
+			s := newSim(t, Config{Budget: tc.budget, CPUs: tc.cpus, HitCost: cost})
+			s.run(2*time.Minute, tc.hitsPerSec)
+			st := s.c.Stats()
+			load := tc.hitsPerSec * cost.Seconds() / float64(tc.cpus) // overhead if always attached
+			want := tc.budget / load
+			if st.SampledFraction >= 1 || st.Detaches == 0 {
+				t.Fatalf("stats %+v: never detached", st)
+			}
+			// Over two minutes the average is within 10% of the budget.
+			if st.Overhead > tc.budget*1.1 {
+				t.Errorf("overhead %.4f over budget %.4f", st.Overhead, tc.budget)
+			}
+			if st.Overhead < tc.budget*0.8 {
+				t.Errorf("overhead %.4f wastes budget %.4f", st.Overhead, tc.budget)
+			}
+			if math.Abs(st.SampledFraction-want) > want*0.2 {
+				t.Errorf("sampled fraction %.4f, want about %.4f", st.SampledFraction, want)
+			}
+			if st.Detaches < 10 {
+				t.Errorf("%d detaches in two minutes: probes should come back regularly", st.Detaches)
+			}
+		})
+	}
+}
+
+func TestBurstIsBounded(t *testing.T) {
+	cfg := Config{Budget: 0.01, CPUs: 1, HitCost: 6 * time.Microsecond}
+	s := newSim(t, cfg)
+	s.run(10*time.Second, 0) // idle: the bucket is full, not more
+	// A burst at 100% of a CPU, for a second: it costs at most the bucket,
+	// what the budget earns in that second, and the longest tick (the
+	// burst is seen at the first tick after it starts).
+	hitsAt := s.hits
+	s.run(time.Second, 1/cfg.HitCost.Seconds())
+	spent := time.Duration(float64(s.hits-hitsAt) * float64(cfg.HitCost))
+	bucket := time.Duration(cfg.Budget * float64(cfg.CPUs) * float64(DefaultWindow))
+	if limit := 2*bucket + MaxTick; spent > limit {
+		t.Errorf("burst cost %s, want at most %s", spent, limit)
+	}
+	if s.c.Stats().Detaches == 0 {
+		t.Error("never detached in a burst at 100% of a CPU")
+	}
+}
+
+func TestLateTicks(t *testing.T) {
+	// A busy machine runs every tick 5 ms late: the average still holds.
+	s := newSim(t, Config{Budget: 0.01, CPUs: 2, HitCost: 20 * time.Microsecond})
+	s.late = 5 * time.Millisecond
+	s.run(2*time.Minute, 100000)
+	if st := s.c.Stats(); st.Overhead > 0.011 || st.Detaches < 10 {
+		t.Errorf("stats %+v: want overhead at most 1.1%% and regular cycles", st)
+	}
+}
+
+func TestIdleTicksAreSparse(t *testing.T) {
+	s := newSim(t, Config{Budget: 0.01, CPUs: 1, HitCost: 6 * time.Microsecond})
+	s.run(10*time.Second, 0)
+	if perSec := float64(s.ticks) / 10; perSec > 1/MaxTick.Seconds()+1 {
+		t.Errorf("%.0f ticks per second while idle, want at most %.0f", perSec, 1/MaxTick.Seconds())
+	}
+}
+
+func TestDebtIsRepaid(t *testing.T) {
+	cfg := Config{Budget: 0.01, CPUs: 1, HitCost: 10 * time.Microsecond}
+	now := time.Unix(0, 0)
+	c, err := New(cfg, now, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One tick costs 100 ms of probe time: 10 s of budget at 1%.
+	now = now.Add(tick)
+	if c.Update(now, 10000) {
+		t.Fatal("attached after spending ten buckets")
+	}
+	// The full bucket (10 ms) paid for part of it: 90 ms of debt, then
+	// 10 ms to fill the bucket again, at 10 ms per second: about 10 s.
+	var back time.Duration
+	for d := tick; d < time.Minute; d += tick {
+		if c.Update(now.Add(d), 10000) {
+			back = d
+			break
+		}
+	}
+	if back < 9*time.Second || back > 11*time.Second {
+		t.Errorf("re-attached after %s, want about 10s", back)
+	}
+}
+
+func TestSampledFractionBeforeAnyTime(t *testing.T) {
+	c, err := New(Config{Budget: 0.05, CPUs: 4, HitCost: time.Microsecond}, time.Unix(0, 0), 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.SampledFraction != 1 || st.Overhead != 0 {
+		t.Errorf("stats %+v, want fraction 1, overhead 0", st)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{
+		{Budget: 0, CPUs: 1, HitCost: time.Microsecond},
+		{Budget: 1.5, CPUs: 1, HitCost: time.Microsecond},
+		{Budget: math.NaN(), CPUs: 1, HitCost: time.Microsecond},
+		{Budget: 0.01, CPUs: 0, HitCost: time.Microsecond},
+		{Budget: 0.01, CPUs: 1, HitCost: 0},
+		{Budget: 0.01, CPUs: 1, HitCost: time.Microsecond, Window: -time.Second},
+	} {
+		if _, err := New(cfg, time.Unix(0, 0), 0); !errors.Is(err, ErrConfig) {
+			t.Errorf("New(%+v): error %v, want ErrConfig", cfg, err)
+		}
+	}
+}

@@ -1,0 +1,233 @@
+package uprobe
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/arch/x86/x86asm"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctxwatch/ctxwatch/bpf"
+)
+
+// HitCost is what one uprobe hit costs a process on this machine, measured
+// by MeasureHitCost.
+type HitCost struct {
+	// Emulated is a probe on an instruction the kernel emulates: the
+	// prologue's PUSHQ BP, where entry probes go.
+	Emulated time.Duration
+	// Stepped is a probe on an instruction the kernel single-steps out of
+	// line: a RET, where the spawn probes go, or a function's first
+	// instruction.
+	Stepped time.Duration
+}
+
+// calibrationCalls is the number of calls timed per measurement.
+const calibrationCalls = 1000
+
+// calibrationCall is the function the calibration probes, in ctxwatch's own
+// binary: the same prologue as context.WithValue (stack check, PUSHQ BP),
+// and a RET.
+//
+//go:noinline
+func calibrationCall(x uint64) uint64 { return calibrationLeaf(x) + 1 }
+
+//go:noinline
+func calibrationLeaf(x uint64) uint64 { return x * 3 }
+
+// ErrCalibration means the cost of a probe hit could not be measured.
+var ErrCalibration = errors.New("cannot measure the cost of a probe hit")
+
+// MeasureHitCost attaches an empty eBPF program, with uprobes limited to
+// this process, to a function of ctxwatch's own executable, at the
+// prologue's PUSHQ BP and then at its RET, and times calls of it in thread
+// CPU time (on a busy machine, waiting for a CPU is no probe's cost; the
+// trap's kernel time is the thread's). Each measurement is the median of
+// three, less the call's own cost measured without probes. It needs two
+// attaches and two detaches: a few tens of milliseconds of CPU, and the
+// detaches wait for RCU grace periods.
+func MeasureHitCost() (HitCost, error) {
+	var hc HitCost
+	if runtime.GOARCH != "amd64" {
+		return hc, fmt.Errorf("%w: on %s", ErrCalibration, runtime.GOARCH)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return hc, fmt.Errorf("%w: find own executable: %w", ErrCalibration, err)
+	}
+	offPush, offRet, err := calibrationPoints(exe)
+	if err != nil {
+		return hc, fmt.Errorf("%w: %w", ErrCalibration, err)
+	}
+	var objs bpf.EmptyObjects
+	if err := bpf.LoadEmptyObjects(&objs, nil); err != nil {
+		return hc, fmt.Errorf("load empty eBPF program: %w", err)
+	}
+	defer objs.Close()
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		return hc, fmt.Errorf("open own executable: %w", err)
+	}
+	// Thread CPU time is only meaningful on one thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	bare := median3(timeCalls)
+	for _, m := range []struct {
+		dst *time.Duration
+		off uint64
+	}{{&hc.Emulated, offPush}, {&hc.Stepped, offRet}} {
+		l, err := ex.Uprobe("", objs.Empty, &link.UprobeOptions{Address: m.off, PID: os.Getpid()})
+		if err != nil {
+			return hc, fmt.Errorf("attach calibration uprobe: %w", err)
+		}
+		probed := median3(timeCalls)
+		if err := l.Close(); err != nil {
+			return hc, fmt.Errorf("detach calibration uprobe: %w", err)
+		}
+		*m.dst = max(probed-bare, time.Nanosecond)
+	}
+	return hc, nil
+}
+
+func median3(f func() time.Duration) time.Duration {
+	ds := []time.Duration{f(), f(), f()}
+	slices.Sort(ds)
+	return ds[1]
+}
+
+// calibrationPoints decodes calibrationCall in the executable file and
+// returns the file offsets of its PUSHQ BP and of its first RET.
+func calibrationPoints(exe string) (push, ret uint64, err error) {
+	entry := uint64(runtime.FuncForPC(reflect.ValueOf(calibrationCall).Pointer()).Entry())
+	off, err := selfFileOffset(exe, entry)
+	if err != nil {
+		return 0, 0, err
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	code := make([]byte, 256)
+	n, err := f.ReadAt(code, int64(off))
+	if n == 0 {
+		return 0, 0, fmt.Errorf("read calibration function: %w", err)
+	}
+	code = code[:n]
+	for pc := 0; pc < len(code) && ret == 0; {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			break
+		}
+		switch {
+		case inst.Op == x86asm.PUSH && inst.Args[0] == x86asm.RBP && push == 0:
+			push = off + uint64(pc)
+		case inst.Op == x86asm.RET:
+			ret = off + uint64(pc)
+		}
+		pc += inst.Len
+	}
+	if push == 0 || ret == 0 {
+		return 0, 0, errors.New("no PUSHQ BP and RET in the calibration function")
+	}
+	return push, ret, nil
+}
+
+// selfFileOffset converts a run-time address of this process's text into
+// an offset in its executable. Only program headers are read.
+func selfFileOffset(exe string, addr uint64) (uint64, error) {
+	f, err := elf.Open(exe)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var bias uint64
+	if f.Type == elf.ET_DYN {
+		// A PIE: the text mapping's start less its link-time address.
+		bias, err = selfBias(exe, f)
+		if err != nil {
+			return 0, err
+		}
+	}
+	link := addr - bias
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && link >= p.Vaddr && link < p.Vaddr+p.Filesz {
+			return link - p.Vaddr + p.Off, nil
+		}
+	}
+	return 0, fmt.Errorf("address %#x not in an executable segment of %s", addr, exe)
+}
+
+// selfBias finds the load bias of a PIE from the mapping of its first
+// PT_LOAD segment, which starts at file offset 0.
+func selfBias(exe string, f *elf.File) (uint64, error) {
+	data, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		return 0, err
+	}
+	var first *elf.Prog
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			first = p
+			break
+		}
+	}
+	if first == nil {
+		return 0, fmt.Errorf("%s has no PT_LOAD segment", exe)
+	}
+	var start, end, off uint64
+	var perms, dev, path string
+	var inode uint64
+	for _, line := range splitLines(string(data)) {
+		if n, _ := fmt.Sscanf(line, "%x-%x %s %x %s %d %s", &start, &end, &perms, &off, &dev, &inode, &path); n == 7 && path == exe && off == 0 {
+			return start - (first.Vaddr - first.Vaddr%uint64(os.Getpagesize())), nil
+		}
+	}
+	return 0, fmt.Errorf("no mapping of %s at offset 0", exe)
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] != '\n' {
+			i++
+		}
+		out = append(out, s[:i])
+		if i < len(s) {
+			i++
+		}
+		s = s[i:]
+	}
+	return out
+}
+
+// timeCalls returns the thread CPU time of one calibrationCall, averaged
+// over calibrationCalls calls.
+func timeCalls() time.Duration {
+	var sink uint64
+	start := threadTime()
+	for i := range uint64(calibrationCalls) {
+		sink += calibrationCall(i)
+	}
+	d := threadTime() - start
+	if sink == 1 {
+		fmt.Fprint(os.Stderr, "") // keeps sink live
+	}
+	return d / calibrationCalls
+}
+
+func threadTime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		panic(err) // cannot fail for the calling thread
+	}
+	return time.Duration(ts.Nano())
+}

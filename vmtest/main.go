@@ -1,0 +1,210 @@
+// Command vmtest proves ctxwatch's eBPF side on real distribution kernels.
+// For each Debian kernel (5.10 of bullseye, 6.1 of bookworm, 6.12 of
+// trixie) it fetches the package with apt into a cache outside the clone,
+// boots it in qemu with an initramfs holding busybox, ctxwatch, the example
+// targets and the root test binaries (internal/uprobe's loader tests and
+// the integration suite), and prints a table: kernel, tests passed, seconds.
+// It exits 1 when any kernel fails.
+//
+//	go run ./vmtest                    # all three kernels (make vmtest)
+//	go run ./vmtest -kernels 6.1       # one
+//
+// Inside the VM there is no go command, so the integration tests that run
+// it are left out by name with -skip (default vmSkip: TestGoRun,
+// TestGoTestExec, TestCompat, TestTooOldGo); every other test runs as on
+// the host, with CTXWATCH_TEST_BIN naming the prebuilt binaries and, under
+// TCG, CTXWATCH_TEST_SLOW=4 stretching the tests' waits.
+//
+// Needs: apt-get, dpkg-deb, qemu-system-x86_64 (qemu-system-x86),
+// /bin/busybox static (busybox-static), tmux, and go. KVM is used when
+// /dev/kvm can be opened, TCG otherwise.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// vmSkip are the tests that need the go command, which the VMs do not
+// have: TestGoRun and TestGoTestExec run `go run` and `go test -exec` under
+// ctxwatch; TestCompat and TestTooOldGo build targets with other Go
+// toolchains.
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo)$"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cacheDefault := os.Getenv("CTXWATCH_CACHE")
+	if cacheDefault == "" {
+		cacheDefault = "/var/cache/ctxwatch"
+	}
+	var (
+		kernels  = flag.String("kernels", "5.10,6.1,6.12", "kernel series to boot, comma-separated, of: 5.10 (bullseye), 6.1 (bookworm), 6.12 (trixie)")
+		cache    = flag.String("cache", filepath.Join(cacheDefault, "vmtest"), "kernel cache (default $CTXWATCH_CACHE/vmtest)")
+		flavour  = flag.String("flavour", "cloud-amd64", "Debian kernel flavour")
+		refresh  = flag.Bool("refresh", false, "fetch the kernels again even when cached")
+		mem      = flag.String("mem", "3G", "VM memory (the uncompressed initramfs, with Jaeger, is about 400 MB)")
+		cpus     = flag.Int("smp", 2, "VM CPUs")
+		limit    = flag.Duration("timeout", 40*time.Minute, "time limit per kernel")
+		runRE    = flag.String("run", "", "-test.run for the test binaries")
+		skipRE   = flag.String("skip", vmSkip, "-test.skip for the test binaries")
+		quiet    = flag.Bool("q", false, "do not stream the guest consoles")
+		parallel = flag.Int("parallel", 1, "VMs booted at once")
+	)
+	flag.Parse()
+	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "vmtest: "+format+"\n", args...) }
+
+	var want []suite
+	for _, name := range strings.Split(*kernels, ",") {
+		found := false
+		for _, s := range suites {
+			if s.series == strings.TrimSpace(name) {
+				want, found = append(want, s), true
+			}
+		}
+		if !found {
+			logf("unknown kernel %q: want 5.10, 6.1 or 6.12", name)
+			return 2
+		}
+	}
+
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		logf("find the module's directory (run from the clone): %v", err)
+		return 1
+	}
+	repo := strings.TrimSpace(string(root))
+
+	var ks []kernel
+	for _, s := range want {
+		k, err := fetchKernel(*cache, s, *flavour, *refresh, logf)
+		if err != nil {
+			logf("kernel %s: %v", s.series, err)
+			return 1
+		}
+		if err := checkConfig(k.config); err != nil {
+			logf("kernel %s lacks what the tests need; try -flavour amd64: %v", s.series, err)
+			return 1
+		}
+		logf("kernel %s: %s (%s)", s.series, k.release, k.pkg)
+		ks = append(ks, k)
+	}
+
+	work, err := os.MkdirTemp("", "vmtest-")
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
+	defer os.RemoveAll(work)
+	t0 := time.Now()
+	if err := build(repo, filepath.Join(work, "built"), logf); err != nil {
+		logf("%v", err)
+		return 1
+	}
+	common := []string{"-test.v", "-test.count=1", "-test.timeout=" + (*limit).String()}
+	if *runRE != "" {
+		common = append(common, "-test.run="+*runRE)
+	}
+	if *skipRE != "" {
+		common = append(common, "-test.skip="+*skipRE)
+	}
+	runs := []suiteRun{
+		{name: "ctxwatch", dir: filepath.Join(repo, "cmd/ctxwatch"), args: common},
+		{name: "uprobe", dir: filepath.Join(repo, "internal/uprobe"), args: common},
+		{name: "integration", dir: filepath.Join(repo, "integration"), args: common},
+	}
+	// The export test runs Jaeger from the cache (make jaeger), at the
+	// same path inside the VM.
+	env := map[string]string{"CTXWATCH_CACHE": cacheDefault}
+	if !haveKVM() {
+		// Stretch the integration tests' waits (30s for an attach) 4 times.
+		env["CTXWATCH_TEST_SLOW"] = "4"
+	}
+	extra, _ := filepath.Glob(filepath.Join(cacheDefault, "jaeger-*", "jaeger"))
+	initrd := filepath.Join(work, "initramfs.cpio")
+	if err := writeInitramfs(initrd, repo, filepath.Join(work, "built"), runs, extra, env); err != nil {
+		logf("initramfs: %v", err)
+		return 1
+	}
+	st, _ := os.Stat(initrd)
+	logf("built binaries and a %d MB initramfs in %.0fs", st.Size()>>20, time.Since(t0).Seconds())
+
+	console := io.Writer(os.Stdout)
+	if *quiet {
+		console = io.Discard
+	}
+	// Under TCG each VM keeps one host CPU busy: -parallel 2 on a 2-core
+	// machine halves the matrix's wall time.
+	results := make([]outcome, len(ks))
+	sem := make(chan struct{}, max(*parallel, 1))
+	var wg sync.WaitGroup
+	for i, k := range ks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			args := qemuArgs(k, initrd, *mem, *cpus)
+			logf("booting %s: qemu-system-x86_64 %s", k.release, strings.Join(args[len(args)-4:], " "))
+			o := boot(k, initrd, *mem, *cpus, *limit, console)
+			results[i] = o
+			if !o.ok() {
+				logf("kernel %s failed: %s", k.release, describe(o))
+			}
+		}()
+	}
+	wg.Wait()
+
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KERNEL\tRELEASE\tPASSED\tFAILED\tSKIPPED\tSECONDS\tRESULT")
+	code := 0
+	for _, o := range results {
+		total := len(o.passed) + len(o.failed) + len(o.skipped)
+		res := "ok"
+		if !o.ok() {
+			res, code = "FAIL: "+describe(o), 1
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%d\t%.0f\t%s\n", o.kernel.series, o.kernel.release,
+			len(o.passed), total, len(o.failed), len(o.skipped), o.seconds, res)
+	}
+	tw.Flush()
+	for _, o := range results {
+		for _, s := range o.skipped {
+			fmt.Printf("%s: skipped %s\n", o.kernel.series, s)
+		}
+	}
+	if *skipRE != "" {
+		fmt.Printf("not run in the VMs (no go command there): -test.skip=%s\n", *skipRE)
+	}
+	return code
+}
+
+func describe(o outcome) string {
+	var why []string
+	if o.err != nil {
+		why = append(why, o.err.Error())
+	}
+	if len(o.failed) > 0 {
+		why = append(why, "failed "+strings.Join(o.failed, ", "))
+	}
+	for _, name := range sortedKeys(o.suites) {
+		switch rc := o.suites[name]; {
+		case rc == -1:
+			why = append(why, name+" did not finish")
+		case rc != 0 && len(o.failed) == 0:
+			why = append(why, fmt.Sprintf("%s exited %d", name, rc))
+		}
+	}
+	return strings.Join(why, "; ")
+}
