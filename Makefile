@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build demo test unit integration bench generate layouts clean
+.PHONY: all build demo test unit integration bench generate layouts clean compat jaeger vmtest
 
 all: build
 
@@ -18,15 +18,27 @@ demo: build
 	$(BIN)/ctxwatch --trace-key type=main.traceKey -- $(BIN)/middleware
 
 # Everything: unit tests and the integration tests (real uprobes: root).
-test:
-	$(GO) test -count=1 ./...
+# The export test needs Jaeger (make jaeger: built once, then cached).
+# The compat matrix runs four toolchains here (integration/compat_test.go).
+test: jaeger
+	$(GO) test -count=1 -timeout 30m ./...
 
 # Without root: inspection, analysis and reports only.
 unit:
-	$(GO) test -count=1 ./internal/analysis ./internal/event ./internal/pcln ./internal/report ./internal/target ./internal/layout
+	$(GO) test -count=1 ./internal/analysis ./internal/event ./internal/pcln ./internal/report ./internal/target ./internal/layout ./internal/compat ./internal/export
 
 integration:
 	$(GO) test -count=1 -v ./integration
+
+# The eBPF side on real kernels: Debian's 5.10, 6.1 and 6.12 booted in qemu
+# (KVM if there is /dev/kvm, else TCG), the root tests run in each; a table
+# at the end. Kernels are cached in $(CTXWATCH_CACHE)/vmtest. Needs
+# apt-get install qemu-system-x86 busybox-static tmux. One kernel:
+# make vmtest VMTEST_FLAGS='-kernels 5.10'. One VM at a time: under TCG,
+# VMs sharing the cores slow attaching past the tests' 30s waits.
+VMTEST_FLAGS ?=
+vmtest: jaeger
+	$(GO) run ./vmtest $(VMTEST_FLAGS)
 
 # Cost of the probes in a target: a markdown table (see docs/performance.md).
 bench:
@@ -43,3 +55,26 @@ clean:
 # Go toolchain of internal/layout/offsetgen's list: minutes).
 layouts:
 	$(GO) run ./internal/layout/offsetgen -out internal/layout/table.go
+
+# Jaeger v2 (collector, memory storage, UI), which integration/export_test.go
+# sends break spans to: built from the Go module proxy once (about 10
+# minutes on 2 cores, 120 MB) and cached outside the clone.
+JAEGER_VERSION := v1.76.0
+CTXWATCH_CACHE ?= /var/cache/ctxwatch
+JAEGER := $(CTXWATCH_CACHE)/jaeger-$(JAEGER_VERSION)/jaeger
+
+jaeger: $(JAEGER)
+
+$(JAEGER):
+	mkdir -p $(dir $@)
+	set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; cd "$$d"; \
+	$(GO) mod init x >/dev/null 2>&1; \
+	$(GO) get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION); \
+	$(GO) build -o $@.tmp github.com/jaegertracing/jaeger/cmd/jaeger
+	mv $@.tmp $@
+
+# The compatibility matrix on every toolchain, Go 1.17 to 1.27 (root;
+# fetches the toolchains through the module proxy the first time), written
+# to docs/compatibility.md.
+compat:
+	CTXWATCH_COMPAT=all CTXWATCH_COMPAT_DOC=$(CURDIR)/docs/compatibility.md $(GO) test -count=1 -timeout 90m -run '^TestCompat$$' ./integration

@@ -31,18 +31,27 @@ func run(m *testing.M) int {
 		bin = dir
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "ctxwatch-integration-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	// vmtest builds them on the host this way: into this directory, kept,
+	// and no test run.
+	dir, buildOnly := os.Getenv("CTXWATCH_TEST_BUILD"), os.Getenv("CTXWATCH_TEST_BUILD") != ""
+	if !buildOnly {
+		var err error
+		dir, err = os.MkdirTemp("", "ctxwatch-integration-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
 	}
-	defer os.RemoveAll(dir)
 	bin = dir
 	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/checkfunc", "../bench/target")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)
 		return 1
+	}
+	if buildOnly {
+		return 0
 	}
 	return m.Run()
 }
@@ -107,6 +116,7 @@ type result struct {
 	stderr    string
 	breaks    []breakLine
 	summaries []summaryLine
+	report    string // the JSON lines file
 }
 
 // ctxwatch runs ctxwatch with JSON output to a file, so the target's own
@@ -118,7 +128,7 @@ func ctxwatch(t *testing.T, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	r := result{stdout: stdout.String(), stderr: stderr.String(), report: out}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		r.code = ee.ExitCode()
@@ -227,8 +237,13 @@ func userFrame(frames []frame, file string) (frame, bool) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
+// $CTXWATCH_TEST_SLOW multiplies d: vmtest sets it under TCG, where loading
+// the probes (the verifier's work) takes ten times as long.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
+	if n, err := strconv.Atoi(os.Getenv("CTXWATCH_TEST_SLOW")); err == nil && n > 1 {
+		d *= time.Duration(n)
+	}
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if cond() {
 			return

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctxwatch/ctxwatch/internal/export"
 	"github.com/ctxwatch/ctxwatch/internal/follow"
 	"github.com/ctxwatch/ctxwatch/internal/report"
 	"github.com/ctxwatch/ctxwatch/internal/target"
@@ -66,7 +68,9 @@ type config struct {
 	failOnBreak bool
 	verbose     bool
 	ringSize    int
+	budgetPct   float64 // --overhead-budget; -1: the default of the mode
 	opts        uprobe.Options
+	export      export.Config
 }
 
 type listFlag struct {
@@ -107,7 +111,15 @@ break was found; 1 when ctxwatch itself failed; 2 for a usage error.
 	fs.BoolVar(&c.failOnBreak, "fail-on-break", false, "exit with status 3 when a break was found")
 	fs.BoolVar(&c.verbose, "verbose", false, "log what is probed and what cannot be, to standard error")
 	fs.BoolVar(&c.verbose, "v", false, "short for --verbose")
+	fs.Float64Var(&c.budgetPct, "overhead-budget", -1, fmt.Sprintf("keep the estimated cost of the probes under `PCT` percent of the target's CPUs\n"+
+		"(probe hits × a per-hit cost measured at start; probes are detached while over budget,\n"+
+		"and the summary's sampled_fraction says for how much of the time they were in);\n"+
+		"default %d with --pid, off with -- CMD; 0 turns it off", defaultPIDBudget))
 	fs.IntVar(&c.ringSize, "ring-size", 16<<20, "ring buffer size in `bytes` (a power of two)")
+	fs.StringVar(&c.export.Endpoint, "otlp-endpoint", "", "export each break as a span inside the trace that broke, to the OTLP collector at base `URL`\n(e.g. http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf);\ndefault: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT; nothing is sent unless an endpoint or protocol is set")
+	fs.StringVar(&c.export.Protocol, "otlp-protocol", "", "OTLP `protocol`: grpc or http/protobuf; default: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else http/protobuf")
+	fs.Float64Var(&c.export.Rate, "otlp-rate", export.DefaultRate, "at most `N` break spans per second per break site; occurrences over it are counted on the site's next span")
+	fs.StringVar(&c.export.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (breaks, traced spawns, propagated, per site) on http://`ADDR`/metrics")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -131,10 +143,21 @@ break was found; 1 when ctxwatch itself failed; 2 for a usage error.
 		return c, fmt.Errorf("%w: --pid %d is not a process id", errUsage, c.pid)
 	case c.format != "table" && c.format != "json":
 		return c, fmt.Errorf("%w: --format %q: want table or json", errUsage, c.format)
+	case c.budgetPct > 100 || (c.budgetPct < 0 && c.budgetPct != -1):
+		return c, fmt.Errorf("%w: --overhead-budget %g: want a percentage in (0, 100], or 0 for none", errUsage, c.budgetPct)
 	case c.ringSize < 4096 || c.ringSize&(c.ringSize-1) != 0:
 		return c, fmt.Errorf("%w: --ring-size %d: want a power of two of at least 4096", errUsage, c.ringSize)
 	case len(c.opts.TraceKeys) > uprobe.MaxKeys:
 		return c, fmt.Errorf("%w: at most %d --trace-key", errUsage, uprobe.MaxKeys)
+	}
+	if err := c.export.Validate(); err != nil {
+		return c, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if c.budgetPct == -1 {
+		c.budgetPct = 0
+		if c.pid != 0 {
+			c.budgetPct = defaultPIDBudget
+		}
 	}
 	return c, nil
 }
@@ -175,6 +198,9 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return 0, fmt.Errorf("raise locked memory limit: %w", err)
 	}
+	if err := checkKernel(); err != nil {
+		return 0, err
+	}
 	out := io.Writer(os.Stdout)
 	if cfg.output != "" {
 		f, err := os.Create(cfg.output)
@@ -192,11 +218,40 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		t := report.NewTable(out, cfg.output == "" && isTerminal(os.Stdout))
 		sink, live = t, t
 	}
+	if cfg.export.Enabled() {
+		exp, err := export.New(context.Background(), cfg.export, sink)
+		if err != nil {
+			return 0, err
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := exp.Close(ctx); err != nil {
+				errLog.Printf("export: %v", err)
+			}
+		}()
+		sink = exp
+		if live != nil {
+			live = report.MultiLive{live, exp}
+		} else {
+			live = exp
+		}
+	}
 	w, err := newWatcher(cfg.opts, cfg.ringSize, sink, live, logger, errLog)
 	if err != nil {
 		return 0, err
 	}
 	defer w.close()
+	if cfg.budgetPct > 0 {
+		t0 := time.Now()
+		b, hc, err := newOverheadBudget(cfg.budgetPct)
+		if err != nil {
+			return 0, err
+		}
+		w.budget = b
+		logger.Printf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); charging %s per hit",
+			cfg.budgetPct, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond), b.hitCost)
+	}
 
 	stop := make(chan struct{})
 	loopDone := make(chan error, 1)
@@ -223,6 +278,12 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 	if cfg.pid != 0 {
 		if err := w.attach(cfg.pid); err != nil {
 			return finish(0, err)
+		}
+		// --duration is how long the process is watched: count it from
+		// the attach, which takes seconds on a slow machine (under TCG,
+		// vmtest saw --duration 2s end before the probes were in).
+		if cfg.duration > 0 {
+			timeout = time.After(cfg.duration)
 		}
 		exited := make(chan struct{})
 		go func() { waitExit(cfg.pid); close(exited) }()

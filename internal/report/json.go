@@ -65,10 +65,13 @@ type jsonSummary struct {
 	Events      uint64                `json:"events"`
 	EventsLost  uint64                `json:"events_lost"`
 	ProbeHits   uint64                `json:"probe_hits"`
+	Sampled     float64               `json:"sampled_fraction"`
+	Budget      *BudgetStats          `json:"budget,omitempty"`
 	Unmatched   uint64                `json:"unmatched_checks"`
 	SpawnSites  []jsonSpawnSite       `json:"spawn_sites"`
 	Breaks      []analysis.BreakCount `json:"breaks"`
 	Notes       []string              `json:"notes,omitempty"`
+	Export      *ExportStats          `json:"export,omitempty"`
 }
 
 // Summary prints the summary line of a process.
@@ -83,10 +86,13 @@ func (j *JSON) Summary(s Summary) error {
 		Events:      s.Events,
 		EventsLost:  s.EventsLost,
 		ProbeHits:   s.ProbeHits,
+		Sampled:     s.SampledFraction,
+		Budget:      s.Budget,
 		Unmatched:   s.Unmatched,
 		SpawnSites:  []jsonSpawnSite{},
 		Breaks:      s.Breaks,
 		Notes:       s.Notes,
+		Export:      s.Export,
 	}
 	if out.Breaks == nil {
 		out.Breaks = []analysis.BreakCount{}

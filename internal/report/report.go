@@ -12,6 +12,10 @@ type Process struct {
 	Executable string
 	// Set in node mode; empty when the process is in no container.
 	ContainerID, PodUID string
+	// ServiceName is the process's own OTEL_SERVICE_NAME, empty when unset;
+	// GoVersion is from its build info (e.g. "go1.26.8"). Exporters use
+	// them for the resource of the break spans.
+	ServiceName, GoVersion string
 }
 
 // Summary is the end-of-run account of one process.
@@ -25,8 +29,45 @@ type Summary struct {
 	// ProbeHits counts the uprobe hits in the process: each one is a trap
 	// into the kernel that the target pays for.
 	ProbeHits uint64
+	// SampledFraction is the share of the watch during which the probes
+	// were attached: 1 without --overhead-budget, less when the budget
+	// duty-cycled them. Counts (spawns, breaks) cover only that share.
+	SampledFraction float64
+	// Budget accounts for --overhead-budget; nil when it is off.
+	Budget *BudgetStats
 	// Dropped exporter spans and other sinks' losses, by name.
 	Notes []string
+	// Export accounts for the break spans sent to a collector; nil when
+	// nothing is exported.
+	Export *ExportStats
+}
+
+// BudgetStats is the account of an overhead budget (see internal/budget
+// for the definitions).
+type BudgetStats struct {
+	// Budget is the overhead allowed, a fraction (0.01 for 1%).
+	Budget float64 `json:"overhead_budget"`
+	// Overhead is the estimated probe time / (wall time × CPUs of the target).
+	Overhead float64 `json:"estimated_overhead"`
+	// HitCostNS is the cost of one probe hit used for the estimate, in ns.
+	HitCostNS float64 `json:"hit_cost_ns"`
+	// CPUs is the number of CPUs the target may run on.
+	CPUs int `json:"cpus"`
+	// Detaches counts the times the probes were taken out.
+	Detaches int `json:"detaches"`
+}
+
+// ExportStats counts the break spans of one process on their way to a
+// collector. Sent + Dropped + Suppressed = occurrences of breaks.
+type ExportStats struct {
+	// Sent is the number of spans the collector accepted.
+	Sent uint64 `json:"spans_sent"`
+	// Dropped is the number of spans made but not accepted: queue full,
+	// or export failed after its retries.
+	Dropped uint64 `json:"spans_dropped"`
+	// Suppressed is the number of occurrences not made into spans by the
+	// per-site rate limit (each is counted on the site's next span).
+	Suppressed uint64 `json:"suppressed"`
 }
 
 // Sink receives findings as they happen. Every occurrence of a break is
@@ -40,6 +81,19 @@ type Sink interface {
 // Live is implemented by sinks that show the analysis while it runs.
 type Live interface {
 	Refresh([]Summary) error
+}
+
+// MultiLive passes refreshes to several live views.
+type MultiLive []Live
+
+func (m MultiLive) Refresh(sums []Summary) error {
+	var first error
+	for _, l := range m {
+		if err := l.Refresh(sums); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // Multi passes everything to several sinks.

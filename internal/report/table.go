@@ -51,8 +51,12 @@ func loc(f analysis.Frame) string {
 }
 
 func writeSummary(w io.Writer, s Summary, what string) {
-	fmt.Fprintf(w, "ctxwatch %s: pid %d %s, %.1fs, %d events, %d lost\n\n",
-		what, s.Process.PID, s.Executable, s.DurationS, s.Events, s.EventsLost)
+	sampled := ""
+	if s.Budget != nil {
+		sampled = fmt.Sprintf(", probes in %.1f%% of the time (budget %g%%)", 100*s.SampledFraction, 100*s.Budget.Budget)
+	}
+	fmt.Fprintf(w, "ctxwatch %s: pid %d %s, %.1fs, %d events, %d lost%s\n\n",
+		what, s.Process.PID, s.Executable, s.DurationS, s.Events, s.EventsLost, sampled)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SPAWN SITE\tTRACED\tKEPT\tLOST\tNEW-ROOT\tRETENTION")
 	shown := 0

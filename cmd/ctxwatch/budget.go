@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctxwatch/ctxwatch/internal/budget"
+	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/uprobe"
+)
+
+// defaultPIDBudget is --overhead-budget's default with --pid, in percent.
+const defaultPIDBudget = 5
+
+// overheadBudget is --overhead-budget once the cost of a hit is known.
+type overheadBudget struct {
+	fraction float64       // 0.01 for 1%
+	hitCost  time.Duration // charged per probe hit
+}
+
+// newOverheadBudget measures what a probe hit costs on this machine. Every
+// hit is charged at the cost of a single-stepped probe (the spawn probes on
+// runtime.newproc1's RETs): the hit counter does not tell spawn hits from
+// entry hits, and a budget must not be exceeded by guessing low.
+func newOverheadBudget(pct float64) (*overheadBudget, uprobe.HitCost, error) {
+	hc, err := uprobe.MeasureHitCost()
+	if err != nil {
+		return nil, hc, fmt.Errorf("measure the cost of a probe hit for --overhead-budget: %w", err)
+	}
+	return &overheadBudget{fraction: pct / 100, hitCost: max(hc.Stepped, hc.Emulated)}, hc, nil
+}
+
+// dutyCycle attaches and detaches one process's probes to keep them under
+// the budget.
+type dutyCycle struct {
+	ctl    *budget.Controller
+	probes *uprobe.Probes
+	cpus   int
+	cost   time.Duration
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+// startDutyCycle starts duty-cycling probes, attached at the call, for
+// process pid.
+func startDutyCycle(b *overheadBudget, pid int, probes *uprobe.Probes, onErr func(error)) (*dutyCycle, error) {
+	cpus := targetCPUs(pid)
+	st, err := probes.Stats()
+	if err != nil {
+		return nil, err
+	}
+	ctl, err := budget.New(budget.Config{Budget: b.fraction, CPUs: cpus, HitCost: b.hitCost}, time.Now(), st.Hits)
+	if err != nil {
+		return nil, err
+	}
+	d := &dutyCycle{ctl: ctl, probes: probes, cpus: cpus, cost: b.hitCost,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go d.run(onErr)
+	return d, nil
+}
+
+func (d *dutyCycle) run(onErr func(error)) {
+	defer close(d.done)
+	// The controller says when to look next: soon while attached to a busy
+	// target (about when the budget runs out), later while detached.
+	t := time.NewTimer(d.ctl.Next())
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			d.update(false, onErr) // account for the last stretch only
+			return
+		case <-t.C:
+			d.update(true, onErr)
+			t.Reset(d.ctl.Next())
+		}
+	}
+}
+
+func (d *dutyCycle) update(apply bool, onErr func(error)) {
+	st, err := d.probes.Stats()
+	if err != nil {
+		onErr(err)
+		return
+	}
+	attach := d.ctl.Update(time.Now(), st.Hits)
+	switch {
+	case !apply:
+	case attach && !d.probes.Attached():
+		// Reattach forgets the goroutine states that went stale meanwhile.
+		err = d.probes.Reattach()
+	case !attach && d.probes.Attached():
+		err = d.probes.Detach()
+	}
+	if err != nil {
+		onErr(err)
+	}
+}
+
+// halt stops the duty cycle, leaving the probes as they are; it returns
+// once no attach or detach is under way. Safe to call more than once.
+func (d *dutyCycle) halt() {
+	if d == nil {
+		return
+	}
+	d.once.Do(func() { close(d.stop) })
+	<-d.done
+}
+
+// account fills the budget part of a summary.
+func (d *dutyCycle) account(sum *report.Summary) {
+	if d == nil {
+		sum.SampledFraction = 1
+		return
+	}
+	st := d.ctl.Stats()
+	sum.SampledFraction = st.SampledFraction
+	sum.Budget = &report.BudgetStats{
+		Budget:    d.ctl.Budget(),
+		Overhead:  st.Overhead,
+		HitCostNS: float64(d.cost.Nanoseconds()),
+		CPUs:      d.cpus,
+		Detaches:  st.Detaches,
+	}
+}
+
+// targetCPUs is the number of CPUs process pid may run on.
+func targetCPUs(pid int) int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &set); err == nil && set.Count() > 0 {
+		return set.Count()
+	}
+	return 1
+}
