@@ -100,6 +100,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// watchPID starts ctxwatch --pid on a waiter (JSON to a file) and returns
+// once it has attached.
+func watchPID(t *testing.T, pid int, extra ...string) (cw *exec.Cmd, out string, stderr *syncBuffer) {
+	t.Helper()
+	out = filepath.Join(t.TempDir(), "report.json")
+	args := append([]string{"--verbose", "--format", "json", "--output", out, "--trace-key", "type=main.traceKey"}, extra...)
+	cw = exec.Command(filepath.Join(bin, "ctxwatch"), append(args, "--pid", fmt.Sprint(pid))...)
+	stderr = &syncBuffer{}
+	cw.Stderr = stderr
+	if err := cw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ctxwatch to attach", 30*time.Second, func() bool {
+		return strings.Contains(stderr.String(), "watching pid")
+	})
+	return cw, out, stderr
+}
+
 // TestAttachPID: --pid attaches to a process already running, reports what
 // happens after, and ends with it.
 func TestAttachPID(t *testing.T) {
@@ -123,17 +141,7 @@ func TestAttachPID(t *testing.T) {
 	}
 	go io.Copy(io.Discard, stdout)
 
-	out := filepath.Join(t.TempDir(), "report.json")
-	cw := exec.Command(filepath.Join(bin, "ctxwatch"), "--verbose", "--format", "json", "--output", out,
-		"--trace-key", "type=main.traceKey", "--pid", fmt.Sprint(target.Process.Pid))
-	var stderr syncBuffer
-	cw.Stderr = &stderr
-	if err := cw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "ctxwatch to attach", 30*time.Second, func() bool {
-		return strings.Contains(stderr.String(), "watching pid")
-	})
+	cw, out, stderr := watchPID(t, target.Process.Pid)
 	const units = 5
 	for range units {
 		fmt.Fprintln(stdin, "go")
@@ -164,17 +172,7 @@ func TestDetachOnSignal(t *testing.T) {
 			defer target.Process.Kill()
 			lines := bufio.NewScanner(stdout)
 			lines.Scan()
-			out := filepath.Join(t.TempDir(), "report.json")
-			cw := exec.Command(filepath.Join(bin, "ctxwatch"), "--verbose", "--format", "json", "--output", out,
-				"--trace-key", "type=main.traceKey", "--pid", fmt.Sprint(target.Process.Pid))
-			var stderr syncBuffer
-			cw.Stderr = &stderr
-			if err := cw.Start(); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "ctxwatch to attach", 30*time.Second, func() bool {
-				return strings.Contains(stderr.String(), "watching pid")
-			})
+			cw, out, stderr := watchPID(t, target.Process.Pid)
 			const units = 3
 			for i := range units {
 				fmt.Fprintln(stdin, "go")

@@ -425,17 +425,7 @@ func TestAttachReplacedBinary(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out := filepath.Join(t.TempDir(), "report.json")
-			cw := exec.Command(filepath.Join(bin, "ctxwatch"), "--verbose", "--format", "json", "--output", out,
-				"--trace-key", "type=main.traceKey", "--pid", fmt.Sprint(target.Process.Pid))
-			var stderr syncBuffer
-			cw.Stderr = &stderr
-			if err := cw.Start(); err != nil {
-				t.Fatal(err)
-			}
-			waitFor(t, "ctxwatch to attach", 30*time.Second, func() bool {
-				return strings.Contains(stderr.String(), "watching pid")
-			})
+			cw, out, stderr := watchPID(t, target.Process.Pid)
 			const units = 4
 			for range units {
 				fmt.Fprintln(stdin, "go")

@@ -62,18 +62,8 @@ func TestDuration(t *testing.T) {
 	defer target.Process.Kill()
 	lines := bufio.NewScanner(stdout)
 	lines.Scan()
-	out := filepath.Join(t.TempDir(), "report.json")
-	cw := exec.Command(filepath.Join(bin, "ctxwatch"), "--verbose", "--duration", "2s", "--format", "json", "--output", out,
-		"--trace-key", "type=main.traceKey", "--pid", fmt.Sprint(target.Process.Pid))
-	var stderr syncBuffer
-	cw.Stderr = &stderr
 	start := time.Now()
-	if err := cw.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "ctxwatch to attach", 30*time.Second, func() bool {
-		return strings.Contains(stderr.String(), "watching pid")
-	})
+	cw, out, stderr := watchPID(t, target.Process.Pid, "--duration", "2s")
 	fmt.Fprintln(stdin, "go")
 	lines.Scan()
 	if err := cw.Wait(); err != nil {

@@ -114,7 +114,7 @@ func (w *watcher) attach(pid int) error {
 		return fmt.Errorf("read ELF of %s: %w", name, err)
 	}
 	defer ef.Close()
-	bias, err := loadBias(pid, ef)
+	bias, err := uprobe.LoadBias(pid, ef)
 	if err != nil {
 		return fmt.Errorf("find load address of %s: %w", name, err)
 	}

@@ -151,7 +151,7 @@ func selfFileOffset(exe string, addr uint64) (uint64, error) {
 	var bias uint64
 	if f.Type == elf.ET_DYN {
 		// A PIE: the text mapping's start less its link-time address.
-		bias, err = selfBias(exe, f)
+		bias, err = LoadBias(os.Getpid(), f)
 		if err != nil {
 			return 0, err
 		}
@@ -163,50 +163,6 @@ func selfFileOffset(exe string, addr uint64) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("address %#x not in an executable segment of %s", addr, exe)
-}
-
-// selfBias finds the load bias of a PIE from the mapping of its first
-// PT_LOAD segment, which starts at file offset 0.
-func selfBias(exe string, f *elf.File) (uint64, error) {
-	data, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		return 0, err
-	}
-	var first *elf.Prog
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD {
-			first = p
-			break
-		}
-	}
-	if first == nil {
-		return 0, fmt.Errorf("%s has no PT_LOAD segment", exe)
-	}
-	var start, end, off uint64
-	var perms, dev, path string
-	var inode uint64
-	for _, line := range splitLines(string(data)) {
-		if n, _ := fmt.Sscanf(line, "%x-%x %s %x %s %d %s", &start, &end, &perms, &off, &dev, &inode, &path); n == 7 && path == exe && off == 0 {
-			return start - (first.Vaddr - first.Vaddr%uint64(os.Getpagesize())), nil
-		}
-	}
-	return 0, fmt.Errorf("no mapping of %s at offset 0", exe)
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
-	}
-	return out
 }
 
 // timeCalls returns the thread CPU time of one calibrationCall, averaged
