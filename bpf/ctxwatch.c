@@ -14,9 +14,10 @@
 //   - Every context type of package context is a pointer to a struct whose
 //     first field is its parent Context (an iface: itab, data).
 //   - An itab holds the concrete type descriptor at offset 8.
-//   - runtime.newproc1 runs on g0 (systemstack) with m.curg the spawning
-//     goroutine, whose sched.bp is newproc's frame pointer; it returns the
-//     new g in RAX.
+//   - runtime.newproc's closure runs on g0 (systemstack) with m.curg the
+//     spawning goroutine, whose sched.bp is newproc's frame pointer; it
+//     makes the new g with newproc1 (the result) and queues it with
+//     runqput(pp, newg, next), checked from go1.17.13 to go1.27.4.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -162,6 +163,7 @@ struct iface {
 // What the agent tells each copy of the program about its target process.
 // Addresses are run-time addresses (load bias applied).
 volatile const __u32 cfg_tgid;
+volatile const __u8 cfg_spawn_g_arg; // where the spawn probe finds the new g
 volatile const __u64 off_g_goid, off_g_m, off_g_sched_bp, off_m_curg;
 volatile const __u64 typ_value_ctx, typ_cancel_ctx, typ_timer_ctx, typ_after_func_ctx;
 volatile const __u64 typ_without_cancel_ctx, typ_stop_ctx, typ_background_ctx, typ_todo_ctx, typ_empty_ctx;
@@ -175,7 +177,11 @@ volatile const __u8 keys_kind[MAX_KEYS];
 volatile const __u64 keys_type[MAX_KEYS];
 volatile const __u8 keys_str[MAX_KEYS][KEY_STR_LEN];
 volatile const __u32 keys_str_len[MAX_KEYS];
+// User code text ranges, sorted: a global, not a map, so that the binary
+// search makes no helper call (5.10's verifier refuses a loop entered right
+// after a call, which clang may lay out).
 volatile const __u32 n_ranges;
+volatile const struct range user_ranges[MAX_RANGES];
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -188,13 +194,6 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 24);
 } events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MAX_RANGES);
-	__type(key, __u32);
-	__type(value, struct range);
-} user_text SEC(".maps");
 
 // Probe address -> index of the register pair holding the context argument
 // of a --check-func function.
@@ -449,13 +448,10 @@ static __always_inline int user_pc(__u64 pc)
 	for (int i = 0; i < RANGE_STEPS; i++) {
 		if (lo >= hi)
 			return 0;
-		__u32 mid = (lo + hi) / 2;
-		struct range *r = bpf_map_lookup_elem(&user_text, &mid);
-		if (!r)
-			return 0;
-		if (pc < r->start)
+		__u32 mid = ((lo + hi) / 2) & (MAX_RANGES - 1); // no-op mask, for the verifier
+		if (pc < user_ranges[mid].start)
 			hi = mid;
-		else if (pc >= r->end)
+		else if (pc >= user_ranges[mid].end)
 			lo = mid + 1;
 		else
 			return 1;
@@ -463,34 +459,89 @@ static __always_inline int user_pc(__u64 pc)
 	return 0;
 }
 
-// stack_walk fills ev->stack from a return address and a frame pointer,
-// following Go's frame pointer chain ([bp] = caller's bp, [bp+8] = return
-// address). Returns whether a frame of user code is on it.
-static __always_inline int stack_walk(struct event *ev, __u64 first, __u64 bp)
+struct stack {
+	__u64 pc[STACK_DEPTH];
+	__u32 n;
+	__u32 user; // a frame of user code is on it
+};
+
+// One stack slot per thread. Not per CPU: uprobe programs run with
+// migration, not preemption, disabled, so another task's program on the
+// same CPU could overwrite a per-CPU slot half-way. A thread never runs two
+// of these programs at once (uprobes fire from user mode only).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32); // thread id
+	__type(value, struct stack);
+} stacks SEC(".maps");
+
+// A new slot's value. A global, not a local: the caller's stack and this
+// function's share 512 bytes, and with_value's leaves too few for it.
+volatile const struct stack zero_stack;
+
+// frame records frame i of a stack walk and steps to its caller through
+// the frame record at *fp ([fp] = caller's fp, [fp+8] = return address).
+// It returns whether there is a caller to record.
+static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp)
 {
-	int user = 0;
-	ev->nstack = 0;
-	__u64 pc = first;
-	for (int i = 0; i < STACK_DEPTH; i++) {
-		if (pc == 0)
-			break;
-		ev->stack[i] = pc;
-		ev->nstack = i + 1;
-		if (!user && user_pc(pc - 1))
-			user = 1;
-		__u64 frame[2];
-		if (bp == 0 || bpf_probe_read_user(frame, sizeof(frame), (void *)bp) < 0)
-			break;
-		bp = frame[0];
-		pc = frame[1];
-	}
-	return user;
+	if (*pc == 0)
+		return 0;
+	s->pc[i & (STACK_DEPTH - 1)] = *pc;
+	s->n = i + 1;
+	if (!s->user && user_pc(*pc - 1))
+		s->user = 1;
+	__u64 rec[2];
+	if (*fp == 0 || bpf_probe_read_user(rec, sizeof(rec), (void *)*fp) < 0)
+		return 0;
+	*fp = rec[0];
+	*pc = rec[1];
+	return 1;
 }
 
-// check_stack captures the stack at an entry probe: [SP] (amd64) or LR
-// (arm64) is the return address into the caller, the frame pointer still
-// the caller's.
-static __always_inline int check_stack(REGS *ctx, struct event *ev)
+// walk_stack captures the calling thread's goroutine stack into its slot in
+// stacks, from a return address and a frame pointer, following Go's frame
+// pointer chain ([fp] = caller's fp, [fp+8] = return address). It returns 1
+// when a frame of user code is on it, 0 when none is, -1 when there is no
+// slot. A global function, so the verifier checks it once, not once per
+// caller: inlined into each place an event is sent, its 16 frames times a
+// 13-step search made with_value too big for 5.10's verifier (1M insns).
+__attribute__((noinline)) int walk_stack(__u64 first, __u64 fp)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
+	if (!s) {
+		bpf_map_update_elem(&stacks, &tid, (void *)&zero_stack, BPF_ANY);
+		s = bpf_map_lookup_elem(&stacks, &tid);
+		if (!s)
+			return -1;
+	}
+	s->n = 0;
+	s->user = 0;
+	// Unrolled by hand: as a loop, clang enters it from the middle, and
+	// 5.10's verifier refuses the fall-through that closes it as a
+	// back-edge (bpf/cfg_test.go checks for that).
+	__u64 pc = first;
+	if (frame(s, 0, &pc, &fp) && frame(s, 1, &pc, &fp) && frame(s, 2, &pc, &fp) && frame(s, 3, &pc, &fp) &&
+	    frame(s, 4, &pc, &fp) && frame(s, 5, &pc, &fp) && frame(s, 6, &pc, &fp) && frame(s, 7, &pc, &fp) &&
+	    frame(s, 8, &pc, &fp) && frame(s, 9, &pc, &fp) && frame(s, 10, &pc, &fp) && frame(s, 11, &pc, &fp) &&
+	    frame(s, 12, &pc, &fp) && frame(s, 13, &pc, &fp) && frame(s, 14, &pc, &fp))
+		frame(s, 15, &pc, &fp);
+	return s->user;
+}
+
+// this_stack returns the stack walk_stack captured on this thread.
+static __always_inline struct stack *this_stack(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	return bpf_map_lookup_elem(&stacks, &tid);
+}
+
+// user_stack captures the stack at an entry probe, where [SP] (amd64) or LR
+// (arm64) is the return address into the caller and the frame pointer is
+// still the caller's. It returns the stack if user code is on it: a check
+// made only by library code is not judged.
+static __always_inline struct stack *user_stack(REGS *ctx)
 {
 	__u64 ret;
 #if defined(__TARGET_ARCH_arm64)
@@ -499,13 +550,13 @@ static __always_inline int check_stack(REGS *ctx, struct event *ev)
 	if (read(&ret, sizeof(ret), ctx->rsp) < 0)
 		return 0;
 #endif
-	return stack_walk(ev, ret, GO_FP(ctx));
+	if (walk_stack(ret, GO_FP(ctx)) != 1)
+		return 0;
+	return this_stack();
 }
 
 // Events are built in ring buffer memory reserved for them, never in a
-// per-CPU buffer: uprobe programs can be preempted (they run with migration,
-// not preemption, disabled), and another task's program on the same CPU
-// would overwrite a shared buffer half-way.
+// per-CPU buffer, for the reason given at stacks.
 static __always_inline struct event *new_event(__u8 type, __u64 goid, struct gstate *st, __u64 pc)
 {
 	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
@@ -524,22 +575,16 @@ static __always_inline struct event *new_event(__u8 type, __u64 goid, struct gst
 	return ev;
 }
 
-static __always_inline void emit(struct event *ev)
+// emit sends ev with stack s (none if s is 0).
+static __always_inline void emit(struct event *ev, struct stack *s)
 {
+	if (s) {
+		__builtin_memcpy(ev->stack, s->pc, sizeof(ev->stack));
+		ev->nstack = s->n > STACK_DEPTH ? STACK_DEPTH : s->n;
+	}
 	ev->ktime_ns = bpf_ktime_get_ns();
 	ev->tgid = cfg_tgid;
 	bpf_ringbuf_submit(ev, 0);
-}
-
-// emit_if_user sends ev when its stack holds user code, else drops it.
-static __always_inline int emit_if_user(REGS *ctx, struct event *ev)
-{
-	if (check_stack(ctx, ev)) {
-		emit(ev);
-		return 1;
-	}
-	bpf_ringbuf_discard(ev, 0);
-	return 0;
 }
 
 static __always_inline void add_span(struct gstate *st, __u64 span)
@@ -586,14 +631,17 @@ static __always_inline void check(REGS *ctx, __u64 goid, struct gstate *st, stru
 		__u8 out = OUT_LOST;
 		if (w->carry == CARRY_TRACE)
 			out = same_trace(&w->t, &st->t) ? OUT_PROPAGATED : OUT_OTHER;
+		struct stack *s = user_stack(ctx);
+		if (!s)
+			return; // only library code: not judged
 		struct event *ev = new_event(EV_FIRST_CHECK, goid, st, GO_PC(ctx));
 		if (!ev)
 			return;
 		ev->outcome = out;
 		if (out == OUT_OTHER)
 			ev->other = w->t;
-		if (emit_if_user(ctx, ev)) // else only library code: not judged
-			st->flags &= ~G_PENDING;
+		emit(ev, s);
+		st->flags &= ~G_PENDING;
 		return;
 	}
 	if (!in_scope(st)) {
@@ -605,9 +653,12 @@ static __always_inline void check(REGS *ctx, __u64 goid, struct gstate *st, stru
 	walk_ctx(w, c, -1);
 	if (w->carry != CARRY_NONE)
 		return;
+	struct stack *s = user_stack(ctx);
+	if (!s)
+		return;
 	struct event *ev = new_event(EV_DROPPED, goid, st, GO_PC(ctx));
 	if (ev)
-		emit_if_user(ctx, ev);
+		emit(ev, s);
 }
 
 static __always_inline __u64 current_goid(REGS *ctx, __u64 *goid)
@@ -646,11 +697,12 @@ int with_value(REGS *ctx)
 	__u64 cancel = w->cancel;
 
 	if (w->carry == CARRY_TRACE && !same_trace(&w->t, &nt)) {
-		struct event *ev = new_event(EV_OVERWRITTEN, goid, 0, GO_PC(ctx));
+		struct stack *s = user_stack(ctx);
+		struct event *ev = s ? new_event(EV_OVERWRITTEN, goid, 0, GO_PC(ctx)) : 0;
 		if (ev) {
 			ev->t = w->t;
 			ev->other = nt;
-			emit_if_user(ctx, ev);
+			emit(ev, s);
 		}
 	}
 	// The context this check hands on carries nt; it carried the goroutine's
@@ -674,14 +726,16 @@ int with_value(REGS *ctx)
 				out = 0; // the inherited trace ended: a new unit of work
 		}
 		if (out) {
+			struct stack *s = user_stack(ctx);
+			if (!s)
+				return 0; // only library code: not judged
 			struct event *ev = new_event(EV_FIRST_CHECK, goid, st, GO_PC(ctx));
 			if (!ev)
 				return 0;
 			ev->outcome = out;
 			if (out != OUT_PROPAGATED)
 				ev->other = nt;
-			if (!emit_if_user(ctx, ev))
-				return 0;
+			emit(ev, s);
 		}
 		if (had) {
 			st->flags = (st->flags & ~G_PENDING) | G_OWNS;
@@ -704,10 +758,11 @@ int with_value(REGS *ctx)
 	// it is the next unit of work.
 	if (scope && (st->flags & G_OWNS) && k == 0 && st->t.key == 0 && st->nspans && !had && !unknown &&
 	    w->carry != CARRY_TRACE) {
-		struct event *ev = new_event(EV_DROPPED, goid, st, GO_PC(ctx));
+		struct stack *s = user_stack(ctx);
+		struct event *ev = s ? new_event(EV_DROPPED, goid, st, GO_PC(ctx)) : 0;
 		if (ev) {
 			ev->other = nt;
-			emit_if_user(ctx, ev);
+			emit(ev, s);
 		}
 		return 0;
 	}
@@ -779,7 +834,10 @@ int check_func(REGS *ctx)
 	return 0;
 }
 
-// runtime.newproc1's RET: RAX is the new g, R14 is g0, m.curg the spawner.
+// runtime.newproc.func1's CALL of runqput(pp, newg, next): the new g is the
+// second argument (RBX, X1). Or, as a fallback, runtime.newproc1's RETs: the
+// new g is the result (RAX, X0). Either runs on g0 (systemstack), m.curg is
+// the spawner.
 SEC("uprobe/spawn")
 int spawn(REGS *ctx)
 {
@@ -801,8 +859,13 @@ int spawn(REGS *ctx)
 			bpf_map_delete_elem(&goroutines, &pgoid);
 		return 0;
 	}
+	// Both registers loaded, then chosen: a computed offset into the
+	// context is refused by the verifier.
+	__u64 g0 = GO_ARG0(ctx), g1 = GO_ARG1(ctx);
+	asm volatile("" : "+r"(g0), "+r"(g1));
+	__u64 newg = cfg_spawn_g_arg ? g1 : g0;
 	__u64 cgoid;
-	if (GO_ARG0(ctx) == 0 || goid_of(GO_ARG0(ctx), &cgoid) < 0)
+	if (newg == 0 || goid_of(newg, &cgoid) < 0)
 		return 0;
 	struct gstate cst = *pst;
 	cst.flags = G_INHERITS | G_PENDING;
@@ -811,17 +874,21 @@ int spawn(REGS *ctx)
 		count(STAT_STATE_FULL);
 		return 0;
 	}
+	// The spawner's stack, from newproc's frame: its return address is
+	// the go statement.
+	struct stack *s = 0;
+	__u64 bp;
+	if (read(&bp, sizeof(bp), curg + off_g_sched_bp) == 0) {
+		__u64 frame[2];
+		if (read(frame, sizeof(frame), bp) == 0 && walk_stack(frame[1], frame[0]) >= 0)
+			s = this_stack();
+	}
 	struct event *ev = new_event(EV_SPAWN, cgoid, &cst, 0);
 	if (!ev)
 		return 0;
 	ev->parent_goid = pgoid;
-	__u64 bp;
-	if (read(&bp, sizeof(bp), curg + off_g_sched_bp) == 0) {
-		__u64 frame[2];
-		if (read(frame, sizeof(frame), bp) == 0)
-			stack_walk(ev, frame[1], frame[0]);
-	}
-	ev->pc = ev->stack[0];
-	emit(ev);
+	if (s && s->n)
+		ev->pc = s->pc[0]; // the go statement's return address
+	emit(ev, s);
 	return 0;
 }

@@ -104,6 +104,13 @@ type CtxwatchRange struct {
 	End   uint64
 }
 
+type CtxwatchStack struct {
+	_    structs.HostLayout
+	Pc   [16]uint64
+	N    uint32
+	User uint32
+}
+
 type CtxwatchStat uint32
 
 const (
@@ -122,12 +129,13 @@ const (
 	CtxwatchMapCheckFuncs             = "check_funcs"
 	CtxwatchMapEvents                 = "events"
 	CtxwatchMapGoroutines             = "goroutines"
+	CtxwatchMapStacks                 = "stacks"
 	CtxwatchMapStats                  = "stats"
-	CtxwatchMapUserText               = "user_text"
 	CtxwatchProgCheckFunc             = "check_func"
 	CtxwatchProgCtxArg0               = "ctx_arg0"
 	CtxwatchProgSpawn                 = "spawn"
 	CtxwatchProgWithValue             = "with_value"
+	CtxwatchVarCfgSpawnG_arg          = "cfg_spawn_g_arg"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
 	CtxwatchVarHits                   = "hits"
 	CtxwatchVarKeysKind               = "keys_kind"
@@ -167,6 +175,8 @@ const (
 	CtxwatchVarUnusedKeyKind          = "unused_key_kind"
 	CtxwatchVarUnusedOutcome          = "unused_outcome"
 	CtxwatchVarUnusedStat             = "unused_stat"
+	CtxwatchVarUserRanges             = "user_ranges"
+	CtxwatchVarZeroStack              = "zero_stack"
 )
 
 // LoadCtxwatch returns the embedded CollectionSpec for Ctxwatch.
@@ -224,14 +234,15 @@ type CtxwatchMapSpecs struct {
 	CheckFuncs *ebpf.MapSpec `ebpf:"check_funcs"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
+	Stacks     *ebpf.MapSpec `ebpf:"stacks"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
-	UserText   *ebpf.MapSpec `ebpf:"user_text"`
 }
 
 // CtxwatchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchVariableSpecs struct {
+	CfgSpawnG_arg          *ebpf.VariableSpec `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.VariableSpec `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
 	KeysKind               *ebpf.VariableSpec `ebpf:"keys_kind"`
@@ -271,6 +282,8 @@ type CtxwatchVariableSpecs struct {
 	UnusedKeyKind          *ebpf.VariableSpec `ebpf:"unused_key_kind"`
 	UnusedOutcome          *ebpf.VariableSpec `ebpf:"unused_outcome"`
 	UnusedStat             *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UserRanges             *ebpf.VariableSpec `ebpf:"user_ranges"`
+	ZeroStack              *ebpf.VariableSpec `ebpf:"zero_stack"`
 }
 
 // CtxwatchObjects contains all objects after they have been loaded into the kernel.
@@ -296,8 +309,8 @@ type CtxwatchMaps struct {
 	CheckFuncs *ebpf.Map `ebpf:"check_funcs"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Goroutines *ebpf.Map `ebpf:"goroutines"`
+	Stacks     *ebpf.Map `ebpf:"stacks"`
 	Stats      *ebpf.Map `ebpf:"stats"`
-	UserText   *ebpf.Map `ebpf:"user_text"`
 }
 
 func (m *CtxwatchMaps) Close() error {
@@ -305,8 +318,8 @@ func (m *CtxwatchMaps) Close() error {
 		m.CheckFuncs,
 		m.Events,
 		m.Goroutines,
+		m.Stacks,
 		m.Stats,
-		m.UserText,
 	)
 }
 
@@ -314,6 +327,7 @@ func (m *CtxwatchMaps) Close() error {
 //
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchVariables struct {
+	CfgSpawnG_arg          *ebpf.Variable `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.Variable `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.Variable `ebpf:"hits"`
 	KeysKind               *ebpf.Variable `ebpf:"keys_kind"`
@@ -353,6 +367,8 @@ type CtxwatchVariables struct {
 	UnusedKeyKind          *ebpf.Variable `ebpf:"unused_key_kind"`
 	UnusedOutcome          *ebpf.Variable `ebpf:"unused_outcome"`
 	UnusedStat             *ebpf.Variable `ebpf:"unused_stat"`
+	UserRanges             *ebpf.Variable `ebpf:"user_ranges"`
+	ZeroStack              *ebpf.Variable `ebpf:"zero_stack"`
 }
 
 // CtxwatchPrograms contains all programs after they have been loaded into the kernel.

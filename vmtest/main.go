@@ -11,8 +11,8 @@
 //
 // Inside the VM there is no go command, so the integration tests that run
 // it are left out by name with -skip (default vmSkip: TestGoRun,
-// TestGoTestExec, TestCompat, TestTooOldGo); every other test runs as on
-// the host, with CTXWATCH_TEST_BIN naming the prebuilt binaries and, under
+// TestGoTestExec, TestCompat, TestTooOldGo, TestSpawnProbeOnRunqputCall);
+// every other test runs as on the host, with CTXWATCH_TEST_BIN naming the prebuilt binaries and, under
 // TCG, CTXWATCH_TEST_SLOW=4 stretching the tests' waits.
 //
 // Needs: apt-get, dpkg-deb, qemu-system-x86_64 (qemu-system-x86),
@@ -36,8 +36,9 @@ import (
 // vmSkip are the tests that need the go command, which the VMs do not
 // have: TestGoRun and TestGoTestExec run `go run` and `go test -exec` under
 // ctxwatch; TestCompat and TestTooOldGo build targets with other Go
-// toolchains.
-const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo)$"
+// toolchains; TestSpawnProbeOnRunqputCall builds the binary it inspects
+// (no kernel involved).
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall)$"
 
 func main() {
 	os.Exit(run())

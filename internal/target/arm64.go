@@ -90,23 +90,16 @@ func (b *Binary) returnsARM64(fn Func, code []byte) ([]uint64, error) {
 	return rets, err
 }
 
-// callTargetsARM64 lists the distinct targets of fn's BL instructions.
-func (b *Binary) callTargetsARM64(fn Func, code []byte) ([]uint64, error) {
-	var targets []uint64
-	seen := make(map[uint64]bool)
+// callsARM64 lists fn's BL instructions.
+func (b *Binary) callsARM64(fn Func, code []byte) ([]Call, error) {
+	var calls []Call
 	err := b.decodeARM64(fn, code, func(addr uint64, inst arm64asm.Inst) {
 		if inst.Op != arm64asm.BL {
 			return
 		}
-		rel, ok := inst.Args[0].(arm64asm.PCRel)
-		if !ok {
-			return
-		}
-		t := addr + uint64(int64(rel))
-		if !seen[t] {
-			seen[t] = true
-			targets = append(targets, t)
+		if rel, ok := inst.Args[0].(arm64asm.PCRel); ok {
+			calls = append(calls, Call{Addr: addr, Target: addr + uint64(int64(rel))})
 		}
 	})
-	return targets, err
+	return calls, err
 }

@@ -111,33 +111,49 @@ func (b *Binary) Returns(fn Func) ([]uint64, error) {
 	return rets, err
 }
 
-// CallTargets lists the distinct targets of direct CALL instructions in fn,
-// in the order they first appear.
-func (b *Binary) CallTargets(fn Func) ([]uint64, error) {
+// Call is a direct call instruction: CALL rel32 on amd64, BL on arm64.
+type Call struct {
+	Addr   uint64 // of the instruction
+	Target uint64 // the callee's entry
+}
+
+// Calls lists fn's direct calls in address order.
+func (b *Binary) Calls(fn Func) ([]Call, error) {
 	if b.Arch == "arm64" {
 		code, err := b.funcCode(fn)
 		if err != nil {
 			return nil, err
 		}
-		return b.callTargetsARM64(fn, code)
+		return b.callsARM64(fn, code)
 	}
-	var targets []uint64
-	seen := make(map[uint64]bool)
+	var calls []Call
 	err := b.decodeAll(fn, func(addr uint64, inst x86asm.Inst) {
 		if inst.Op != x86asm.CALL {
 			return
 		}
-		rel, ok := inst.Args[0].(x86asm.Rel)
-		if !ok {
-			return
-		}
-		t := addr + uint64(inst.Len) + uint64(int64(rel))
-		if !seen[t] {
-			seen[t] = true
-			targets = append(targets, t)
+		if rel, ok := inst.Args[0].(x86asm.Rel); ok {
+			calls = append(calls, Call{Addr: addr, Target: addr + uint64(inst.Len) + uint64(int64(rel))})
 		}
 	})
-	return targets, err
+	return calls, err
+}
+
+// CallTargets lists the distinct targets of fn's direct calls, in the
+// order they first appear.
+func (b *Binary) CallTargets(fn Func) ([]uint64, error) {
+	calls, err := b.Calls(fn)
+	if err != nil {
+		return nil, err
+	}
+	var targets []uint64
+	seen := make(map[uint64]bool)
+	for _, c := range calls {
+		if !seen[c.Target] {
+			seen[c.Target] = true
+			targets = append(targets, c.Target)
+		}
+	}
+	return targets, nil
 }
 
 // decodeAll decodes fn linearly from Entry to End and calls visit for each

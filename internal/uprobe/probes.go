@@ -25,7 +25,8 @@ const (
 	ContextArg0
 	// CheckFunc goes on the entry of a --check-func function.
 	CheckFunc
-	// Spawn goes on every RET of runtime.newproc1.
+	// Spawn goes on runtime.newproc.func1's CALL of runqput, or on every
+	// RET of runtime.newproc1 (Layout.SpawnGArg says which).
 	Spawn
 )
 
@@ -70,6 +71,9 @@ type Layout struct {
 	NonRecordingSpanSC                              uint64
 	// The SDK's span for unsampled traces (sdk/trace.nonRecordingSpan).
 	SDKNonRecordingSpan, SDKNonRecordingSpanSC uint64
+	// SpawnGArg is the argument register holding the new g at the spawn
+	// probe: 1 at the CALL of runqput, 0 (the result) at newproc1's RETs.
+	SpawnGArg uint64
 }
 
 // Range is a run-time text range of user code.
@@ -154,6 +158,7 @@ func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
 		"off_nrs_sc":                l.NonRecordingSpanSC,
 		"typ_sdk_nonrecording_span": l.SDKNonRecordingSpan,
 		"off_sdk_nrs_sc":            l.SDKNonRecordingSpanSC,
+		"cfg_spawn_g_arg":           uint8(l.SpawnGArg),
 		"n_keys":                    uint32(len(cfg.Keys)),
 		"n_ranges":                  uint32(len(cfg.UserText)),
 	}
@@ -172,6 +177,11 @@ func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
 		copy(strs[i][:], k.Text)
 		strlen[i] = uint32(len(k.Text))
 	}
+	var ranges [MaxRanges][2]uint64 // struct range {start, end}
+	for i, r := range cfg.UserText {
+		ranges[i] = [2]uint64{r.Start, r.End}
+	}
+	consts["user_ranges"] = ranges
 	consts["keys_kind"] = kinds
 	consts["keys_type"] = types
 	consts["keys_str"] = strs
@@ -198,12 +208,6 @@ func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
 			return nil, fmt.Errorf("load eBPF program: %+v", ve)
 		}
 		return nil, fmt.Errorf("load eBPF program: %w", err)
-	}
-	for i, r := range cfg.UserText {
-		if err := p.objs.UserText.Put(uint32(i), bpf.CtxwatchRange{Start: r.Start, End: r.End}); err != nil {
-			p.Close()
-			return nil, fmt.Errorf("store user code range %d: %w", i, err)
-		}
 	}
 	return p, nil
 }
