@@ -27,6 +27,8 @@ import (
 //
 //	CTXWATCH_COMPAT=ci   (default) the oldest, two middle and the newest toolchain
 //	CTXWATCH_COMPAT=all  every toolchain of compatToolchains
+//	CTXWATCH_COMPAT=go1.19.13            one toolchain (go1.N.M)
+//	CTXWATCH_COMPAT=go1.19.13,go1.20.14  these toolchains, in this order
 //	CTXWATCH_COMPAT_DOC=docs/compatibility.md  also write the result table there
 //
 // Toolchains are fetched by the go command (GOTOOLCHAIN=go1.N.M) through
@@ -78,7 +80,18 @@ func init() {
 }
 `
 
-const compatModule = "ctxcompat"
+// compatModule is the module path of the build directory. Its first
+// element has a dot, as a module path outside the standard library should:
+// the go command takes a dotless import path for a possible standard
+// library package and looks for it in GOROOT/src first. Go 1.19's module
+// index gets that look-up wrong when GOROOT is inside GOMODCACHE, as it is
+// for a toolchain fetched through GOTOOLCHAIN (golang.org/toolchain): it
+// indexes GOROOT/src as a module of the module cache, whose index answers
+// every path, found or not, so each package of a dotless module
+// ("ctxcompat/examples/closure") counts as standard and fails to load with
+// `import "": import of unknown directory`. Go 1.20 leaves GOROOT/src out
+// of that index; a dotted path keeps 1.19 out of the look-up.
+const compatModule = "example.com/ctxcompat"
 
 // cell is the result of one toolchain × mode.
 type cell struct {
@@ -116,6 +129,11 @@ func TestCompat(t *testing.T) {
 		toolchains = compatToolchains
 	default:
 		toolchains = strings.Split(sel, ",")
+		for _, tc := range toolchains {
+			if !strings.HasPrefix(tc, "go1.") || goMinorOf(tc) == 0 {
+				t.Fatalf("CTXWATCH_COMPAT=%s: want ci, all or a comma-separated list of toolchains such as go1.19.13; %q is none", sel, tc)
+			}
+		}
 	}
 	start := time.Now()
 	res := &compatResults{cells: map[string]map[string]*cell{}, na: map[string][]string{}}

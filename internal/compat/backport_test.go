@@ -28,7 +28,7 @@ func TestBackportKeepsLines(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, minor := range []int{17, 19, 21, 22} {
-			out, err := Backport(src, minor, "ctxcompat")
+			out, err := Backport(src, minor, "example.com/ctxcompat")
 			if err != nil {
 				t.Fatalf("%s for 1.%d: %v", f, minor, err)
 			}
