@@ -30,6 +30,7 @@ var errSkipped = errors.New("not watched")
 type session struct {
 	proc    report.Process
 	probes  *uprobe.Probes
+	bin     *target.Binary // its line table symbolizes the events
 	an      *analysis.Analyzer
 	started time.Time
 	notes   []string
@@ -96,7 +97,12 @@ func (w *watcher) attach(pid int) error {
 	if err != nil {
 		return err
 	}
-	defer bin.Close()
+	kept := false // by the session, which closes it when it ends
+	defer func() {
+		if !kept {
+			bin.Close()
+		}
+	}()
 	name, _ := os.Readlink(exe)
 	if bin.Arch != "amd64" {
 		// arm64 binaries are inspected, but the probes run on amd64 only.
@@ -118,10 +124,7 @@ func (w *watcher) attach(pid int) error {
 	if err != nil {
 		return fmt.Errorf("find load address of %s: %w", name, err)
 	}
-	table, err := pcln.New(ef)
-	if err != nil {
-		return fmt.Errorf("read line table of %s: %w", name, err)
-	}
+	table := bin.LineTable()
 	cfg, points, err := plan.ForProcess(pid, bias, bin.FileOffset)
 	if err != nil {
 		return err
@@ -135,6 +138,7 @@ func (w *watcher) attach(pid int) error {
 		proc: report.Process{PID: uint32(pid), Executable: filepath.Base(name), GoVersion: bin.GoVersion,
 			ServiceName: environValue(pid, "OTEL_SERVICE_NAME")},
 		probes:  probes,
+		bin:     bin,
 		started: time.Now(),
 		notes:   plan.Notes,
 		an: analysis.New(uint32(pid), analysis.Options{
@@ -156,6 +160,7 @@ func (w *watcher) attach(pid int) error {
 		probes.Close()
 		return err
 	}
+	kept = true
 	if w.budget != nil {
 		cycle, err := startDutyCycle(w.budget, pid, probes, func(err error) {
 			w.warn.Printf("pid %d: overhead budget: %v", pid, err)
@@ -360,6 +365,7 @@ func (w *watcher) finish(s *session) {
 	if err := w.sink.Summary(sum); err != nil {
 		w.log.Printf("report summary: %v", err)
 	}
+	s.bin.Close()
 }
 
 func (w *watcher) refresh() {

@@ -58,7 +58,8 @@ type mdLayout struct{ types, rodata, gofunc int }
 // equal to the address of .gopclntab (moduledata.pcHeader, its first field)
 // and accepts the candidate only if the following fields are consistent
 // with the pclntab header and the ELF sections.
-func findModuledata(f *elf.File, pclnAddr uint64, t *Table) (*moduledata, error) {
+func findModuledata(im image, pclnAddr uint64, t *Table) (*moduledata, error) {
+	f := im.f
 	layouts := []mdLayout{{mdTypes120, mdRodata120, mdGofunc120}, {mdTypes127, mdRodata127, mdGofunc127}}
 	if t.magic == magic118 {
 		layouts = []mdLayout{{mdTypes118, mdRodata118, mdGofunc118}}
@@ -69,7 +70,7 @@ func findModuledata(f *elf.File, pclnAddr uint64, t *Table) (*moduledata, error)
 	// parseHeader took from the header word.
 	var wantFuncnametab uint64
 	if s := PclntabSection(f); s != nil {
-		if d, err := sectionData(s); err == nil && len(d) >= 8+8*4 {
+		if d, err := im.section(s); err == nil && len(d) >= 8+8*4 {
 			wantFuncnametab = pclnAddr + binary.LittleEndian.Uint64(d[8+8*3:])
 		}
 	}
@@ -91,7 +92,7 @@ func findModuledata(f *elf.File, pclnAddr uint64, t *Table) (*moduledata, error)
 		if s.Type == elf.SHT_NOBITS {
 			continue
 		}
-		d, err := sectionData(s)
+		d, err := im.section(s)
 		if err != nil {
 			continue
 		}
@@ -118,7 +119,7 @@ func findModuledata(f *elf.File, pclnAddr uint64, t *Table) (*moduledata, error)
 				if gofunc == 0 || gofunc < rodata || (l.gofunc != mdGofunc127 && gofunc < types) {
 					continue
 				}
-				if _, err := dataAt(f, gofunc); err != nil {
+				if _, err := im.dataAt(gofunc); err != nil {
 					continue
 				}
 				return &moduledata{addr: s.Addr + off, text: text, gofunc: gofunc}, nil
@@ -128,38 +129,12 @@ func findModuledata(f *elf.File, pclnAddr uint64, t *Table) (*moduledata, error)
 	return nil, fmt.Errorf("%w: runtime moduledata not found", ErrNoGofunc)
 }
 
-// TextStart returns the address the pclntab's function entries are
-// relative to (runtime.text): from the symbol table, else the runtime's
-// moduledata. With external linking (cgo) it is not the start of .text.
-// For the Go 1.16/1.17 table, whose entries are absolute, it is 0.
-func TextStart(f *elf.File) (uint64, error) {
-	ps := PclntabSection(f)
-	if ps == nil || ps.Type == elf.SHT_NOBITS {
-		return 0, ErrNoPclntab
-	}
-	pcln, err := sectionData(ps)
-	if err != nil {
-		return 0, fmt.Errorf("pcln: reading .gopclntab: %w", err)
-	}
-	t, err := parseHeader(pcln)
-	if err != nil {
-		return 0, err
-	}
+// Text returns the address the table's function entries are relative to
+// (runtime.text), 0 for the Go 1.16/1.17 table, whose entries are absolute.
+// With external linking (cgo) it is not the start of .text.
+func (t *Table) Text() uint64 {
 	if t.magic == magic116 {
-		return 0, nil
+		return 0
 	}
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			if s.Name == "runtime.text" {
-				return s.Value, nil
-			}
-		}
-	}
-	if md, err := findModuledata(f, ps.Addr, t); err == nil {
-		return md.text, nil
-	}
-	if ts := f.Section(".text"); ts != nil {
-		return ts.Addr, nil
-	}
-	return 0, fmt.Errorf("pcln: cannot determine text start")
+	return t.text
 }

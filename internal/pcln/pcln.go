@@ -32,6 +32,7 @@
 package pcln
 
 import (
+	"bytes"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -104,8 +105,82 @@ type Table struct {
 	dataAt       func(addr uint64) ([]byte, error)
 }
 
-// New parses the pcln table of an ELF file (open with debug/elf by the caller).
+// New parses the pcln table of an ELF file (open with debug/elf by the
+// caller), reading the sections it needs.
 func New(f *elf.File) (*Table, error) {
+	return newTable(image{f: f}, nil)
+}
+
+// NewMapped parses the pcln table of an ELF file whose bytes the caller
+// holds in memory, file (for example mapped with mmap), which must stay
+// unchanged while the Table is used: the table's sections are slices of it,
+// never copies. symbol, when not nil, looks up a symbol of the file's symbol
+// table, so that the caller's reading of it serves here too.
+func NewMapped(f *elf.File, file []byte, symbol func(name string) (uint64, bool)) (*Table, error) {
+	return newTable(image{f: f, file: file}, symbol)
+}
+
+// image reads an ELF file's sections: slices of the file's bytes when it
+// has them, else copies read through debug/elf.
+type image struct {
+	f    *elf.File
+	file []byte
+}
+
+func (im image) section(s *elf.Section) ([]byte, error) {
+	if s.Size > maxSectionSize {
+		return nil, fmt.Errorf("section %s too large (%d bytes)", s.Name, s.Size)
+	}
+	if im.file != nil && s.Type != elf.SHT_NOBITS && s.Flags&elf.SHF_COMPRESSED == 0 {
+		if s.Offset > uint64(len(im.file)) || s.Size > uint64(len(im.file))-s.Offset {
+			return nil, fmt.Errorf("section %s: [%#x,+%#x) beyond the file's %d bytes", s.Name, s.Offset, s.Size, len(im.file))
+		}
+		return im.file[s.Offset : s.Offset+s.Size : s.Offset+s.Size], nil
+	}
+	return s.Data()
+}
+
+// dataAt returns the bytes of the allocated section containing addr, from
+// addr to the end of the section.
+func (im image) dataAt(addr uint64) ([]byte, error) {
+	for _, s := range im.f.Sections {
+		if s.Flags&elf.SHF_ALLOC == 0 || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		if addr >= s.Addr && addr-s.Addr < s.Size {
+			d, err := im.section(s)
+			if err != nil {
+				return nil, err
+			}
+			off := addr - s.Addr
+			if off >= uint64(len(d)) {
+				return nil, fmt.Errorf("address %#x beyond data of %s", addr, s.Name)
+			}
+			return d[off:], nil
+		}
+	}
+	return nil, fmt.Errorf("address %#x not in any section with data", addr)
+}
+
+// symbols returns a lookup over f's symbol table, read once, or nil when f
+// has none.
+func symbols(f *elf.File) func(string) (uint64, bool) {
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil
+	}
+	return func(name string) (uint64, bool) {
+		for _, s := range syms {
+			if s.Name == name {
+				return s.Value, true
+			}
+		}
+		return 0, false
+	}
+}
+
+func newTable(im image, symbol func(string) (uint64, bool)) (*Table, error) {
+	f := im.f
 	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB {
 		return nil, fmt.Errorf("pcln: only little-endian 64-bit ELF is supported")
 	}
@@ -113,7 +188,7 @@ func New(f *elf.File) (*Table, error) {
 	if ps == nil || ps.Type == elf.SHT_NOBITS {
 		return nil, ErrNoPclntab
 	}
-	pcln, err := sectionData(ps)
+	pcln, err := im.section(ps)
 	if err != nil {
 		return nil, fmt.Errorf("pcln: reading .gopclntab: %w", err)
 	}
@@ -138,7 +213,7 @@ func New(f *elf.File) (*Table, error) {
 			if total += s.Size; total > maxSectionSize {
 				return nil, fmt.Errorf("pcln: data sections over %d bytes", maxSectionSize)
 			}
-			d, err := sectionData(s)
+			d, err := im.section(s)
 			if err != nil {
 				return nil, fmt.Errorf("pcln: reading %s: %w", s.Name, err)
 			}
@@ -158,19 +233,21 @@ func New(f *elf.File) (*Table, error) {
 
 	// Locate runtime.text and go:func.*: from the symbol table when
 	// present, else from the runtime's moduledata.
+	if symbol == nil {
+		symbol = symbols(f)
+	}
 	var haveText bool
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			switch s.Name {
-			case "runtime.text":
-				t.text, haveText = s.Value, true
-			case "go:func.*", "go.func.*":
-				t.gofunc, t.gofuncFrom = s.Value, "symtab"
+	if symbol != nil {
+		t.text, haveText = symbol("runtime.text")
+		for _, name := range []string{"go:func.*", "go.func.*"} {
+			if v, ok := symbol(name); ok {
+				t.gofunc, t.gofuncFrom = v, "symtab"
+				break
 			}
 		}
 	}
 	if t.gofuncFrom == "" || !haveText {
-		if md, err := findModuledata(f, ps.Addr, t); err == nil {
+		if md, err := findModuledata(im, ps.Addr, t); err == nil {
 			if !haveText {
 				t.text, haveText = md.text, true
 			}
@@ -186,16 +263,65 @@ func New(f *elf.File) (*Table, error) {
 			return nil, fmt.Errorf("pcln: cannot determine text start")
 		}
 	}
+	// Without go:func.*, functions are still found; only inline trees are
+	// not expanded (Frames says so with ErrNoGofunc).
 	if t.gofuncFrom != "" {
-		data, err := dataAt(f, t.gofunc)
+		data, err := im.dataAt(t.gofunc)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrNoGofunc, err)
 		}
 		t.gofuncData = data
-	} else {
-		return nil, ErrNoGofunc
 	}
 	return t, nil
+}
+
+// Func is a function of the table: where its name is and its [Entry, End)
+// range, End being the next function's entry (alignment padding included).
+type Func struct {
+	Entry, End uint64
+	nameOff    int32
+}
+
+// Funcs lists the table's functions in address order, without their names
+// (a large binary has hundreds of thousands; see Name and NameBytes).
+func (t *Table) Funcs() ([]Func, error) {
+	funcs := make([]Func, 0, t.nfunc)
+	le := binary.LittleEndian
+	for i := 0; i < t.nfunc; i++ {
+		entry, off := t.ftabEntry(i)
+		end, _ := t.ftabEntry(i + 1)
+		if end < entry {
+			return nil, fmt.Errorf("%w: ftab not sorted at %d", ErrCorrupt, i)
+		}
+		// The name offset follows the entry: a 4-byte entryOff (Go 1.18+)
+		// or an 8-byte entry (Go 1.16/1.17).
+		nameAt := off + 4
+		if t.magic == magic116 {
+			nameAt = off + 8
+		}
+		if nameAt+4 > uint64(len(t.pclntable)) {
+			return nil, fmt.Errorf("%w: _func offset %#x out of range", ErrCorrupt, off)
+		}
+		funcs = append(funcs, Func{Entry: entry, End: end, nameOff: int32(le.Uint32(t.pclntable[nameAt:]))})
+	}
+	return funcs, nil
+}
+
+// Name returns f's name.
+func (t *Table) Name(f Func) string { return t.funcName(f.nameOff) }
+
+// NameBytes returns f's name as bytes of the table itself, without a copy:
+// the caller must not modify them or keep them past the table's data.
+func (t *Table) NameBytes(f Func) []byte {
+	off := int64(f.nameOff)
+	if off < 0 || off >= int64(len(t.funcnametab)) {
+		return nil
+	}
+	b := t.funcnametab[off:]
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i:i]
+	}
+	return nil
 }
 
 // loadedSection is a section's address and its bytes.
@@ -212,35 +338,6 @@ func PclntabSection(f *elf.File) *elf.Section {
 		return s
 	}
 	return f.Section(".data.rel.ro.gopclntab")
-}
-
-func sectionData(s *elf.Section) ([]byte, error) {
-	if s.Size > maxSectionSize {
-		return nil, fmt.Errorf("section %s too large (%d bytes)", s.Name, s.Size)
-	}
-	return s.Data()
-}
-
-// dataAt returns the bytes of the allocated section containing addr, from
-// addr to the end of the section.
-func dataAt(f *elf.File, addr uint64) ([]byte, error) {
-	for _, s := range f.Sections {
-		if s.Flags&elf.SHF_ALLOC == 0 || s.Type == elf.SHT_NOBITS {
-			continue
-		}
-		if addr >= s.Addr && addr-s.Addr < s.Size {
-			d, err := sectionData(s)
-			if err != nil {
-				return nil, err
-			}
-			off := addr - s.Addr
-			if off >= uint64(len(d)) {
-				return nil, fmt.Errorf("address %#x beyond data of %s", addr, s.Name)
-			}
-			return d[off:], nil
-		}
-	}
-	return nil, fmt.Errorf("address %#x not in any section with data", addr)
 }
 
 // parseHeader parses a Go 1.18+ pcHeader (runtime/symtab.go) and the table

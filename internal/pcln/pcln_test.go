@@ -378,7 +378,7 @@ func TestGofuncSymtabVsModuledata(t *testing.T) {
 	if tab.gofuncFrom != "symtab" {
 		t.Fatalf("default build: gofunc from %q, want symtab", tab.gofuncFrom)
 	}
-	md, err := findModuledata(f, f.Section(".gopclntab").Addr, tab)
+	md, err := findModuledata(image{f: f}, f.Section(".gopclntab").Addr, tab)
 	if err != nil {
 		t.Fatal(err)
 	}

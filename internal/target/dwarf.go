@@ -112,9 +112,21 @@ func indexDWARF(d *dwarf.Data) (*dwarfIndex, error) {
 // runtime.types. Without DWARF the descriptor is found by its name (see
 // typeAddrByName).
 func (b *Binary) TypeAddr(name string) (uint64, error) {
+	// By name first: it needs no DWARF (seconds to read on a large
+	// binary) and answers only when exactly one descriptor carries the
+	// name and package path. DWARF settles what it cannot.
+	addr, nameErr := b.typeAddrByName(name)
+	if nameErr == nil {
+		return addr, nil
+	}
+	if errors.Is(nameErr, ErrNoSymbol) && b.types != 0 {
+		// No descriptor carries the name (the search started at the
+		// runtime.types symbol, not a guess): DWARF has none either.
+		return 0, nameErr
+	}
 	ix, err := b.dwarfData()
 	if errors.Is(err, ErrNoLayout) {
-		return b.typeAddrByName(name)
+		return 0, nameErr
 	}
 	if err != nil {
 		return 0, fmt.Errorf("type address of %s: %w", name, err)
@@ -124,7 +136,7 @@ func (b *Binary) TypeAddr(name string) (uint64, error) {
 		// DWARF describes the types the code's variables use; a type
 		// only ever converted to an interface (context.todoCtx) can be
 		// missing from it while its descriptor is there.
-		return b.typeAddrByName(name)
+		return 0, nameErr
 	}
 	base, err := b.typesBase()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // Func is a function's name and its [Entry, End) virtual address range.
@@ -18,16 +19,18 @@ type Func struct {
 type Range struct{ Start, End uint64 }
 
 // Func finds a function by its full symbol name, e.g. "context.WithValue" or
-// "go.opentelemetry.io/otel/sdk/trace.(*recordingSpan).End". It uses .symtab
-// when present and the .gopclntab function table otherwise. A function that
-// was inlined everywhere has no symbol; Func then returns an error wrapping
-// ErrNoSymbol.
+// "go.opentelemetry.io/otel/sdk/trace.(*recordingSpan).End", in the
+// .gopclntab function table (so it works for stripped binaries). End is
+// where the next function starts (see Funcs). A function that was inlined
+// everywhere has no entry; Func then returns an error wrapping ErrNoSymbol.
+//
+// A linear search: ctxwatch looks up a few dozen names once per binary,
+// cheaper than indexing the hundreds of thousands a large binary has.
 func (b *Binary) Func(name string) (Func, error) {
-	if f, ok := b.syms[name]; ok {
-		return f, nil
-	}
-	if i, ok := b.byNam[name]; ok {
-		return b.funcs[i], nil
+	for _, f := range b.funcs {
+		if string(b.table.NameBytes(f)) == name { // compared in place, not copied
+			return Func{Name: name, Entry: f.Entry, End: f.End}, nil
+		}
 	}
 	return Func{}, fmt.Errorf("find function %s in %s: %w", name, b.Path, ErrNoSymbol)
 }
@@ -37,7 +40,11 @@ func (b *Binary) Func(name string) (Func, error) {
 // The pclntab records no sizes: End is where the next function starts, so
 // it includes alignment padding (INT3 bytes), unlike Func's .symtab sizes.
 func (b *Binary) Funcs() []Func {
-	return append([]Func(nil), b.funcs...)
+	out := make([]Func, len(b.funcs))
+	for i, f := range b.funcs {
+		out[i] = Func{Name: b.table.Name(f), Entry: f.Entry, End: f.End}
+	}
+	return out
 }
 
 // FileOffset converts a virtual address inside an executable PT_LOAD segment
@@ -59,11 +66,15 @@ func (b *Binary) FileOffset(addr uint64) (uint64, error) {
 // satisfies keep, sorted by Start. Functions that are neighbours in address
 // order (no rejected function between them) are merged into one range, so
 // the alignment padding between them is covered too.
+//
+// keep gets each name as a view of the binary's mapped pclntab, not a copy
+// (a large binary has hundreds of thousands): it must not keep the string.
 func (b *Binary) TextRanges(keep func(funcName string) bool) []Range {
 	var out []Range
 	prevKept := false
 	for _, f := range b.funcs {
-		if !keep(f.Name) {
+		name := b.table.NameBytes(f)
+		if len(name) == 0 || !keep(unsafe.String(&name[0], len(name))) {
 			prevKept = false
 			continue
 		}

@@ -10,17 +10,17 @@
 package target
 
 import (
+	"bytes"
 	"debug/buildinfo"
 	"debug/elf"
-	"debug/gosym"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/ctxwatch/ctxwatch/internal/pcln"
 )
@@ -43,6 +43,7 @@ const (
 	maxSymtab    = 512 << 20 // .symtab
 	maxDWARF     = 1 << 30   // all .debug_* sections together
 	maxFuncBytes = 4 << 20   // machine code of a single function
+	maxFile      = 4 << 30   // the executable
 )
 
 // Module is a module recorded in the binary's build information.
@@ -64,12 +65,14 @@ type Binary struct {
 	Arch string
 
 	file    *os.File
+	image   []byte // the file, mapped read-only (see Open)
 	elf     *elf.File
-	funcs   []Func          // sorted by Entry, from .gopclntab
-	syms    map[string]Func // from .symtab (nil if stripped)
-	byNam   map[string]int  // index into funcs by name
-	types   uint64          // address of runtime.types, 0 if unknown
-	typeSrc string          // how types was found, for error messages
+	table   *pcln.Table
+	funcs   []pcln.Func       // sorted by Entry, from .gopclntab; names stay in the table
+	syms    map[string]Func   // from .symtab (nil if stripped)
+	marks   map[string]uint64 // runtime.text, go:func.*: for the pcln table
+	types   uint64            // address of runtime.types, 0 if unknown
+	typeSrc string            // how types was found, for error messages
 
 	dwarfOnce sync.Once
 	dwarfMu   sync.Mutex // guards dw (dwarf.Data caches types internally)
@@ -79,25 +82,45 @@ type Binary struct {
 
 // Open inspects the executable at path. Errors wrap ErrNotGo, ErrArch or
 // ErrGoTooOld and say what is supported.
+//
+// The file is mapped into memory, not read: the sections of a large binary
+// are used in place, and only the pages touched are read from disk. A
+// running executable cannot be written (ETXTBSY), so the mapping does not
+// change under ctxwatch.
 func Open(path string) (*Binary, error) {
 	osf, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", path, err)
 	}
-	b, err := inspect(path, osf)
+	st, err := osf.Stat()
 	if err != nil {
+		osf.Close()
+		return nil, fmt.Errorf("inspect %s: %w", path, err)
+	}
+	if st.Size() == 0 || st.Size() > maxFile {
+		osf.Close()
+		return nil, fmt.Errorf("inspect %s: %w (size %d bytes, want 1 to %d)", path, ErrNotGo, st.Size(), int64(maxFile))
+	}
+	image, err := syscall.Mmap(int(osf.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_PRIVATE)
+	if err != nil {
+		osf.Close()
+		return nil, fmt.Errorf("inspect %s: map the file: %w", path, err)
+	}
+	b, err := inspect(path, osf, image)
+	if err != nil {
+		syscall.Munmap(image)
 		osf.Close()
 		return nil, err
 	}
 	return b, nil
 }
 
-func inspect(path string, osf *os.File) (*Binary, error) {
-	ef, err := elf.NewFile(osf)
+func inspect(path string, osf *os.File, image []byte) (*Binary, error) {
+	ef, err := elf.NewFile(bytes.NewReader(image))
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w (not an ELF file: %v); %s", path, ErrNotGo, err, supported)
 	}
-	bi, err := buildinfo.Read(osf)
+	bi, err := buildinfo.Read(bytes.NewReader(image))
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w (no Go build info); %s", path, ErrNotGo, supported)
 	}
@@ -118,6 +141,7 @@ func inspect(path string, osf *os.File) (*Binary, error) {
 		PIE:         ef.Type == elf.ET_DYN,
 		Arch:        machineName(ef.Machine),
 		file:        osf,
+		image:       image,
 		elf:         ef,
 	}
 	for _, m := range bi.Deps {
@@ -134,18 +158,27 @@ func inspect(path string, osf *os.File) (*Binary, error) {
 			b.HasDWARF = true
 		}
 	}
-	if err := b.loadPclntab(); err != nil {
-		return nil, fmt.Errorf("inspect %s: %w; %s", path, err, supported)
-	}
 	if err := b.loadSymtab(); err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", path, err)
+	}
+	if err := b.loadPclntab(); err != nil {
+		return nil, fmt.Errorf("inspect %s: %w; %s", path, err, supported)
 	}
 	return b, nil
 }
 
-// Close releases the underlying file.
+// Close releases the file and its mapping; the Binary, and the Table from
+// LineTable, are unusable after it.
 func (b *Binary) Close() error {
-	return b.file.Close()
+	err := syscall.Munmap(b.image)
+	b.image = nil
+	return errors.Join(err, b.file.Close())
+}
+
+// LineTable returns the binary's pcln table, for symbolizing pcs. It reads
+// the binary's mapping: use it only until Close.
+func (b *Binary) LineTable() *pcln.Table {
+	return b.table
 }
 
 // machineName returns the Go GOARCH name for m when there is one.
@@ -233,7 +266,7 @@ func (b *Binary) loadPclntab() error {
 	if sec.Type == elf.SHT_NOBITS || sec.Size > maxPclntab {
 		return fmt.Errorf("%w (.gopclntab size %d invalid or over %d)", ErrNotGo, sec.Size, maxPclntab)
 	}
-	data, err := sec.Data()
+	data, err := b.section(sec)
 	if err != nil {
 		return fmt.Errorf("read .gopclntab: %w", err)
 	}
@@ -256,53 +289,63 @@ func (b *Binary) loadPclntab() error {
 		return fmt.Errorf("%w (.gopclntab header %x is not %s)", ErrNotGo, data[:8], b.Arch)
 	}
 	// Entries are relative to runtime.text, which external linking (cgo)
-	// moves away from the start of .text.
-	textStart, err := pcln.TextStart(b.elf)
-	if err != nil {
-		return fmt.Errorf("locate runtime.text: %w", err)
+	// moves away from the start of .text: pcln finds it.
+	var symbol func(string) (uint64, bool)
+	if b.marks != nil {
+		symbol = func(name string) (uint64, bool) { v, ok := b.marks[name]; return v, ok }
 	}
-	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
+	b.table, err = pcln.NewMapped(b.elf, b.image, symbol)
 	if err != nil {
 		return fmt.Errorf("parse .gopclntab: %w", err)
 	}
-	b.funcs = make([]Func, 0, len(tab.Funcs))
-	b.byNam = make(map[string]int, len(tab.Funcs))
-	for _, f := range tab.Funcs {
-		b.funcs = append(b.funcs, Func{Name: f.Name, Entry: f.Entry, End: f.End})
-	}
-	sort.Slice(b.funcs, func(i, j int) bool { return b.funcs[i].Entry < b.funcs[j].Entry })
-	for i, f := range b.funcs {
-		if _, dup := b.byNam[f.Name]; !dup {
-			b.byNam[f.Name] = i
-		}
+	b.funcs, err = b.table.Funcs()
+	if err != nil {
+		return fmt.Errorf("parse .gopclntab: %w", err)
 	}
 	return nil
 }
 
-// loadSymtab reads function symbols and runtime.types from .symtab.
+// loadSymtab finds the few symbols ctxwatch uses in .symtab: runtime.types,
+// runtime.text and go:func.*. It scans the table in place for them rather
+// than decoding every symbol (a large binary has hundreds of thousands);
+// functions come from the pclntab, which stripped binaries have too.
 func (b *Binary) loadSymtab() error {
-	if s := b.elf.SectionByType(elf.SHT_SYMTAB); s != nil && s.Size > maxSymtab {
-		return fmt.Errorf("read .symtab: size %d over limit %d", s.Size, maxSymtab)
-	}
-	syms, err := b.elf.Symbols()
-	if errors.Is(err, elf.ErrNoSymbols) {
+	symtab := b.elf.SectionByType(elf.SHT_SYMTAB)
+	if symtab == nil {
 		b.Stripped = true
 		return nil
 	}
+	if symtab.Size > maxSymtab {
+		return fmt.Errorf("read .symtab: size %d over limit %d", symtab.Size, maxSymtab)
+	}
+	if int(symtab.Link) >= len(b.elf.Sections) {
+		return fmt.Errorf("read .symtab: string table index %d out of range", symtab.Link)
+	}
+	syms, err := b.section(symtab)
 	if err != nil {
 		return fmt.Errorf("read .symtab: %w", err)
 	}
-	b.syms = make(map[string]Func)
-	for _, s := range syms {
-		switch {
-		case elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Size > 0:
-			if _, dup := b.syms[s.Name]; !dup {
-				b.syms[s.Name] = Func{Name: s.Name, Entry: s.Value, End: s.Value + s.Size}
-			}
-		case s.Name == "runtime.types":
-			b.types = s.Value
-			b.typeSrc = "symbol runtime.types"
+	strtab, err := b.section(b.elf.Sections[symtab.Link])
+	if err != nil {
+		return fmt.Errorf("read .symtab strings: %w", err)
+	}
+	want := [][]byte{[]byte("runtime.types\x00"), []byte("runtime.text\x00"), []byte("go:func.*\x00"), []byte("go.func.*\x00")}
+	b.marks = make(map[string]uint64)
+	const symSize = 24 // Elf64_Sym: name u32, info, other u8, shndx u16, value, size u64
+	for off := symSize; off+symSize <= len(syms); off += symSize {
+		name := uint64(binary.LittleEndian.Uint32(syms[off:]))
+		if name >= uint64(len(strtab)) {
+			continue
 		}
+		for _, w := range want {
+			if bytes.HasPrefix(strtab[name:], w) {
+				b.marks[string(w[:len(w)-1])] = binary.LittleEndian.Uint64(syms[off+8:])
+			}
+		}
+	}
+	if v, ok := b.marks["runtime.types"]; ok {
+		b.types = v
+		b.typeSrc = "symbol runtime.types"
 	}
 	return nil
 }
@@ -319,11 +362,21 @@ func (b *Binary) readCode(addr, n uint64) ([]byte, error) {
 	if end, err := b.FileOffset(addr + n - 1); err != nil || end != off+n-1 {
 		return nil, fmt.Errorf("read code at %#x: %d bytes leave the segment", addr, n)
 	}
-	buf := make([]byte, n)
-	if _, err := b.file.ReadAt(buf, int64(off)); err != nil {
-		return nil, fmt.Errorf("read code at %#x: %w", addr, err)
+	if off+n > uint64(len(b.image)) {
+		return nil, fmt.Errorf("read code at %#x: %d bytes beyond the end of the file", addr, n)
 	}
-	return buf, nil
+	return b.image[off : off+n : off+n], nil
+}
+
+// section returns the bytes of an uncompressed section, in place.
+func (b *Binary) section(s *elf.Section) ([]byte, error) {
+	if s.Type == elf.SHT_NOBITS || s.Flags&elf.SHF_COMPRESSED != 0 {
+		return nil, fmt.Errorf("section %s has no plain file data", s.Name)
+	}
+	if s.Offset > uint64(len(b.image)) || s.Size > uint64(len(b.image))-s.Offset {
+		return nil, fmt.Errorf("section %s: [%#x,+%#x) beyond the file's %d bytes", s.Name, s.Offset, s.Size, len(b.image))
+	}
+	return b.image[s.Offset : s.Offset+s.Size : s.Offset+s.Size], nil
 }
 
 // dwarfData returns the parsed DWARF index, loading it on first use.

@@ -43,7 +43,7 @@ func (b *Binary) typeAddrByName(name string) (uint64, error) {
 	if sec.Size > maxTypesSection {
 		return 0, fmt.Errorf("type %s: section %s of %d bytes is over the limit", name, sec.Name, sec.Size)
 	}
-	data, err := sec.Data()
+	data, err := b.section(sec)
 	if err != nil {
 		return 0, fmt.Errorf("type %s: read %s: %w", name, sec.Name, err)
 	}

@@ -281,23 +281,28 @@ func moduleVersion(bin *target.Binary, path string) string {
 func (p *Plan) layout(bin *target.Binary) error {
 	l := &p.Layout
 	otelVersion := moduleVersion(bin, "go.opentelemetry.io/otel/sdk")
-	// field reads an offset from DWARF, or, when the binary has none (go
-	// run, go test, -ldflags=-s -w), from the table measured per release.
+	// field reads an offset from the table measured per release when it
+	// knows the target's version, else from DWARF. The table holds what
+	// DWARF says for each release (internal/layout's tests compare them),
+	// and costs nothing, where DWARF costs seconds on a large binary.
 	field := func(dst *uint64, typ, path string) error {
+		var (
+			off uint64
+			ok  bool
+		)
+		if strings.HasPrefix(typ, "go.opentelemetry.io/") {
+			off, ok = layout.OTel(otelVersion, typ, path)
+		} else {
+			off, ok = layout.Runtime(bin.GoVersion, typ, path)
+		}
+		if ok {
+			*dst = off
+			return nil
+		}
 		off, err := bin.FieldOffset(typ, path)
 		if errors.Is(err, target.ErrNoLayout) {
-			var ok bool
-			if strings.HasPrefix(typ, "go.opentelemetry.io/") {
-				off, ok = layout.OTel(otelVersion, typ, path)
-			} else {
-				off, ok = layout.Runtime(bin.GoVersion, typ, path)
-			}
-			if ok {
-				err = nil
-			} else {
-				err = fmt.Errorf("%w, and no layout table for this version (Go %s, OTel SDK %s; known: %s)",
-					err, bin.GoVersion, otelVersion, strings.Join(layout.Versions(), ", "))
-			}
+			err = fmt.Errorf("%w, and no layout table for this version (Go %s, OTel SDK %s; known: %s)",
+				err, bin.GoVersion, otelVersion, strings.Join(layout.Versions(), ", "))
 		}
 		if err != nil {
 			return fmt.Errorf("offset of %s.%s: %w", typ, path, err)
