@@ -498,3 +498,64 @@ func TestTruncatedAndCorrupt(t *testing.T) {
 		}
 	}
 }
+
+// TestFuncsMatchSymtab: the function list (mapped, names in place) has every
+// function symbol of the symbol table at its address and name, in default,
+// and PIE builds of this toolchain.
+func TestFuncsMatchSymtab(t *testing.T) {
+	dir := buildTestBinaries(t)
+	for _, mode := range []string{"default", "pie"} {
+		path := filepath.Join(dir, mode)
+		image, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := elf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		tab, err := NewMapped(f, image, nil)
+		if err != nil {
+			t.Fatalf("%s: NewMapped: %v", mode, err)
+		}
+		funcs, err := tab.Funcs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		byEntry := make(map[uint64]string, len(funcs))
+		for i, fn := range funcs {
+			if i > 0 && fn.Entry < funcs[i-1].End {
+				t.Fatalf("%s: function %d at %#x overlaps the previous one", mode, i, fn.Entry)
+			}
+			byEntry[fn.Entry] = string(tab.NameBytes(fn))
+			if tab.Name(fn) != byEntry[fn.Entry] {
+				t.Fatalf("%s: Name %q, NameBytes %q", mode, tab.Name(fn), byEntry[fn.Entry])
+			}
+		}
+		syms, err := f.Symbols()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked := 0
+		for _, s := range syms {
+			if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 || strings.HasPrefix(s.Name, "type:") {
+				continue
+			}
+			name, ok := byEntry[s.Value]
+			if !ok {
+				t.Errorf("%s: symbol %s at %#x is not a function of the table", mode, s.Name, s.Value)
+				continue
+			}
+			// The symbol table marks assembly (ABI0) functions; the
+			// pclntab names them plainly.
+			if want := strings.TrimSuffix(s.Name, ".abi0"); name != want {
+				t.Errorf("%s: at %#x the table names %q, the symbol table %q", mode, s.Value, name, s.Name)
+			}
+			checked++
+		}
+		if checked < 1000 {
+			t.Errorf("%s: only %d function symbols checked", mode, checked)
+		}
+	}
+}
