@@ -597,9 +597,11 @@ budget's definitions:
 
 - **cost** of the probes: probe hits (counted in the kernel) × the cost of one
   hit, measured at start-up on the machine by timing calls of a function of
-  ctxwatch's own binary with an empty eBPF program on it. Every hit is charged
-  at the single-stepped (RET) cost, the dearer kind: the hit counter does not
-  tell spawn probes (RETs) from entry probes (emulated PUSHQ BP).
+  ctxwatch's own binary with an empty eBPF program on it. Hits are charged
+  the emulated cost; in a process where some probe had to fall back to a
+  single-stepped instruction (a RET, a function's first instruction), every
+  hit is charged the single-stepped cost, since the hit counter does not
+  tell one probe from another.
 - **overhead** = cost / (wall time × CPUs the target may run on).
 - **sampled fraction**: the share of wall time during which the probes were
   attached (JSON summary field ` + "`sampled_fraction`" + `).
@@ -621,12 +623,11 @@ const docNotes = `
   several times the same program on the prologue's ` + "`PUSHQ BP`" + ` (emulated).
   Every entry probe of ctxwatch is on the PUSHQ BP (` + "`--verbose`" + ` names any
   that falls back to the entry).
-- **The spawn probe is not emulated.** x86 uprobes emulate CALL, JMP, Jcc,
-  NOP and PUSH, not RET: a probe on runtime.newproc1's RET is single-stepped
-  (the "spawn probe places" table). The CALL of runtime.runqput in
-  runtime.newproc.func1 sees the same state (R14 = g0, m.curg = the spawner,
-  the new g in RBX instead of RAX) and is emulated: moving the spawn probe
-  there needs the kernel side to read the new g from RBX.
+- **The spawn probe is emulated.** x86 uprobes emulate CALL, JMP, Jcc, NOP
+  and PUSH, not RET: a probe on runtime.newproc1's RET is single-stepped (the
+  "spawn probe places" table). ctxwatch probes the CALL of runtime.runqput in
+  runtime.newproc.func1 instead, which sees the same state (R14 = g0, m.curg
+  = the spawner) with the new g in RBX; the RETs are only a fallback.
 - **--overhead-budget 1 loses ≤ 1% throughput** (table 2): the budget bounds
   the estimated probe time; attaching and detaching uprobes also costs the
   target (uprobe registration takes the target's mmap lock and rewrites a

@@ -17,20 +17,31 @@ const defaultPIDBudget = 5
 
 // overheadBudget is --overhead-budget once the cost of a hit is known.
 type overheadBudget struct {
-	fraction float64       // 0.01 for 1%
-	hitCost  time.Duration // charged per probe hit
+	fraction float64 // 0.01 for 1%
+	cost     uprobe.HitCost
 }
 
-// newOverheadBudget measures what a probe hit costs on this machine. Every
-// hit is charged at the cost of a single-stepped probe (the spawn probes on
-// runtime.newproc1's RETs): the hit counter does not tell spawn hits from
-// entry hits, and a budget must not be exceeded by guessing low.
+// newOverheadBudget measures what a probe hit costs on this machine.
 func newOverheadBudget(pct float64) (*overheadBudget, uprobe.HitCost, error) {
 	hc, err := uprobe.MeasureHitCost()
 	if err != nil {
 		return nil, hc, fmt.Errorf("measure the cost of a probe hit for --overhead-budget: %w", err)
 	}
-	return &overheadBudget{fraction: pct / 100, hitCost: max(hc.Stepped, hc.Emulated)}, hc, nil
+	return &overheadBudget{fraction: pct / 100, cost: hc}, hc, nil
+}
+
+// hitCost is what one hit is charged in a process whose probes are placed
+// at points. The hit counter does not tell one probe from another, so when
+// any probe is single-stepped (a fallback: a RET, a function's first
+// instruction) every hit is charged at that dearer cost: a budget must not
+// be exceeded by guessing low.
+func (b *overheadBudget) hitCost(points []uprobe.Point) time.Duration {
+	for _, p := range points {
+		if p.Stepped {
+			return max(b.cost.Stepped, b.cost.Emulated)
+		}
+	}
+	return b.cost.Emulated
 }
 
 // dutyCycle attaches and detaches one process's probes to keep them under
@@ -47,17 +58,18 @@ type dutyCycle struct {
 
 // startDutyCycle starts duty-cycling probes, attached at the call, for
 // process pid.
-func startDutyCycle(b *overheadBudget, pid int, probes *uprobe.Probes, onErr func(error)) (*dutyCycle, error) {
+func startDutyCycle(b *overheadBudget, pid int, probes *uprobe.Probes, points []uprobe.Point, onErr func(error)) (*dutyCycle, error) {
 	cpus := targetCPUs(pid)
 	st, err := probes.Stats()
 	if err != nil {
 		return nil, err
 	}
-	ctl, err := budget.New(budget.Config{Budget: b.fraction, CPUs: cpus, HitCost: b.hitCost}, time.Now(), st.Hits)
+	cost := b.hitCost(points)
+	ctl, err := budget.New(budget.Config{Budget: b.fraction, CPUs: cpus, HitCost: cost}, time.Now(), st.Hits)
 	if err != nil {
 		return nil, err
 	}
-	d := &dutyCycle{ctl: ctl, probes: probes, cpus: cpus, cost: b.hitCost,
+	d := &dutyCycle{ctl: ctl, probes: probes, cpus: cpus, cost: cost,
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go d.run(onErr)
 	return d, nil

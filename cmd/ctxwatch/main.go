@@ -249,8 +249,9 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 			return 0, err
 		}
 		w.budget = b
-		logger.Printf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); charging %s per hit",
-			cfg.budgetPct, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond), b.hitCost)
+		logger.Printf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); "+
+			"hits are charged the emulated cost, or the single-stepped one in a process with a single-stepped probe",
+			cfg.budgetPct, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond))
 	}
 
 	stop := make(chan struct{})

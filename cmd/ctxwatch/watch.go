@@ -162,7 +162,7 @@ func (w *watcher) attach(pid int) error {
 	}
 	kept = true
 	if w.budget != nil {
-		cycle, err := startDutyCycle(w.budget, pid, probes, func(err error) {
+		cycle, err := startDutyCycle(w.budget, pid, probes, points, func(err error) {
 			w.warn.Printf("pid %d: overhead budget: %v", pid, err)
 		})
 		if err != nil {
@@ -171,6 +171,9 @@ func (w *watcher) attach(pid int) error {
 		w.mu.Lock()
 		s.cycle = cycle
 		w.mu.Unlock()
+		if cycle != nil {
+			w.log.Printf("pid %d: overhead budget charges %s per probe hit", pid, cycle.cost)
+		}
 	}
 	w.log.Printf("watching pid %d (%s, %s, main module %s): %d probes", pid, name, bin.GoVersion, bin.MainModule, len(points))
 	for _, n := range plan.Notes {

@@ -216,7 +216,7 @@ func (p *Plan) spawn(bin *target.Binary) error {
 		return fmt.Errorf("find returns of runtime.newproc1: %v: %w", err, ErrUnsupported)
 	}
 	for _, r := range rets {
-		p.Points = append(p.Points, Point{Program: Spawn, Func: newproc1.Name, Address: r})
+		p.Points = append(p.Points, Point{Program: Spawn, Func: newproc1.Name, Address: r, Stepped: true})
 	}
 	p.Layout.SpawnGArg = 0
 	p.Notes = append(p.Notes, "spawns probed at the returns of runtime.newproc1 (runqput call of runtime.newproc.func1 not found): single-stepped, slower")
@@ -264,7 +264,7 @@ func (p *Plan) entry(bin *target.Binary, name string, prog Program, reg int) err
 	if atEntry {
 		p.Notes = append(p.Notes, fmt.Sprintf("%s probed at its first instruction (no frame set-up found)", name))
 	}
-	p.Points = append(p.Points, Point{Program: prog, Func: name, Address: addr, ContextArg: reg})
+	p.Points = append(p.Points, Point{Program: prog, Func: name, Address: addr, ContextArg: reg, Stepped: atEntry})
 	return nil
 }
 

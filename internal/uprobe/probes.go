@@ -97,6 +97,10 @@ type Point struct {
 	Address    uint64 // run-time address, as the probe sees it in RIP
 	FileOffset uint64 // where the uprobe goes in the executable file
 	ContextArg int    // CheckFunc: first register of the context argument
+	// Stepped says the kernel single-steps the probed instruction (a RET,
+	// or a function's first instruction) instead of emulating it: a hit
+	// costs several times more.
+	Stepped bool
 }
 
 // Probes is the eBPF program loaded for one process and its uprobes.

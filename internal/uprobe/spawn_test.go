@@ -89,4 +89,9 @@ func TestSpawnProbeOnRunqputCall(t *testing.T) {
 	if n == 0 {
 		t.Error("no spawn probe planned")
 	}
+	for _, pt := range plan.Points {
+		if pt.Stepped {
+			t.Errorf("%s probe at %#x is single-stepped; every probe of this binary should be emulated", pt.Func, pt.Address)
+		}
+	}
 }
