@@ -93,6 +93,22 @@ func (r resolver) FramesForReturn(ret uint64) []analysis.Frame {
 // process should be stopped (just exec'd) or it runs unwatched meanwhile.
 func (w *watcher) attach(pid int) error {
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	// The goroutine map does not depend on the target: it is made (tens of
+	// milliseconds to preallocate) while the binary is inspected.
+	type made struct {
+		m   *ebpf.Map
+		err error
+	}
+	gmap := make(chan made, 1)
+	go func() {
+		m, err := uprobe.NewGoroutineMap()
+		gmap <- made{m, err}
+	}()
+	defer func() {
+		if g, ok := <-gmap; ok && g.m != nil {
+			g.m.Close() // the program holds its own reference
+		}
+	}()
 	bin, err := target.Open(exe)
 	if err != nil {
 		return err
@@ -129,7 +145,13 @@ func (w *watcher) attach(pid int) error {
 	if err != nil {
 		return err
 	}
-	probes, err := uprobe.Load(cfg, w.ring)
+	g := <-gmap
+	close(gmap)
+	if g.err != nil {
+		return g.err
+	}
+	probes, err := uprobe.Load(cfg, uprobe.Maps{Events: w.ring, Goroutines: g.m})
+	g.m.Close() // the program holds its own reference
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ func TestResetGoroutines(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("loading eBPF programs needs root")
 	}
-	p, err := Load(Config{PID: os.Getpid()}, nil)
+	p, err := Load(Config{PID: os.Getpid()}, Maps{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func needRoot(t *testing.T) {
 // the verifier must accept them all, whatever the layout.
 func TestLoadVerifies(t *testing.T) {
 	needRoot(t)
-	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid()}, nil)
+	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid()}, uprobe.Maps{})
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -53,7 +53,7 @@ func TestLoadWithKeysAndRanges(t *testing.T) {
 		},
 		UserText: []uprobe.Range{{Start: 0x401000, End: 0x402000}, {Start: 0x500000, End: 0x510000}},
 	}
-	p, err := uprobe.Load(cfg, nil)
+	p, err := uprobe.Load(cfg, uprobe.Maps{})
 	if err != nil {
 		t.Fatalf("Load with %d keys: %v", len(cfg.Keys), err)
 	}
@@ -70,7 +70,7 @@ func TestLoadSharedRingBuffer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("create ring buffer of %d bytes: %v", size, err)
 		}
-		p, err := uprobe.Load(uprobe.Config{PID: os.Getpid()}, rb)
+		p, err := uprobe.Load(uprobe.Config{PID: os.Getpid()}, uprobe.Maps{Events: rb})
 		if err != nil {
 			rb.Close()
 			t.Errorf("Load with a shared ring buffer of %d bytes: %v", size, err)
@@ -99,7 +99,7 @@ func TestLoadTooManyKeys(t *testing.T) {
 	for i := range keys {
 		keys[i] = uprobe.Key{Kind: uprobe.KeyString, Text: "k"}
 	}
-	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid(), Keys: keys}, nil)
+	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid(), Keys: keys}, uprobe.Maps{})
 	if err == nil {
 		p.Close()
 		t.Fatal("Load with 5 keys succeeded")
@@ -114,7 +114,7 @@ func TestLoadTooManyRanges(t *testing.T) {
 	for i := range r {
 		r[i] = uprobe.Range{Start: uint64(i) * 16, End: uint64(i)*16 + 8}
 	}
-	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid(), UserText: r}, nil)
+	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid(), UserText: r}, uprobe.Maps{})
 	if err == nil {
 		p.Close()
 		t.Fatal("Load with too many ranges succeeded")
@@ -126,9 +126,35 @@ func TestLoadTooManyRanges(t *testing.T) {
 
 func TestLoadLongStringKey(t *testing.T) {
 	key := uprobe.Key{Kind: uprobe.KeyString, Text: strings.Repeat("k", uprobe.MaxKeyLen+1)}
-	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid(), Keys: []uprobe.Key{key}}, nil)
+	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid(), Keys: []uprobe.Key{key}}, uprobe.Maps{})
 	if err == nil {
 		p.Close()
 		t.Fatal("Load with a 33-byte string key succeeded")
+	}
+}
+
+// TestLoadGivenGoroutineMap: a goroutine map made ahead of time (while the
+// target is inspected) is the one the program uses.
+func TestLoadGivenGoroutineMap(t *testing.T) {
+	needRoot(t)
+	m, err := uprobe.NewGoroutineMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p, err := uprobe.Load(uprobe.Config{PID: os.Getpid()}, uprobe.Maps{Goroutines: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := m.Put(uint64(42), make([]byte, m.ValueSize())); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.ResetGoroutines(); err != nil {
+		t.Fatal(err)
+	}
+	var key uint64
+	if err := m.NextKey(nil, &key); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("goroutine %d still in the given map after the program's reset (%v): not the program's map", key, err)
 	}
 }

@@ -120,10 +120,35 @@ var (
 	ErrTooManyRanges = errors.New("too many user code ranges")
 )
 
-// Load loads the program for one process. events, when not nil, is a ring
-// buffer shared with other processes' programs; otherwise the program's own
-// is used (see Events).
-func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
+// Maps are maps made before Load, to be used by the program instead of
+// its own: a nil field means the program makes its own.
+type Maps struct {
+	// Events is a ring buffer shared with other processes' programs.
+	Events *ebpf.Map
+	// Goroutines is a goroutine state map from NewGoroutineMap, for one
+	// program only.
+	Goroutines *ebpf.Map
+}
+
+// NewGoroutineMap makes a goroutine state map for Load. It does not depend
+// on the target, and an LRU map of this size takes tens of milliseconds to
+// preallocate: a caller can make it while it inspects the target.
+func NewGoroutineMap() (*ebpf.Map, error) {
+	spec, err := bpf.LoadCtxwatch()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF spec: %w", err)
+	}
+	m, err := ebpf.NewMap(spec.Maps[bpf.CtxwatchMapGoroutines])
+	if err != nil {
+		return nil, fmt.Errorf("create the goroutine map: %w", err)
+	}
+	return m, nil
+}
+
+// Load loads the program for one process, with the maps of shared where
+// given (the caller keeps its references and closes them); otherwise the
+// program makes its own (see Events).
+func Load(cfg Config, shared Maps) (*Probes, error) {
 	spec, err := bpf.LoadCtxwatch()
 	if err != nil {
 		return nil, fmt.Errorf("load eBPF spec: %w", err)
@@ -199,11 +224,14 @@ func Load(cfg Config, events *ebpf.Map) (*Probes, error) {
 			return nil, fmt.Errorf("set eBPF variable %s: %w", name, err)
 		}
 	}
-	var opts ebpf.CollectionOptions
-	if events != nil {
+	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
+	if shared.Events != nil {
 		// The replacement must match the spec, size included.
-		spec.Maps[bpf.CtxwatchMapEvents].MaxEntries = events.MaxEntries()
-		opts.MapReplacements = map[string]*ebpf.Map{bpf.CtxwatchMapEvents: events}
+		spec.Maps[bpf.CtxwatchMapEvents].MaxEntries = shared.Events.MaxEntries()
+		opts.MapReplacements[bpf.CtxwatchMapEvents] = shared.Events
+	}
+	if shared.Goroutines != nil {
+		opts.MapReplacements[bpf.CtxwatchMapGoroutines] = shared.Goroutines
 	}
 	p := &Probes{pid: cfg.PID}
 	if err := spec.LoadAndAssign(&p.objs, &opts); err != nil {
