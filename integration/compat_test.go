@@ -57,8 +57,9 @@ var compatModes = []struct {
 
 // compatExamples are the examples of the matrix. The dependency-free ones
 // build with every toolchain; errgroup needs golang.org/x/sync (an old
-// release for old toolchains); the OTel ones need the OTel SDK of go.mod,
-// whose go directive (1.26) old toolchains cannot build.
+// release for old toolchains); the OTel ones need the OTel SDK, whose
+// release of go.mod old toolchains cannot build: they get an older release
+// of ctxwatch's layout table (compat.OTelFor), and none before Go 1.19.
 var compatExamples = []string{
 	"closure", "background", "argument", "middleware", "collision", "storm", "worker",
 	"errgroup", "otelspans", "otelhttp",
@@ -228,8 +229,9 @@ func compatModuleDir(t *testing.T, tc string, res *compatResults) (string, []str
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The main module's go directive decides whether the OTel examples
-	// (and the x/sync of go.mod) can be built.
+	// The main module's go directive decides whether the examples are
+	// built with go.mod's requirements (its OTel SDK and x/sync) or with
+	// older releases.
 	modGo := 0
 	for _, l := range strings.Split(string(mainMod), "\n") {
 		if v, ok := strings.CutPrefix(l, "go "); ok {
@@ -250,8 +252,20 @@ func compatModuleDir(t *testing.T, tc string, res *compatResults) (string, []str
 		examples = compatExamples
 	} else {
 		gomod = fmt.Sprintf("module %s\n\ngo 1.%d\n\nrequire golang.org/x/sync v0.1.0\n", compatModule, minor)
+		// The OTel examples are built against the newest OTel release of
+		// the layout table the toolchain builds (compat.OTelReleases).
+		// Only the OTel modules the examples import are required; the go
+		// command (GOFLAGS=-mod=mod) adds the rest at the versions they
+		// require, writes go.sum from the module cache and, from Go 1.21,
+		// raises the go directive to the highest one required (1.24.0 for
+		// go1.24 with OTel v1.40.0).
+		otel, otelOK := compat.OTelFor(minor)
+		if otelOK {
+			gomod += "\n" + otel.Require()
+		}
 		for _, ex := range compatExamples {
-			if strings.HasPrefix(ex, "otel") {
+			// Go 1.17 and 1.18 build no OTel release of the table.
+			if strings.HasPrefix(ex, "otel") && !otelOK {
 				res.mu.Lock()
 				res.na[tc] = append(res.na[tc], ex)
 				res.mu.Unlock()
@@ -387,7 +401,7 @@ func compatDoc(toolchains []string, res *compatResults, took time.Duration) []by
 		}
 		b.WriteString("\n")
 		if na := res.na[tc]; len(na) > 0 {
-			notes = append(notes, fmt.Sprintf("- %s: %s not built: the OTel SDK of go.mod needs a newer Go.", tc, strings.Join(na, ", ")))
+			notes = append(notes, fmt.Sprintf("- %s: %s not built: no OTel SDK release of ctxwatch's layout table builds with this Go.", tc, strings.Join(na, ", ")))
 		}
 	}
 	if len(notes) > 0 {
@@ -398,6 +412,16 @@ func compatDoc(toolchains []string, res *compatResults, took time.Duration) []by
 	b.WriteString("\nToolchains before Go 1.22 build the examples after a line-preserving rewrite\n")
 	b.WriteString("(`internal/compat`: range over int, per-iteration loop variables, `atomic.Int64`),\n")
 	b.WriteString("and errgroup with golang.org/x/sync v0.1.0.\n")
+	b.WriteString("Toolchains before the Go of go.mod build the OTel examples against the newest OTel release\n")
+	b.WriteString("of ctxwatch's layout table that they build:")
+	for i, r := range compat.OTelReleases {
+		sep := ","
+		if i == len(compat.OTelReleases)-1 {
+			sep = "."
+		}
+		fmt.Fprintf(&b, "\nSDK %s and otelhttp %s from Go 1.%d%s", r.SDK, r.HTTP, r.GoMinor, sep)
+	}
+	b.WriteString("\n")
 	return []byte(b.String())
 }
 

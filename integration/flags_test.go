@@ -99,9 +99,22 @@ func TestLiveTable(t *testing.T) {
 		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "waiter"))
 	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd)
 	defer exec.Command("tmux", "kill-session", "-t", session).Run()
-	screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
+	var last string
+	screen := func() string {
+		last = tmux("capture-pane", "-p", "-t", session)
+		return last
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("the terminal last showed:\n%s", last)
+		}
+	}()
 
-	waitFor(t, "the waiter to start", 30*time.Second, func() bool { return strings.Contains(screen(), "ready") })
+	// Not the waiter's "ready": the table's redraw clears the screen each
+	// second and may wipe it before a capture sees it. With -- CMD the
+	// probes are in before the waiter runs, and what is typed waits in its
+	// terminal until it reads it.
+	waitFor(t, "the live table", 30*time.Second, func() bool { return strings.Contains(screen(), "ctxwatch watching") })
 	tmux("send-keys", "-t", session, "go", "Enter")
 	waitFor(t, "the live table to show the spawn site", 30*time.Second, func() bool {
 		s := screen()
