@@ -523,7 +523,7 @@ func (b *bench) spawnProbeBench(ctx context.Context, bin *target.Binary, runs, n
 		name    string
 		offsets []uint64
 	}
-	variants := []variant{{"untraced", nil}, {"empty program on newproc1's RET (ctxwatch today)", rets}, {"empty program on CALL runqput in newproc.func1", []uint64{callOff}}}
+	variants := []variant{{"untraced", nil}, {"empty program on newproc1's RET (the fallback)", rets}, {"empty program on CALL runqput in newproc.func1 (ctxwatch)", []uint64{callOff}}}
 	samples := make([][]float64, len(variants))
 	for round := range runs {
 		for i := range variants {
