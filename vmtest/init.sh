@@ -11,7 +11,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm /sys/fs/bpf /sys/fs/cgroup
 mount -t devpts -o ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs tmpfs /tmp
+# No tmpfs on /tmp: the initramfs is writable already, and the sources the
+# tests read sit at the host's paths, which may be under /tmp (a CI clone).
 mount -t tmpfs tmpfs /dev/shm
 mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
