@@ -41,7 +41,33 @@ func TestExamples(t *testing.T) {
 	}
 }
 
+// TestTrimpath: examples built with -trimpath (no build-machine paths in
+// the binary) give the same verdicts at the same lines.
+func TestTrimpath(t *testing.T) {
+	requireRoot(t)
+	for _, name := range []string{"closure", "otelhttp"} {
+		t.Run(name, func(t *testing.T) {
+			src, err := filepath.Abs(filepath.Join("..", "examples", name, "main.go"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := ctxwatch(t, append(sourceFlags(t, src), "--", filepath.Join(bin, "trimpath", name))...)
+			if r.code != 0 {
+				t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
+			}
+			checkExampleAs(t, src, "github.com/ctxwatch/ctxwatch/examples/"+name+"/main.go", r)
+		})
+	}
+}
+
 func checkExample(t *testing.T, src string, r result) {
+	t.Helper()
+	checkExampleAs(t, src, src, r)
+}
+
+// checkExampleAs is checkExample for a binary that names the source file
+// file (a -trimpath build names it by its module path).
+func checkExampleAs(t *testing.T, src, file string, r result) {
 	t.Helper()
 	markers := sourceMarkers(t, src)
 	if len(r.summaries) != 1 {
@@ -61,7 +87,7 @@ func checkExample(t *testing.T, src string, r result) {
 	for _, b := range sum.Breaks {
 		counts[b.Kind] += b.Count
 		where := fmt.Sprintf("%s at %s:%d", b.Kind, filepath.Base(b.Site.File), b.Site.Line)
-		if b.Site.File != src {
+		if b.Site.File != file {
 			t.Errorf("%s: site outside the example", where)
 			continue
 		}
@@ -75,7 +101,7 @@ func checkExample(t *testing.T, src string, r result) {
 			}
 			continue
 		}
-		sp, ok := userFrame(b.Spawn, src)
+		sp, ok := userFrame(b.Spawn, file)
 		if !ok {
 			t.Errorf("%s: spawn stack %v has no frame in the example", where, b.Spawn)
 		} else if m := markers[sp.Line]; m != (marker{"spawn", b.Kind}) {
@@ -101,7 +127,7 @@ func checkExample(t *testing.T, src string, r result) {
 		total.NewRoot += s.NewRoot
 		where := fmt.Sprintf("spawn site %s:%d (%d traced, %d kept, %d lost, %d new roots)",
 			filepath.Base(s.Site.File), s.Site.Line, s.TracedSpawns, s.Propagated, s.Lost, s.NewRoot)
-		if s.Site.File != src {
+		if s.Site.File != file {
 			if s.Lost+s.NewRoot != 0 {
 				t.Errorf("%s: library spawn site judged as broken", where)
 			}

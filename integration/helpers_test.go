@@ -50,6 +50,15 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)
 		return 1
 	}
+	// Two examples again with -trimpath (TestTrimpath), as release builds
+	// and container images often are: file names in the binary lose the
+	// build machine's directories.
+	trim := exec.Command("go", "build", "-trimpath", "-o", dir+"/trimpath/", "../examples/closure", "../examples/otelhttp")
+	trim.Stderr = os.Stderr
+	if err := trim.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build examples with -trimpath:", err)
+		return 1
+	}
 	if buildOnly {
 		return 0
 	}
