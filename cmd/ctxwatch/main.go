@@ -37,7 +37,8 @@ Usage:
                                          a CI gate, like the race detector
 
 What is watched (uprobes, filtered by process):
-  goroutine spawns       runtime.newproc1: which goroutine started which, where
+  goroutine spawns       runtime.newproc's queueing of the new goroutine: which
+                         goroutine started which, where
   context.WithValue      trace ids entering contexts; every call is also a check
   WithCancel, WithCancelCause, WithDeadline(Cause), WithTimeout(Cause),
   WithoutCancel, AfterFunc
