@@ -614,10 +614,10 @@ const docNotes = `
 ## Targets, and why some are missed
 
 - **Per-hit cost ≤ 1.1× the floor** (table 1, ctxwatch/floor): met for
-  WithValue in and out of a trace on a quiet machine. A spawn costs a little
-  more than the floor: the spawn program reads three words of the target
-  (g.m, m.curg, the spawner's goid) before its one map lookup, which the
-  empty program does not; the spawn probe itself is about 3× cheaper than
+  WithValue in and out of a trace and for a spawn, on a quiet machine. A
+  spawn can come out a little above the floor: the spawn program reads three
+  words of the target (g.m, m.curg, the spawner's goid) before its one map
+  lookup, which the empty program does not; the spawn probe is about 3× cheaper than
   when it sat on newproc1's RET (table "spawn probe places"). A traced spawn
   also pays for two events with stacks and the agent decoding them on the
   same CPUs. On a loaded machine (see the load average in the header)
@@ -651,5 +651,7 @@ const docNotes = `
   read, since layouts come from internal/layout and types by name) and
   loading the eBPF program (the verifier, the maps; the goroutine map is
   made while the binary is inspected); starting the ctxwatch process itself
-  takes some tens of milliseconds.
+  takes some tens of milliseconds. With --pid's default budget, the cost of
+  a hit is measured (some 150 ms) while the binary is inspected and the
+  probes attached, not before: the duty cycle starts when it is known.
 `

@@ -15,19 +15,41 @@ import (
 // defaultPIDBudget is --overhead-budget's default with --pid, in percent.
 const defaultPIDBudget = 5
 
-// overheadBudget is --overhead-budget once the cost of a hit is known.
+// overheadBudget is --overhead-budget. What a probe hit costs on this
+// machine is measured in the background from start-up (it takes some
+// 150 ms), while the first target is inspected and its probes attached;
+// a process's duty cycle starts once it is known.
 type overheadBudget struct {
 	fraction float64 // 0.01 for 1%
-	cost     uprobe.HitCost
+	ready    chan struct{}
+	cost     uprobe.HitCost // once ready is closed
+	err      error          // once ready is closed
 }
 
-// newOverheadBudget measures what a probe hit costs on this machine.
-func newOverheadBudget(pct float64) (*overheadBudget, uprobe.HitCost, error) {
-	hc, err := uprobe.MeasureHitCost()
-	if err != nil {
-		return nil, hc, fmt.Errorf("measure the cost of a probe hit for --overhead-budget: %w", err)
-	}
-	return &overheadBudget{fraction: pct / 100, cost: hc}, hc, nil
+// startOverheadBudget starts measuring the cost of a hit for a budget of
+// pct percent; logf reports the measurement.
+func startOverheadBudget(pct float64, logf func(format string, args ...any)) *overheadBudget {
+	b := &overheadBudget{fraction: pct / 100, ready: make(chan struct{})}
+	go func() {
+		defer close(b.ready)
+		t0 := time.Now()
+		hc, err := uprobe.MeasureHitCost()
+		if err != nil {
+			b.err = fmt.Errorf("measure the cost of a probe hit for --overhead-budget: %w", err)
+			return
+		}
+		b.cost = hc
+		logf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); "+
+			"hits are charged the emulated cost, or the single-stepped one in a process with a single-stepped probe",
+			pct, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond))
+	}()
+	return b
+}
+
+// wait waits for the measurement.
+func (b *overheadBudget) wait() error {
+	<-b.ready
+	return b.err
 }
 
 // hitCost is what one hit is charged in a process whose probes are placed
@@ -56,16 +78,15 @@ type dutyCycle struct {
 	once   sync.Once
 }
 
-// startDutyCycle starts duty-cycling probes, attached at the call, for
-// process pid.
-func startDutyCycle(b *overheadBudget, pid int, probes *uprobe.Probes, points []uprobe.Point, onErr func(error)) (*dutyCycle, error) {
-	cpus := targetCPUs(pid)
-	st, err := probes.Stats()
-	if err != nil {
+// startDutyCycle starts duty-cycling probes for process pid, attached
+// since attached: the hits counted since then are charged.
+func startDutyCycle(b *overheadBudget, pid int, probes *uprobe.Probes, points []uprobe.Point, attached time.Time, onErr func(error)) (*dutyCycle, error) {
+	if err := b.wait(); err != nil {
 		return nil, err
 	}
+	cpus := targetCPUs(pid)
 	cost := b.hitCost(points)
-	ctl, err := budget.New(budget.Config{Budget: b.fraction, CPUs: cpus, HitCost: cost}, time.Now(), st.Hits)
+	ctl, err := budget.New(budget.Config{Budget: b.fraction, CPUs: cpus, HitCost: cost}, attached, 0)
 	if err != nil {
 		return nil, err
 	}

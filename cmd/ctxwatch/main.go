@@ -244,15 +244,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 	}
 	defer w.close()
 	if cfg.budgetPct > 0 {
-		t0 := time.Now()
-		b, hc, err := newOverheadBudget(cfg.budgetPct)
-		if err != nil {
-			return 0, err
-		}
-		w.budget = b
-		logger.Printf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); "+
-			"hits are charged the emulated cost, or the single-stepped one in a process with a single-stepped probe",
-			cfg.budgetPct, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond))
+		w.budget = startOverheadBudget(cfg.budgetPct, logger.Printf)
 	}
 
 	stop := make(chan struct{})

@@ -182,9 +182,17 @@ func (w *watcher) attach(pid int) error {
 		probes.Close()
 		return err
 	}
+	attached := time.Now()
 	kept = true
+	w.log.Printf("watching pid %d (%s, %s, main module %s): %d probes", pid, name, bin.GoVersion, bin.MainModule, len(points))
+	for _, n := range plan.Notes {
+		w.log.Printf("  pid %d: %s", pid, n)
+	}
+	for _, n := range plan.Warnings {
+		w.warn.Printf("pid %d (%s): %s", pid, filepath.Base(name), n)
+	}
 	if w.budget != nil {
-		cycle, err := startDutyCycle(w.budget, pid, probes, points, func(err error) {
+		cycle, err := startDutyCycle(w.budget, pid, probes, points, attached, func(err error) {
 			w.warn.Printf("pid %d: overhead budget: %v", pid, err)
 		})
 		if err != nil {
@@ -196,13 +204,6 @@ func (w *watcher) attach(pid int) error {
 		if cycle != nil {
 			w.log.Printf("pid %d: overhead budget charges %s per probe hit", pid, cycle.cost)
 		}
-	}
-	w.log.Printf("watching pid %d (%s, %s, main module %s): %d probes", pid, name, bin.GoVersion, bin.MainModule, len(points))
-	for _, n := range plan.Notes {
-		w.log.Printf("  pid %d: %s", pid, n)
-	}
-	for _, n := range plan.Warnings {
-		w.warn.Printf("pid %d (%s): %s", pid, filepath.Base(name), n)
 	}
 	go w.awaitExit(pid, s)
 	return nil
