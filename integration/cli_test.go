@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -226,6 +228,8 @@ func TestErrors(t *testing.T) {
 		say  string
 	}{
 		{[]string{"--pid", fmt.Sprint(sleep.Process.Pid)}, 1, "not a Go binary"},
+		{[]string{"--pid", "999999999"}, 1, "no process with pid 999999999"},
+		{[]string{"--pid", fmt.Sprint(kthread(t))}, 1, "has no executable to watch: a kernel thread"},
 		{nil, 2, "give --pid PID or -- CMD"},
 		{[]string{"--trace-key", "nonsense", "--pid", "1"}, 2, "want type=IMPORT/PATH.TypeName or string=TEXT"},
 		{[]string{"--format", "xml", "--", "true"}, 2, `--format "xml"`},
@@ -253,4 +257,30 @@ func TestErrors(t *testing.T) {
 func init() {
 	// The go command run by the tests must not pick another toolchain.
 	os.Setenv("GOTOOLCHAIN", "local")
+}
+
+// kthread returns the pid of a kernel thread: kthreadd (2) in the initial
+// PID namespace, else the first process whose /proc entry has no executable
+// and an empty command line.
+func kthread(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || len(cmdline) != 0 {
+			continue
+		}
+		if _, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); errors.Is(err, fs.ErrNotExist) {
+			return pid
+		}
+	}
+	t.Fatal("no kernel thread visible in /proc")
+	return 0
 }

@@ -270,6 +270,9 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 	}
 
 	if cfg.pid != 0 {
+		if err := checkPID(cfg.pid); err != nil {
+			return finish(0, err)
+		}
 		if err := w.attach(cfg.pid); err != nil {
 			return finish(0, err)
 		}

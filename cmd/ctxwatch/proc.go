@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -53,4 +55,21 @@ func missingCaps() ([]string, error) {
 		missing = append(missing, "CAP_KILL")
 	}
 	return missing, nil
+}
+
+// checkPID says in one line why pid cannot be watched, before anything
+// tries: a process that does not exist, or a kernel thread (no executable).
+func checkPID(pid int) error {
+	if pid <= 0 {
+		return fmt.Errorf("--pid %d: not a process id", pid)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no process with pid %d (it exited, or never existed)", pid)
+	}
+	if _, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); errors.Is(err, fs.ErrNotExist) {
+		// /proc/PID is there but has no executable: a kernel thread, or a
+		// process exiting right now.
+		return fmt.Errorf("pid %d has no executable to watch: a kernel thread, or a process that is exiting", pid)
+	}
+	return nil
 }
