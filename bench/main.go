@@ -645,8 +645,9 @@ const docNotes = `
   machine, while the budget's own estimate (JSON summary, budget.overhead)
   stays just under 1%. Every break site is still found.
 - **0 events lost** (tables 2 and 3): required; a non-zero count is a bug.
-- **Attach ≤ 150 ms on a large binary** (table 4): missed by about 50 ms on
-  this 2-CPU machine. Most of it is inspecting and planning (about 100 ms:
+- **Attach ≤ 150 ms on a large binary** (table 4): missed on this 2-CPU
+  machine, by what the table shows. Most of it is inspecting and planning (about 100 ms
+  in a CPU profile of those alone, not in this table:
   the file is mapped and used in place, the pclntab parsed once, DWARF not
   read, since layouts come from internal/layout and types by name) and
   loading the eBPF program (the verifier, the maps; the goroutine map is

@@ -530,7 +530,9 @@ __attribute__((noinline)) int walk_stack(__u64 first, __u64 fp)
 	return s->user;
 }
 
-// this_stack returns the stack walk_stack captured on this thread.
+// this_stack returns the stack walk_stack captured on this thread. A second
+// lookup of the slot walk_stack used: a global function returns a scalar,
+// never a pointer. Paid only when an event is sent.
 static __always_inline struct stack *this_stack(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();

@@ -124,38 +124,13 @@ func watchPID(t *testing.T, pid int, extra ...string) (cw *exec.Cmd, out string,
 // happens after, and ends with it.
 func TestAttachPID(t *testing.T) {
 	requireRoot(t)
-	target := exec.Command(filepath.Join(bin, "waiter"))
-	stdin, err := target.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := target.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer target.Process.Kill()
-	lines := bufio.NewScanner(stdout)
-	if !lines.Scan() || lines.Text() != "ready" {
-		t.Fatalf("waiter did not start: %q", lines.Text())
-	}
-	go io.Copy(io.Discard, stdout)
-
+	target, stdin, lines := startWaiter(t, filepath.Join(bin, "waiter"))
+	go func() {
+		for lines.Scan() {
+		}
+	}()
 	cw, out, stderr := watchPID(t, target.Process.Pid)
-	const units = 5
-	for range units {
-		fmt.Fprintln(stdin, "go")
-	}
-	stdin.Close()
-	if err := target.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if err := cw.Wait(); err != nil {
-		t.Fatalf("ctxwatch: %v; stderr:\n%s", err, stderr.String())
-	}
-	checkWaiter(t, out, units)
+	runWaiter(t, target, cw, stdin, out, stderr, 5)
 }
 
 // TestDetachOnSignal: Ctrl-C (SIGINT) or SIGTERM detaches ctxwatch from a
@@ -165,15 +140,7 @@ func TestDetachOnSignal(t *testing.T) {
 	requireRoot(t)
 	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
-			target := exec.Command(filepath.Join(bin, "waiter"))
-			stdin, _ := target.StdinPipe()
-			stdout, _ := target.StdoutPipe()
-			if err := target.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer target.Process.Kill()
-			lines := bufio.NewScanner(stdout)
-			lines.Scan()
+			target, stdin, lines := startWaiter(t, filepath.Join(bin, "waiter"))
 			cw, out, stderr := watchPID(t, target.Process.Pid)
 			const units = 3
 			for i := range units {
@@ -198,6 +165,47 @@ func TestDetachOnSignal(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startWaiter starts the waiter program at exe and waits for its "ready":
+// what the test types goes to stdin, what it answers comes in lines.
+func startWaiter(t *testing.T, exe string) (target *exec.Cmd, stdin io.WriteCloser, lines *bufio.Scanner) {
+	t.Helper()
+	target = exec.Command(exe)
+	stdin, err := target.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := target.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill() })
+	lines = bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("waiter did not start: %q", lines.Text())
+	}
+	return target, stdin, lines
+}
+
+// runWaiter has the watched waiter do units traced units of work, lets
+// it exit, and checks ctxwatch's report of them.
+func runWaiter(t *testing.T, target, cw *exec.Cmd, stdin io.WriteCloser, out string, stderr *syncBuffer, units uint64) {
+	t.Helper()
+	for range units {
+		fmt.Fprintln(stdin, "go")
+	}
+	stdin.Close()
+	if err := target.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.Wait(); err != nil {
+		t.Fatalf("ctxwatch: %v; stderr:\n%s", err, stderr.String())
+	}
+	checkWaiter(t, out, units)
 }
 
 func checkWaiter(t *testing.T, out string, units uint64) {

@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"bufio"
 	"debug/elf"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -442,18 +440,11 @@ func TestAttachReplacedBinary(t *testing.T) {
 			if err := os.WriteFile(exe, data, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			target := exec.Command(exe)
-			stdin, _ := target.StdinPipe()
-			stdout, _ := target.StdoutPipe()
-			if err := target.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer target.Process.Kill()
-			lines := bufio.NewScanner(stdout)
-			if !lines.Scan() || lines.Text() != "ready" {
-				t.Fatalf("waiter did not start: %q", lines.Text())
-			}
-			go io.Copy(io.Discard, stdout)
+			target, stdin, lines := startWaiter(t, exe)
+			go func() {
+				for lines.Scan() {
+				}
+			}()
 			switch how {
 			case "deleted":
 				err = os.Remove(exe)
@@ -468,18 +459,7 @@ func TestAttachReplacedBinary(t *testing.T) {
 				t.Fatal(err)
 			}
 			cw, out, stderr := watchPID(t, target.Process.Pid)
-			const units = 4
-			for range units {
-				fmt.Fprintln(stdin, "go")
-			}
-			stdin.Close()
-			if err := target.Wait(); err != nil {
-				t.Fatal(err)
-			}
-			if err := cw.Wait(); err != nil {
-				t.Fatalf("ctxwatch: %v; stderr:\n%s", err, stderr.String())
-			}
-			checkWaiter(t, out, units)
+			runWaiter(t, target, cw, stdin, out, stderr, 4)
 		})
 	}
 }

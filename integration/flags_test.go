@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -53,15 +52,7 @@ func TestCheckFunc(t *testing.T) {
 // and reports what was seen.
 func TestDuration(t *testing.T) {
 	requireRoot(t)
-	target := exec.Command(filepath.Join(bin, "waiter"))
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer target.Process.Kill()
-	lines := bufio.NewScanner(stdout)
-	lines.Scan()
+	target, stdin, lines := startWaiter(t, filepath.Join(bin, "waiter"))
 	start := time.Now()
 	cw, out, stderr := watchPID(t, target.Process.Pid, "--duration", "2s")
 	fmt.Fprintln(stdin, "go")

@@ -68,11 +68,10 @@ type Binary struct {
 	image   []byte // the file, mapped read-only (see Open)
 	elf     *elf.File
 	table   *pcln.Table
-	funcs   []pcln.Func       // sorted by Entry, from .gopclntab; names stay in the table
-	syms    map[string]Func   // from .symtab (nil if stripped)
-	marks   map[string]uint64 // runtime.text, go:func.*: for the pcln table
-	types   uint64            // address of runtime.types, 0 if unknown
-	typeSrc string            // how types was found, for error messages
+	funcs   []pcln.Func     // sorted by Entry, from .gopclntab; names stay in the table
+	syms    map[string]Func // from .symtab (nil if stripped)
+	types   uint64          // address of runtime.types, 0 if unknown
+	typeSrc string          // how types was found, for error messages
 
 	dwarfOnce sync.Once
 	dwarfMu   sync.Mutex // guards dw (dwarf.Data caches types internally)
@@ -158,10 +157,11 @@ func inspect(path string, osf *os.File, image []byte) (*Binary, error) {
 			b.HasDWARF = true
 		}
 	}
-	if err := b.loadSymtab(); err != nil {
+	marks, err := b.loadSymtab()
+	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", path, err)
 	}
-	if err := b.loadPclntab(); err != nil {
+	if err := b.loadPclntab(marks); err != nil {
 		return nil, fmt.Errorf("inspect %s: %w; %s", path, err, supported)
 	}
 	return b, nil
@@ -253,8 +253,9 @@ const (
 	pclnMagic120 = 0xfffffff1
 )
 
-// loadPclntab reads the function table from .gopclntab.
-func (b *Binary) loadPclntab() error {
+// loadPclntab reads the function table from .gopclntab; marks are symbol
+// values from loadSymtab (nil when stripped).
+func (b *Binary) loadPclntab(marks map[string]uint64) error {
 	sec := b.elf.Section(".gopclntab")
 	if sec == nil {
 		// PIE binaries of Go 1.19 and older keep it in relocated data.
@@ -291,8 +292,8 @@ func (b *Binary) loadPclntab() error {
 	// Entries are relative to runtime.text, which external linking (cgo)
 	// moves away from the start of .text: pcln finds it.
 	var symbol func(string) (uint64, bool)
-	if b.marks != nil {
-		symbol = func(name string) (uint64, bool) { v, ok := b.marks[name]; return v, ok }
+	if marks != nil {
+		symbol = func(name string) (uint64, bool) { v, ok := marks[name]; return v, ok }
 	}
 	b.table, err = pcln.NewMapped(b.elf, b.image, symbol)
 	if err != nil {
@@ -305,32 +306,33 @@ func (b *Binary) loadPclntab() error {
 	return nil
 }
 
-// loadSymtab finds the few symbols ctxwatch uses in .symtab: runtime.types,
-// runtime.text and go:func.*. It scans the table in place for them rather
-// than decoding every symbol (a large binary has hundreds of thousands);
-// functions come from the pclntab, which stripped binaries have too.
-func (b *Binary) loadSymtab() error {
+// loadSymtab finds the few symbols ctxwatch uses in .symtab: runtime.types
+// (kept) and runtime.text and go:func.* (returned, for the pcln table). It
+// scans the table in place for them rather than decoding every symbol (a
+// large binary has hundreds of thousands); functions come from the pclntab,
+// which stripped binaries have too.
+func (b *Binary) loadSymtab() (map[string]uint64, error) {
 	symtab := b.elf.SectionByType(elf.SHT_SYMTAB)
 	if symtab == nil {
 		b.Stripped = true
-		return nil
+		return nil, nil
 	}
 	if symtab.Size > maxSymtab {
-		return fmt.Errorf("read .symtab: size %d over limit %d", symtab.Size, maxSymtab)
+		return nil, fmt.Errorf("read .symtab: size %d over limit %d", symtab.Size, maxSymtab)
 	}
 	if int(symtab.Link) >= len(b.elf.Sections) {
-		return fmt.Errorf("read .symtab: string table index %d out of range", symtab.Link)
+		return nil, fmt.Errorf("read .symtab: string table index %d out of range", symtab.Link)
 	}
 	syms, err := b.section(symtab)
 	if err != nil {
-		return fmt.Errorf("read .symtab: %w", err)
+		return nil, fmt.Errorf("read .symtab: %w", err)
 	}
 	strtab, err := b.section(b.elf.Sections[symtab.Link])
 	if err != nil {
-		return fmt.Errorf("read .symtab strings: %w", err)
+		return nil, fmt.Errorf("read .symtab strings: %w", err)
 	}
 	want := [][]byte{[]byte("runtime.types\x00"), []byte("runtime.text\x00"), []byte("go:func.*\x00"), []byte("go.func.*\x00")}
-	b.marks = make(map[string]uint64)
+	marks := make(map[string]uint64)
 	const symSize = 24 // Elf64_Sym: name u32, info, other u8, shndx u16, value, size u64
 	for off := symSize; off+symSize <= len(syms); off += symSize {
 		name := uint64(binary.LittleEndian.Uint32(syms[off:]))
@@ -339,15 +341,15 @@ func (b *Binary) loadSymtab() error {
 		}
 		for _, w := range want {
 			if bytes.HasPrefix(strtab[name:], w) {
-				b.marks[string(w[:len(w)-1])] = binary.LittleEndian.Uint64(syms[off+8:])
+				marks[string(w[:len(w)-1])] = binary.LittleEndian.Uint64(syms[off+8:])
 			}
 		}
 	}
-	if v, ok := b.marks["runtime.types"]; ok {
+	if v, ok := marks["runtime.types"]; ok {
 		b.types = v
 		b.typeSrc = "symbol runtime.types"
 	}
-	return nil
+	return marks, nil
 }
 
 // readCode reads n bytes at virtual address addr of an executable segment.
