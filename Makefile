@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build demo test test-host unit integration bench generate layouts clean compat jaeger vmtest vmtest-ci
+.PHONY: all build demo test test-host test-deploy unit integration bench generate layouts clean compat jaeger vmtest vmtest-ci soak fuzz fuzz-ci
 
 all: build
 
@@ -20,21 +20,55 @@ demo: build
 # What CI runs (.ci/run): every test on this kernel, then the eBPF side on
 # Linux 5.10 in a VM (make vmtest-ci). Needs apt-get install tmux
 # qemu-system-x86 busybox-static.
-test: test-host vmtest-ci
+test: test-host fuzz-ci vmtest-ci
 
 # Every test on this kernel: unit tests and the integration tests (real
 # uprobes: root). The export test needs Jaeger (make jaeger: built once,
 # then cached). The compat matrix runs four toolchains here
 # (integration/compat_test.go).
-test-host: jaeger
+test-host: jaeger test-deploy
 	$(GO) test -count=1 -timeout 30m ./...
+
+# The Kubernetes manifests, the Helm chart and the image's Dockerfile
+# (deploy/): a module of its own, which keeps the Kubernetes and Helm
+# libraries out of go.mod. No root, no cluster, no docker.
+test-deploy:
+	cd deploy && $(GO) test -count=1 ./...
+
+# Fuzzing of what ctxwatch reads from untrusted sources: the target's ELF
+# file, build info, pcln table, moduledata and machine code, and the event
+# records of the probes. Each target runs for $(FUZZTIME), one go test per
+# target (-fuzz takes one per package); the seed program they cut their
+# seeds from is built once for all in a shared directory. Minimizing every
+# new input would take most of a short run, hence -fuzzminimizetime 1x. A
+# failing input is written to the package's testdata/fuzz/FuzzX/.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := internal/event:FuzzDecode internal/pcln:FuzzPclntab internal/pcln:FuzzModuledata \
+	internal/target:FuzzInspect internal/target:FuzzBuildInfo internal/target:FuzzCode
+fuzz:
+	set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	for t in $(FUZZ_TARGETS); do \
+		CTXWATCH_FUZZSEED_DIR="$$d" $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" \
+			-fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./$${t%%:*}; \
+	done
+
+# What make test runs: each fuzz target for 10 seconds (about 2 minutes).
+fuzz-ci:
+	$(MAKE) fuzz FUZZTIME=10s
 
 # Without root: inspection, analysis and reports only.
 unit:
-	$(GO) test -count=1 ./internal/analysis ./internal/event ./internal/pcln ./internal/report ./internal/target ./internal/layout ./internal/compat ./internal/export
+	$(GO) test -count=1 ./internal/analysis ./internal/event ./internal/pcln ./internal/report ./internal/target ./internal/layout ./internal/compat ./internal/export ./internal/fuzzseed
 
 integration:
 	$(GO) test -count=1 -v ./integration
+
+# The target is never harmed: the soak target under ctxwatch for
+# $(SOAK_CALLS) probed calls, and under 50 attaches and detaches (root).
+# make test-host runs them too, with 10^7 calls.
+SOAK_CALLS ?= 10000000
+soak:
+	CTXWATCH_SOAK_CALLS=$(SOAK_CALLS) $(GO) test -count=1 -v -timeout 3h -run '^(TestSoak|TestSoakAttachDetach)$$' ./integration
 
 # The eBPF side on real kernels: Debian's 5.10, 6.1 and 6.12 booted in qemu
 # (KVM if there is /dev/kvm, else TCG), the root tests run in each; a table
@@ -49,8 +83,12 @@ vmtest: jaeger
 # What CI boots: 5.10, the oldest supported kernel (the strictest
 # verifier). Left out there besides the tests that need the go command:
 # TestOverheadBudget, which counts the budget's detach cycles in a fixed
-# run that TCG stretches; it runs on the host in make test-host.
-VMTEST_CI_SKIP := ^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget)$$
+# run that TCG stretches; TestSoak and TestSoakAttachDetach, 10^7 probed
+# calls and 50 attaches of a busy target, minutes on the host and hours
+# under TCG; TestAgentMemory, a million goroutines spawned in a trace (30 s
+# on the host, many times that under TCG). They run on the host in make
+# test-host.
+VMTEST_CI_SKIP := ^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory)$$
 vmtest-ci: jaeger
 	$(GO) run ./vmtest -kernels 5.10 -skip '$(VMTEST_CI_SKIP)'
 

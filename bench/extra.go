@@ -392,19 +392,7 @@ func procCPU(pid int) (time.Duration, bool) {
 }
 
 // procHWM is the peak RSS of process pid, in kB.
-func procHWM(pid int) (uint64, bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, false
-	}
-	for line := range strings.Lines(string(data)) {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb, err == nil
-		}
-	}
-	return 0, false
-}
+func procHWM(pid int) (uint64, bool) { return procStatus(pid, "VmHWM:") }
 
 // --- attach time on a large binary ---
 

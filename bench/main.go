@@ -124,7 +124,7 @@ func main() {
 	runs := flag.Int("runs", 3, "runs of each op in each mode; the median is reported")
 	out := flag.String("out", "", "also write the tables to `FILE` (docs/performance.md)")
 	flag.BoolVar(&opsOnly, "ops-only", false, "measure the per-op table only (no HTTP, storm or attach sections)")
-	flag.StringVar(&only, "only", "", "run only this section after the per-op table (http, agent or attach), and the per-op table with -runs 1 -n 1000")
+	flag.StringVar(&only, "only", "", "run only this section after the per-op table (http, agent, attach or node), and the per-op table with -runs 1 -n 1000")
 	flag.DurationVar(&httpDur, "http-duration", 4*time.Second, "load per HTTP run")
 	flag.IntVar(&stormN, "storm-n", 100000, "goroutines the storm example spawns")
 	flag.Parse()
@@ -247,6 +247,7 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 				}
 				return b.attachBench(ctx, big, 5)
 			}},
+			{"5. Node agent", func() (string, error) { return b.nodeBench(ctx, service, 20*time.Second) }},
 		}
 		for _, sec := range sections {
 			if only != "" && !strings.Contains(strings.ToLower(sec.title), only) {

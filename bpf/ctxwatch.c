@@ -103,6 +103,8 @@ enum stat {
 	STAT_WALK_DEEP,       // context chain longer than MAX_WALK
 	STAT_HITS,            // unused: see hits
 	STAT_STATE_FULL,      // goroutine state could not be stored
+	STAT_STATE_NEW,       // goroutine states created
+	STAT_STATE_DELETED,   // goroutine states deleted by the program
 	STAT_MAX,
 };
 
@@ -161,7 +163,9 @@ struct iface {
 };
 
 // What the agent tells each copy of the program about its target process.
-// Addresses are run-time addresses (load bias applied).
+// Addresses are run-time addresses (load bias applied). cfg_tgid is the one
+// process watched, or 0 when the processes of one executable share the
+// program (ctxwatch node): then they are the keys of procs.
 volatile const __u32 cfg_tgid;
 volatile const __u8 cfg_spawn_g_arg; // where the spawn probe finds the new g
 volatile const __u64 off_g_goid, off_g_m, off_g_sched_bp, off_m_curg;
@@ -186,9 +190,17 @@ volatile const struct range user_ranges[MAX_RANGES];
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1 << 17);
-	__type(key, __u64); // goid
+	__type(key, __u64); // gkey: tgid and goid
 	__type(value, struct gstate);
 } goroutines SEC(".maps");
+
+// The processes a shared program watches (cfg_tgid == 0).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32); // tgid
+	__type(value, __u8);
+} procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -249,15 +261,43 @@ static __always_inline int read(void *dst, __u32 size, __u64 src)
 	return 0;
 }
 
-// ours filters by process: a uprobe fires in every process mapping the file.
-static __always_inline int ours(void)
+// ours returns the current process id if it is watched, else 0: a uprobe
+// fires in every process mapping the file. One process costs a compare;
+// processes sharing the program (node mode) a map lookup.
+static __always_inline __u32 ours(void)
 {
-	return (bpf_get_current_pid_tgid() >> 32) == cfg_tgid;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (cfg_tgid)
+		return tgid == cfg_tgid ? tgid : 0;
+	return bpf_map_lookup_elem(&procs, &tgid) ? tgid : 0;
 }
 
 static __always_inline int goid_of(__u64 g, __u64 *goid)
 {
 	return read(goid, sizeof(*goid), g + off_g_goid);
+}
+
+// Goroutine states are keyed by process and goroutine id, since processes
+// sharing the program share the map: the goid in the low GOID_BITS (a
+// process would need 4e12 goroutines to overflow them), the tgid above
+// (below 2^22, the kernel's PID_MAX_LIMIT). internal/uprobe splits keys
+// the same way.
+#define GOID_BITS 42
+#define GOID_MASK ((1ULL << GOID_BITS) - 1)
+
+static __always_inline int gkey_of(__u32 tgid, __u64 g, __u64 *key)
+{
+	__u64 goid;
+	if (goid_of(g, &goid) < 0)
+		return -1;
+	*key = (goid & GOID_MASK) | ((__u64)tgid << GOID_BITS);
+	return 0;
+}
+
+static __always_inline void forget(__u64 key)
+{
+	if (bpf_map_delete_elem(&goroutines, &key) == 0)
+		count(STAT_STATE_DELETED);
 }
 
 static __always_inline int same_trace(const struct trace *a, const struct trace *b)
@@ -559,7 +599,7 @@ static __always_inline struct stack *user_stack(REGS *ctx)
 
 // Events are built in ring buffer memory reserved for them, never in a
 // per-CPU buffer, for the reason given at stacks.
-static __always_inline struct event *new_event(__u8 type, __u64 goid, struct gstate *st, __u64 pc)
+static __always_inline struct event *new_event(__u8 type, __u64 key, struct gstate *st, __u64 pc)
 {
 	struct event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -568,7 +608,8 @@ static __always_inline struct event *new_event(__u8 type, __u64 goid, struct gst
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->type = type;
-	ev->goid = goid;
+	ev->goid = key & GOID_MASK;
+	ev->tgid = key >> GOID_BITS;
 	ev->pc = pc;
 	if (st) {
 		ev->t = st->t;
@@ -585,7 +626,6 @@ static __always_inline void emit(struct event *ev, struct stack *s)
 		ev->nstack = s->n > STACK_DEPTH ? STACK_DEPTH : s->n;
 	}
 	ev->ktime_ns = bpf_ktime_get_ns();
-	ev->tgid = cfg_tgid;
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -608,8 +648,9 @@ static __always_inline void add_span(struct gstate *st, __u64 span)
 	}
 }
 
-// own makes goroutine goid the owner of trace t, a new unit of work.
-static __always_inline void own(__u64 goid, struct trace *t, __u64 cancel, __u64 span)
+// own makes goroutine key the owner of trace t, a new unit of work; fresh
+// says it had no state (counted, so that the agent can tell evictions).
+static __always_inline void own(__u64 key, struct trace *t, __u64 cancel, __u64 span, int fresh)
 {
 	struct gstate st;
 	__builtin_memset(&st, 0, sizeof(st));
@@ -617,12 +658,14 @@ static __always_inline void own(__u64 goid, struct trace *t, __u64 cancel, __u64
 	st.cancel = cancel;
 	st.flags = G_OWNS;
 	add_span(&st, span);
-	if (bpf_map_update_elem(&goroutines, &goid, &st, BPF_ANY) < 0)
+	if (bpf_map_update_elem(&goroutines, &key, &st, BPF_ANY) < 0)
 		count(STAT_STATE_FULL);
+	else if (fresh)
+		count(STAT_STATE_NEW);
 }
 
 // check judges a goroutine's use of context c that sets no trace.
-static __always_inline void check(REGS *ctx, __u64 goid, struct gstate *st, struct iface c)
+static __always_inline void check(REGS *ctx, __u64 key, struct gstate *st, struct iface c)
 {
 	struct walk wk;
 	struct walk *w = &wk;
@@ -636,7 +679,7 @@ static __always_inline void check(REGS *ctx, __u64 goid, struct gstate *st, stru
 		struct stack *s = user_stack(ctx);
 		if (!s)
 			return; // only library code: not judged
-		struct event *ev = new_event(EV_FIRST_CHECK, goid, st, GO_PC(ctx));
+		struct event *ev = new_event(EV_FIRST_CHECK, key, st, GO_PC(ctx));
 		if (!ev)
 			return;
 		ev->outcome = out;
@@ -647,7 +690,7 @@ static __always_inline void check(REGS *ctx, __u64 goid, struct gstate *st, stru
 		return;
 	}
 	if (!in_scope(st)) {
-		bpf_map_delete_elem(&goroutines, &goid);
+		forget(key);
 		return;
 	}
 	if (!(st->flags & G_OWNS))
@@ -658,14 +701,9 @@ static __always_inline void check(REGS *ctx, __u64 goid, struct gstate *st, stru
 	struct stack *s = user_stack(ctx);
 	if (!s)
 		return;
-	struct event *ev = new_event(EV_DROPPED, goid, st, GO_PC(ctx));
+	struct event *ev = new_event(EV_DROPPED, key, st, GO_PC(ctx));
 	if (ev)
 		emit(ev, s);
-}
-
-static __always_inline __u64 current_goid(REGS *ctx, __u64 *goid)
-{
-	return goid_of(GO_G(ctx), goid);
 }
 
 // context.WithValue(parent Context, key, val any): parent in RAX/RBX, key in
@@ -674,18 +712,19 @@ static __always_inline __u64 current_goid(REGS *ctx, __u64 *goid)
 SEC("uprobe/with_value")
 int with_value(REGS *ctx)
 {
-	if (!ours())
+	__u32 tgid = ours();
+	if (!tgid)
 		return 0;
 	hit();
-	__u64 goid;
-	if (current_goid(ctx, &goid) < 0)
+	__u64 key;
+	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
 		return 0;
 	struct iface parent = {GO_ARG0(ctx), GO_ARG1(ctx)};
 	int k = key_index(GO_ARG2(ctx), GO_ARG3(ctx));
-	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
 	if (k < 0) {
 		if (st)
-			check(ctx, goid, st, parent);
+			check(ctx, key, st, parent);
 		return 0;
 	}
 
@@ -700,7 +739,7 @@ int with_value(REGS *ctx)
 
 	if (w->carry == CARRY_TRACE && !same_trace(&w->t, &nt)) {
 		struct stack *s = user_stack(ctx);
-		struct event *ev = s ? new_event(EV_OVERWRITTEN, goid, 0, GO_PC(ctx)) : 0;
+		struct event *ev = s ? new_event(EV_OVERWRITTEN, key, 0, GO_PC(ctx)) : 0;
 		if (ev) {
 			ev->t = w->t;
 			ev->other = nt;
@@ -711,7 +750,7 @@ int with_value(REGS *ctx)
 	// trace before if the parent did, or (OTel, parent not walkable) if the
 	// new span is a child in it.
 	if (!st) {
-		own(goid, &nt, cancel, span);
+		own(key, &nt, cancel, span, 1);
 		return 0;
 	}
 	int had = same_trace(&nt, &st->t); // the context handed on carries nt
@@ -731,7 +770,7 @@ int with_value(REGS *ctx)
 			struct stack *s = user_stack(ctx);
 			if (!s)
 				return 0; // only library code: not judged
-			struct event *ev = new_event(EV_FIRST_CHECK, goid, st, GO_PC(ctx));
+			struct event *ev = new_event(EV_FIRST_CHECK, key, st, GO_PC(ctx));
 			if (!ev)
 				return 0;
 			ev->outcome = out;
@@ -745,7 +784,7 @@ int with_value(REGS *ctx)
 			__builtin_memcpy(st->t.span, nt.span, sizeof(nt.span));
 			add_span(st, span);
 		} else {
-			own(goid, &nt, cancel, span);
+			own(key, &nt, cancel, span, 0);
 		}
 		return 0;
 	}
@@ -761,14 +800,14 @@ int with_value(REGS *ctx)
 	if (scope && (st->flags & G_OWNS) && k == 0 && st->t.key == 0 && st->nspans && !had && !unknown &&
 	    w->carry != CARRY_TRACE) {
 		struct stack *s = user_stack(ctx);
-		struct event *ev = s ? new_event(EV_DROPPED, goid, st, GO_PC(ctx)) : 0;
+		struct event *ev = s ? new_event(EV_DROPPED, key, st, GO_PC(ctx)) : 0;
 		if (ev) {
 			ev->other = nt;
 			emit(ev, s);
 		}
 		return 0;
 	}
-	own(goid, &nt, cancel, span);
+	own(key, &nt, cancel, span, 0);
 	return 0;
 }
 
@@ -777,17 +816,18 @@ int with_value(REGS *ctx)
 SEC("uprobe/ctx_arg0")
 int ctx_arg0(REGS *ctx)
 {
-	if (!ours())
+	__u32 tgid = ours();
+	if (!tgid)
 		return 0;
 	hit();
-	__u64 goid;
-	if (current_goid(ctx, &goid) < 0)
+	__u64 key;
+	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
 		return 0;
-	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
 	if (!st)
 		return 0;
 	struct iface c = {GO_ARG0(ctx), GO_ARG1(ctx)};
-	check(ctx, goid, st, c);
+	check(ctx, key, st, c);
 	return 0;
 }
 
@@ -818,13 +858,14 @@ static __always_inline __u64 arg_reg(REGS *ctx, __u32 i)
 SEC("uprobe/check_func")
 int check_func(REGS *ctx)
 {
-	if (!ours())
+	__u32 tgid = ours();
+	if (!tgid)
 		return 0;
 	hit();
-	__u64 goid;
-	if (current_goid(ctx, &goid) < 0)
+	__u64 key;
+	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
 		return 0;
-	struct gstate *st = bpf_map_lookup_elem(&goroutines, &goid);
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
 	if (!st)
 		return 0;
 	__u64 ip = GO_PC(ctx);
@@ -832,7 +873,7 @@ int check_func(REGS *ctx)
 	if (!reg)
 		return 0;
 	struct iface c = {arg_reg(ctx, *reg), arg_reg(ctx, *reg + 1)};
-	check(ctx, goid, st, c);
+	check(ctx, key, st, c);
 	return 0;
 }
 
@@ -843,22 +884,23 @@ int check_func(REGS *ctx)
 SEC("uprobe/spawn")
 int spawn(REGS *ctx)
 {
-	if (!ours())
+	__u32 tgid = ours();
+	if (!tgid)
 		return 0;
 	hit();
-	__u64 m, curg, pgoid;
+	__u64 m, curg, pkey;
 	if (read(&m, sizeof(m), GO_G(ctx) + off_g_m) < 0 || !m)
 		return 0;
 	if (read(&curg, sizeof(curg), m + off_m_curg) < 0 || !curg)
 		return 0;
-	if (goid_of(curg, &pgoid) < 0)
+	if (gkey_of(tgid, curg, &pkey) < 0)
 		return 0;
-	struct gstate *pst = bpf_map_lookup_elem(&goroutines, &pgoid);
+	struct gstate *pst = bpf_map_lookup_elem(&goroutines, &pkey);
 	if (!pst)
 		return 0;
 	if (!in_scope(pst)) {
 		if (!(pst->flags & G_PENDING))
-			bpf_map_delete_elem(&goroutines, &pgoid);
+			forget(pkey);
 		return 0;
 	}
 	// Both registers loaded, then chosen: a computed offset into the
@@ -866,16 +908,17 @@ int spawn(REGS *ctx)
 	__u64 g0 = GO_ARG0(ctx), g1 = GO_ARG1(ctx);
 	asm volatile("" : "+r"(g0), "+r"(g1));
 	__u64 newg = cfg_spawn_g_arg ? g1 : g0;
-	__u64 cgoid;
-	if (newg == 0 || goid_of(newg, &cgoid) < 0)
+	__u64 ckey;
+	if (newg == 0 || gkey_of(tgid, newg, &ckey) < 0)
 		return 0;
 	struct gstate cst = *pst;
 	cst.flags = G_INHERITS | G_PENDING;
 	cst.spawn_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&goroutines, &cgoid, &cst, BPF_ANY) < 0) {
+	if (bpf_map_update_elem(&goroutines, &ckey, &cst, BPF_ANY) < 0) {
 		count(STAT_STATE_FULL);
 		return 0;
 	}
+	count(STAT_STATE_NEW);
 	// The spawner's stack, from newproc's frame: its return address is
 	// the go statement.
 	struct stack *s = 0;
@@ -885,10 +928,10 @@ int spawn(REGS *ctx)
 		if (read(frame, sizeof(frame), bp) == 0 && walk_stack(frame[1], frame[0]) >= 0)
 			s = this_stack();
 	}
-	struct event *ev = new_event(EV_SPAWN, cgoid, &cst, 0);
+	struct event *ev = new_event(EV_SPAWN, ckey, &cst, 0);
 	if (!ev)
 		return 0;
-	ev->parent_goid = pgoid;
+	ev->parent_goid = pkey & GOID_MASK;
 	if (s && s->n)
 		ev->pc = s->pc[0]; // the go statement's return address
 	emit(ev, s);

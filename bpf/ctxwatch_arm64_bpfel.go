@@ -114,12 +114,14 @@ type CtxwatchStack struct {
 type CtxwatchStat uint32
 
 const (
-	CtxwatchStatSTAT_EVENTS_LOST CtxwatchStat = 0
-	CtxwatchStatSTAT_READ_FAULT  CtxwatchStat = 1
-	CtxwatchStatSTAT_WALK_DEEP   CtxwatchStat = 2
-	CtxwatchStatSTAT_HITS        CtxwatchStat = 3
-	CtxwatchStatSTAT_STATE_FULL  CtxwatchStat = 4
-	CtxwatchStatSTAT_MAX         CtxwatchStat = 5
+	CtxwatchStatSTAT_EVENTS_LOST   CtxwatchStat = 0
+	CtxwatchStatSTAT_READ_FAULT    CtxwatchStat = 1
+	CtxwatchStatSTAT_WALK_DEEP     CtxwatchStat = 2
+	CtxwatchStatSTAT_HITS          CtxwatchStat = 3
+	CtxwatchStatSTAT_STATE_FULL    CtxwatchStat = 4
+	CtxwatchStatSTAT_STATE_NEW     CtxwatchStat = 5
+	CtxwatchStatSTAT_STATE_DELETED CtxwatchStat = 6
+	CtxwatchStatSTAT_MAX           CtxwatchStat = 7
 )
 
 // Names of all BPF objects in the ELF.
@@ -129,6 +131,7 @@ const (
 	CtxwatchMapCheckFuncs             = "check_funcs"
 	CtxwatchMapEvents                 = "events"
 	CtxwatchMapGoroutines             = "goroutines"
+	CtxwatchMapProcs                  = "procs"
 	CtxwatchMapStacks                 = "stacks"
 	CtxwatchMapStats                  = "stats"
 	CtxwatchProgCheckFunc             = "check_func"
@@ -234,6 +237,7 @@ type CtxwatchMapSpecs struct {
 	CheckFuncs *ebpf.MapSpec `ebpf:"check_funcs"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
+	Procs      *ebpf.MapSpec `ebpf:"procs"`
 	Stacks     *ebpf.MapSpec `ebpf:"stacks"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -309,6 +313,7 @@ type CtxwatchMaps struct {
 	CheckFuncs *ebpf.Map `ebpf:"check_funcs"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Goroutines *ebpf.Map `ebpf:"goroutines"`
+	Procs      *ebpf.Map `ebpf:"procs"`
 	Stacks     *ebpf.Map `ebpf:"stacks"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 }
@@ -318,6 +323,7 @@ func (m *CtxwatchMaps) Close() error {
 		m.CheckFuncs,
 		m.Events,
 		m.Goroutines,
+		m.Procs,
 		m.Stacks,
 		m.Stats,
 	)

@@ -25,8 +25,11 @@ type FollowExecEvent struct {
 const (
 	FollowMapExecs           = "execs"
 	FollowMapFollowed        = "followed"
+	FollowMapLost            = "lost"
+	FollowMapWatched         = "watched"
 	FollowProgOnExec         = "on_exec"
 	FollowProgOnFork         = "on_fork"
+	FollowVarAllExecs        = "all_execs"
 	FollowVarUnusedExecEvent = "unused_exec_event"
 )
 
@@ -82,12 +85,15 @@ type FollowProgramSpecs struct {
 type FollowMapSpecs struct {
 	Execs    *ebpf.MapSpec `ebpf:"execs"`
 	Followed *ebpf.MapSpec `ebpf:"followed"`
+	Lost     *ebpf.MapSpec `ebpf:"lost"`
+	Watched  *ebpf.MapSpec `ebpf:"watched"`
 }
 
 // FollowVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FollowVariableSpecs struct {
+	AllExecs        *ebpf.VariableSpec `ebpf:"all_execs"`
 	UnusedExecEvent *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 }
 
@@ -113,12 +119,16 @@ func (o *FollowObjects) Close() error {
 type FollowMaps struct {
 	Execs    *ebpf.Map `ebpf:"execs"`
 	Followed *ebpf.Map `ebpf:"followed"`
+	Lost     *ebpf.Map `ebpf:"lost"`
+	Watched  *ebpf.Map `ebpf:"watched"`
 }
 
 func (m *FollowMaps) Close() error {
 	return _FollowClose(
 		m.Execs,
 		m.Followed,
+		m.Lost,
+		m.Watched,
 	)
 }
 
@@ -126,6 +136,7 @@ func (m *FollowMaps) Close() error {
 //
 // It can be passed to LoadFollowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FollowVariables struct {
+	AllExecs        *ebpf.Variable `ebpf:"all_execs"`
 	UnusedExecEvent *ebpf.Variable `ebpf:"unused_exec_event"`
 }
 

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -222,73 +220,7 @@ func checkWaiter(t *testing.T, out string, units uint64) {
 	}
 }
 
-// TestErrors: what ctxwatch says when it cannot do its job, in one line.
-func TestErrors(t *testing.T) {
-	requireRoot(t)
-	sleep := exec.Command("sleep", "30")
-	if err := sleep.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sleep.Process.Kill()
-	for _, c := range []struct {
-		args []string
-		code int
-		say  string
-	}{
-		{[]string{"--pid", fmt.Sprint(sleep.Process.Pid)}, 1, "not a Go binary"},
-		{[]string{"--pid", "999999999"}, 1, "no process with pid 999999999"},
-		{[]string{"--pid", fmt.Sprint(kthread(t))}, 1, "has no executable to watch: a kernel thread"},
-		{nil, 2, "give --pid PID or -- CMD"},
-		{[]string{"--trace-key", "nonsense", "--pid", "1"}, 2, "want type=IMPORT/PATH.TypeName or string=TEXT"},
-		{[]string{"--format", "xml", "--", "true"}, 2, `--format "xml"`},
-		{[]string{"--", "/nonexistent/program"}, 1, "start /nonexistent/program"},
-		// Without privileges (setpriv drops them all): which ones are missing.
-		{[]string{"setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all",
-			filepath.Join(bin, "ctxwatch"), "--pid", "1"}, 1, "missing capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL"},
-	} {
-		cmd := exec.Command(filepath.Join(bin, "ctxwatch"), c.args...)
-		if len(c.args) > 0 && c.args[0] == "setpriv" {
-			cmd = exec.Command(c.args[0], c.args[1:]...)
-		}
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		code := 0
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		}
-		if code != c.code || !strings.Contains(string(out), c.say) {
-			t.Errorf("ctxwatch %v: exit %d, %q; want exit %d saying %q", c.args, code, out, c.code, c.say)
-		}
-	}
-}
-
 func init() {
 	// The go command run by the tests must not pick another toolchain.
 	os.Setenv("GOTOOLCHAIN", "local")
-}
-
-// kthread returns the pid of a kernel thread: kthreadd (2) in the initial
-// PID namespace, else the first process whose /proc entry has no executable
-// and an empty command line.
-func kthread(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || len(cmdline) != 0 {
-			continue
-		}
-		if _, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); errors.Is(err, fs.ErrNotExist) {
-			return pid
-		}
-	}
-	t.Fatal("no kernel thread visible in /proc")
-	return 0
 }

@@ -44,7 +44,7 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/checkfunc", "../bench/target")
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/soak", "./testdata/checkfunc", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)
@@ -57,6 +57,11 @@ func run(m *testing.M) int {
 	trim.Stderr = os.Stderr
 	if err := trim.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build examples with -trimpath:", err)
+		return 1
+	}
+	// What TestBadTarget and others point ctxwatch at (errors_test.go).
+	if err := buildInputs(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "build test inputs:", err)
 		return 1
 	}
 	if buildOnly {
@@ -116,6 +121,10 @@ type summaryLine struct {
 	Unmatched  uint64       `json:"unmatched_checks"`
 	SpawnSites []spawnSite  `json:"spawn_sites"`
 	Breaks     []breakCount `json:"breaks"`
+	Incomplete bool         `json:"incomplete"`
+	Forgotten  uint64       `json:"pending_forgotten"`
+	Evicted    uint64       `json:"states_evicted"`
+	Notes      []string     `json:"notes"`
 }
 
 // result is what one ctxwatch run produced.

@@ -56,7 +56,7 @@ func build(root, out string, logf func(string, ...any)) error {
 
 // hostPrograms are dynamically linked programs the tests run, copied from
 // the host with their libraries: tmux gives TestLiveTable a terminal, and
-// util-linux's setpriv drops privileges in TestErrors.
+// util-linux's setpriv drops privileges in TestCapabilities.
 var hostPrograms = []string{"/usr/bin/tmux", "/usr/bin/setpriv"}
 
 // terminfo entries tmux needs (for its panes and its client).

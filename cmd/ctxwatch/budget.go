@@ -115,12 +115,12 @@ func (d *dutyCycle) run(onErr func(error)) {
 }
 
 func (d *dutyCycle) update(apply bool, onErr func(error)) {
-	st, err := d.probes.Stats()
+	hits, err := d.probes.Hits()
 	if err != nil {
 		onErr(err)
 		return
 	}
-	attach := d.ctl.Update(time.Now(), st.Hits)
+	attach := d.ctl.Update(time.Now(), hits)
 	switch {
 	case !apply:
 	case attach && !d.probes.Attached():

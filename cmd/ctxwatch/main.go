@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -35,6 +36,8 @@ Usage:
                                          runs; Go programs it starts are watched too
   go test -exec 'sudo ctxwatch --fail-on-break --' ./...
                                          a CI gate, like the race detector
+  sudo ctxwatch node [flags]             watch every Go process of the machine, as a
+                                         Kubernetes DaemonSet does (ctxwatch node --help)
 
 What is watched (uprobes, filtered by process):
   goroutine spawns       runtime.newproc's queueing of the new goroutine: which
@@ -72,6 +75,7 @@ type config struct {
 	budgetPct   float64 // --overhead-budget; -1: the default of the mode
 	opts        uprobe.Options
 	export      export.Config
+	node        *nodeOptions // ctxwatch node; nil otherwise
 }
 
 type listFlag struct {
@@ -99,42 +103,24 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 		fmt.Fprint(stderr, `
 Exit status: the command's own with -- CMD; 3 with --fail-on-break when a
-break was found; 1 when ctxwatch itself failed; 2 for a usage error.
+break was found; 2 for a usage error or bad input (a pid that is not a Go
+program ctxwatch can watch, missing privileges, a kernel that lacks BPF ring
+buffers or BTF: one line says which); 1 when ctxwatch itself failed.
 `)
 	}
 	fs.IntVar(&c.pid, "pid", 0, "watch the running Go process `PID`")
-	fs.DurationVar(&c.duration, "duration", 0, "stop watching after `D` (e.g. 30s); default: until the target exits or Ctrl-C")
-	fs.Var(listFlag{&keys}, "trace-key", "a context key that holds a trace id, repeatable:\n`type=IMPORT/PATH.TypeName` (e.g. type=main.traceKey) or string=TEXT (a plain string key)")
-	fs.Var(listFlag{&c.opts.CheckFuncs}, "check-func", "also treat calls of `FUNC` (e.g. main.process) as checks of its first context argument, repeatable")
-	fs.Var(listFlag{&c.opts.UserPrefixes}, "user-code", "judge code under package path `PREFIX` as user code too, repeatable")
-	fs.StringVar(&c.format, "format", "table", "output `format`: table (live on a terminal, summary at exit) or json (JSON lines)")
-	fs.StringVar(&c.output, "output", "", "write the report to `FILE` instead of standard output")
-	fs.BoolVar(&c.failOnBreak, "fail-on-break", false, "exit with status 3 when a break was found")
-	fs.BoolVar(&c.verbose, "verbose", false, "log what is probed and what cannot be, to standard error")
-	fs.BoolVar(&c.verbose, "v", false, "short for --verbose")
+	addWatchFlags(fs, &c, &keys, "table")
 	fs.Float64Var(&c.budgetPct, "overhead-budget", -1, fmt.Sprintf("keep the estimated cost of the probes under `PCT` percent of the target's CPUs\n"+
 		"(probe hits × a per-hit cost measured at start; probes are detached while over budget,\n"+
 		"and the summary's sampled_fraction says for how much of the time they were in);\n"+
 		"default %d with --pid, off with -- CMD; 0 turns it off", defaultPIDBudget))
-	fs.IntVar(&c.ringSize, "ring-size", 16<<20, "ring buffer size in `bytes` (a power of two)")
-	fs.StringVar(&c.export.Endpoint, "otlp-endpoint", "", "export each break as a span inside the trace that broke, to the OTLP collector at base `URL`\n(e.g. http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf);\ndefault: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT; nothing is sent unless an endpoint or protocol is set")
-	fs.StringVar(&c.export.Protocol, "otlp-protocol", "", "OTLP `protocol`: grpc or http/protobuf; default: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else http/protobuf")
-	fs.Float64Var(&c.export.Rate, "otlp-rate", export.DefaultRate, "at most `N` break spans per second per break site; occurrences over it are counted on the site's next span")
-	fs.StringVar(&c.export.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (breaks, traced spawns, propagated, per site) on http://`ADDR`/metrics")
-	if err := fs.Parse(args); err != nil {
+	if err := parseQuiet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
 		}
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	c.cmd = fs.Args()
-	for _, k := range keys {
-		tk, err := uprobe.ParseTraceKey(k)
-		if err != nil {
-			return c, fmt.Errorf("%w: %v", errUsage, err)
-		}
-		c.opts.TraceKeys = append(c.opts.TraceKeys, tk)
-	}
 	switch {
 	case c.pid == 0 && len(c.cmd) == 0:
 		return c, fmt.Errorf("%w: give --pid PID or -- CMD [ARGS]", errUsage)
@@ -142,17 +128,6 @@ break was found; 1 when ctxwatch itself failed; 2 for a usage error.
 		return c, fmt.Errorf("%w: give --pid or a command, not both", errUsage)
 	case c.pid < 0:
 		return c, fmt.Errorf("%w: --pid %d is not a process id", errUsage, c.pid)
-	case c.format != "table" && c.format != "json":
-		return c, fmt.Errorf("%w: --format %q: want table or json", errUsage, c.format)
-	case c.budgetPct > 100 || (c.budgetPct < 0 && c.budgetPct != -1):
-		return c, fmt.Errorf("%w: --overhead-budget %g: want a percentage in (0, 100], or 0 for none", errUsage, c.budgetPct)
-	case c.ringSize < 4096 || c.ringSize&(c.ringSize-1) != 0:
-		return c, fmt.Errorf("%w: --ring-size %d: want a power of two of at least 4096", errUsage, c.ringSize)
-	case len(c.opts.TraceKeys) > uprobe.MaxKeys:
-		return c, fmt.Errorf("%w: at most %d --trace-key", errUsage, uprobe.MaxKeys)
-	}
-	if err := c.export.Validate(); err != nil {
-		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if c.budgetPct == -1 {
 		c.budgetPct = 0
@@ -160,7 +135,51 @@ break was found; 1 when ctxwatch itself failed; 2 for a usage error.
 			c.budgetPct = defaultPIDBudget
 		}
 	}
-	return c, nil
+	return c, checkWatchFlags(&c, keys)
+}
+
+// addWatchFlags defines the flags of every mode, --pid, -- CMD and node,
+// with format as --format's default.
+func addWatchFlags(fs *flag.FlagSet, c *config, keys *[]string, format string) {
+	fs.DurationVar(&c.duration, "duration", 0, "stop watching after `D` (e.g. 30s); default: until the target exits or Ctrl-C")
+	fs.Var(listFlag{keys}, "trace-key", "a context key that holds a trace id, repeatable:\n`type=IMPORT/PATH.TypeName` (e.g. type=main.traceKey) or string=TEXT (a plain string key)")
+	fs.Var(listFlag{&c.opts.CheckFuncs}, "check-func", "also treat calls of `FUNC` (e.g. main.process) as checks of its first context argument, repeatable")
+	fs.Var(listFlag{&c.opts.UserPrefixes}, "user-code", "judge code under package path `PREFIX` as user code too, repeatable")
+	fs.StringVar(&c.format, "format", format, "output `format`: table (live on a terminal, summary at exit) or json (JSON lines)")
+	fs.StringVar(&c.output, "output", "", "write the report to `FILE` instead of standard output")
+	fs.BoolVar(&c.failOnBreak, "fail-on-break", false, "exit with status 3 when a break was found")
+	fs.BoolVar(&c.verbose, "verbose", false, "log what is probed and what cannot be, to standard error")
+	fs.BoolVar(&c.verbose, "v", false, "short for --verbose")
+	fs.IntVar(&c.ringSize, "ring-size", 4<<20, "ring buffer size in `bytes` (a power of two)")
+	fs.StringVar(&c.export.Endpoint, "otlp-endpoint", "", "export each break as a span inside the trace that broke, to the OTLP collector at base `URL`\n(e.g. http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf);\ndefault: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT; nothing is sent unless an endpoint or protocol is set")
+	fs.StringVar(&c.export.Protocol, "otlp-protocol", "", "OTLP `protocol`: grpc or http/protobuf; default: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else http/protobuf")
+	fs.Float64Var(&c.export.Rate, "otlp-rate", export.DefaultRate, "at most `N` break spans per second per break site; occurrences over it are counted on the site's next span")
+	fs.StringVar(&c.export.MetricsAddr, "metrics-addr", c.export.MetricsAddr, "serve Prometheus metrics (breaks, traced spawns, propagated, per site) on http://`ADDR`/metrics")
+}
+
+// checkWatchFlags checks the flags of addWatchFlags once parsed.
+func checkWatchFlags(c *config, keys []string) error {
+	for _, k := range keys {
+		tk, err := uprobe.ParseTraceKey(k)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		c.opts.TraceKeys = append(c.opts.TraceKeys, tk)
+	}
+	switch {
+	case c.format != "table" && c.format != "json":
+		return fmt.Errorf("%w: --format %q: want table or json", errUsage, c.format)
+	case c.budgetPct > 100 || (c.budgetPct < 0 && c.budgetPct != -1):
+		return fmt.Errorf("%w: --overhead-budget %g: want a percentage in (0, 100], or 0 for none", errUsage, c.budgetPct)
+	case c.ringSize < 4096 || c.ringSize&(c.ringSize-1) != 0:
+		return fmt.Errorf("%w: --ring-size %d: want a power of two of at least 4096", errUsage, c.ringSize)
+	case len(c.opts.TraceKeys) > uprobe.MaxKeys:
+		return fmt.Errorf("%w: at most %d --trace-key", errUsage, uprobe.MaxKeys)
+	}
+	if err := c.export.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
 }
 
 func main() {
@@ -168,8 +187,13 @@ func main() {
 }
 
 func run(args []string) int {
-	logger := log.New(os.Stderr, "ctxwatch: ", 0)
-	cfg, err := parseFlags(args, os.Stderr)
+	stderr := lineEscaper{os.Stderr} // log lines quote what the target names
+	logger := log.New(stderr, "ctxwatch: ", 0)
+	parse := parseFlags
+	if len(args) > 0 && args[0] == "node" {
+		parse, args = parseNodeFlags, args[1:]
+	}
+	cfg, err := parse(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -178,29 +202,39 @@ func run(args []string) int {
 		logger.Print("run ctxwatch --help for usage")
 		return 2
 	}
+	errLog := log.New(stderr, "ctxwatch: ", 0)
+	if cfg.node != nil && cfg.node.logFormat == "json" {
+		// A service's logs: one JSON object per line, for the cluster's
+		// log pipeline.
+		h := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
+		logger, errLog = slog.NewLogLogger(h, slog.LevelDebug), slog.NewLogLogger(h, slog.LevelWarn)
+	}
 	if !cfg.verbose {
 		logger.SetOutput(io.Discard)
 	}
-	errLog := log.New(os.Stderr, "ctxwatch: ", 0)
 	code, err := watch(cfg, logger, errLog)
 	if err != nil {
 		errLog.Print(err)
+		if errors.Is(err, errBadInput) {
+			return 2
+		}
 		return 1
 	}
 	return code
 }
 
 func watch(cfg config, logger, errLog *log.Logger) (int, error) {
-	if missing, err := missingCaps(); err != nil {
+	if missing, err := missingCaps(cfg.node == nil); err != nil {
 		return 0, err
 	} else if len(missing) > 0 {
-		return 0, fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", "))
+		return 0, badInput(fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", ")))
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return 0, fmt.Errorf("raise locked memory limit: %w", err)
 	}
-	if err := checkKernel(); err != nil {
-		return 0, err
+	// -- CMD and node follow execs (tp_btf programs: BTF).
+	if err := checkKernel(hostKernel(), len(cfg.cmd) > 0 || cfg.node != nil); err != nil {
+		return 0, badInput(err)
 	}
 	out := io.Writer(os.Stdout)
 	if cfg.output != "" {
@@ -220,6 +254,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		sink, live = t, t
 	}
 	if cfg.export.Enabled() {
+		warn := warnExportOnce(errLog)
 		exp, err := export.New(context.Background(), cfg.export, sink)
 		if err != nil {
 			return 0, err
@@ -228,7 +263,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			if err := exp.Close(ctx); err != nil {
-				errLog.Printf("export: %v", err)
+				warn(fmt.Errorf("export: %w", err))
 			}
 		}()
 		sink = exp
@@ -251,6 +286,9 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 	loopDone := make(chan error, 1)
 	go func() { loopDone <- w.loop(stop) }()
 	finish := func(code int, err error) (int, error) {
+		// Probes out first: the loop summarises after the ring buffer
+		// has been quiet for a while, which a busy target would put off.
+		w.detachAll()
 		close(stop)
 		if lerr := <-loopDone; lerr != nil && err == nil {
 			err = lerr
@@ -269,27 +307,18 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		timeout = time.After(cfg.duration)
 	}
 
+	if cfg.node != nil {
+		w.node = &nodeIdentity{nodeName: cfg.node.nodeName, procfs: "/proc"}
+		return watchNode(cfg, w, logger, errLog, sigs, timeout, finish)
+	}
 	if cfg.pid != 0 {
 		if err := checkPID(cfg.pid); err != nil {
-			return finish(0, err)
+			return finish(0, badInput(err))
 		}
-		if err := w.attach(cfg.pid); err != nil {
-			return finish(0, err)
-		}
-		// --duration is how long the process is watched: count it from
-		// the attach, which takes seconds on a slow machine (under TCG,
-		// vmtest saw --duration 2s end before the probes were in).
-		if cfg.duration > 0 {
-			timeout = time.After(cfg.duration)
-		}
-		exited := make(chan struct{})
-		go func() { waitExit(cfg.pid); close(exited) }()
-		select {
-		case <-exited:
-		case <-sigs:
-		case <-timeout:
-		}
-		return finish(0, nil)
+		// The user named this process: a --check-func it lacks is a
+		// mistake to report, not a binary to pass over.
+		w.requireCheckFuncs = true
+		return watchPID(cfg, w, logger, errLog, sigs, timeout, finish)
 	}
 	return runCommand(cfg, w, logger, errLog, sigs, timeout, finish)
 }
@@ -298,7 +327,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 // included) stopped at exec until its probes are in place.
 func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.Signal, timeout <-chan time.Time,
 	finish func(int, error) (int, error)) (int, error) {
-	f, err := follow.New()
+	f, err := follow.New(follow.Options{})
 	if err != nil {
 		return finish(0, fmt.Errorf("follow the processes of %s: %w", cfg.cmd[0], err))
 	}
@@ -340,7 +369,7 @@ func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os
 	cmd := exec.Command(cfg.cmd[0], cfg.cmd[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return finish(0, fmt.Errorf("start %s: %w", cfg.cmd[0], err))
+		return finish(0, badInput(startError(cmd.Path, err)))
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Capability numbers (linux/capability.h).
@@ -20,9 +23,9 @@ const (
 )
 
 // missingCaps names the capabilities ctxwatch lacks to load eBPF programs,
-// attach uprobes, read another process's executable and stop and resume the
-// processes it starts.
-func missingCaps() ([]string, error) {
+// attach uprobes, read another process's executable and, with stops, stop
+// and resume the processes it starts (-- CMD; ctxwatch node stops nothing).
+func missingCaps(stops bool) ([]string, error) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return nil, fmt.Errorf("read own capabilities: %w", err)
@@ -51,25 +54,55 @@ func missingCaps() ([]string, error) {
 	if !has(capSysPtrace) {
 		missing = append(missing, "CAP_SYS_PTRACE")
 	}
-	if !has(capKill) {
+	if stops && !has(capKill) {
 		missing = append(missing, "CAP_KILL")
 	}
 	return missing, nil
 }
 
 // checkPID says in one line why pid cannot be watched, before anything
-// tries: a process that does not exist, or a kernel thread (no executable).
+// tries: a process that does not exist, has exited, or is a kernel thread.
 func checkPID(pid int) error {
 	if pid <= 0 {
 		return fmt.Errorf("--pid %d: not a process id", pid)
 	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, fs.ErrNotExist) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("no process with pid %d (it exited, or never existed)", pid)
 	}
+	if err == nil {
+		state, flags, ok := parseStat(stat)
+		switch {
+		case ok && flags&pfKthread != 0:
+			return fmt.Errorf("pid %d has no executable to watch: a kernel thread", pid)
+		case ok && (state == 'Z' || state == 'X'):
+			return fmt.Errorf("pid %d has exited (its parent has not reaped it yet): there is nothing left to watch", pid)
+		}
+	}
 	if _, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); errors.Is(err, fs.ErrNotExist) {
-		// /proc/PID is there but has no executable: a kernel thread, or a
-		// process exiting right now.
 		return fmt.Errorf("pid %d has no executable to watch: a kernel thread, or a process that is exiting", pid)
 	}
 	return nil
+}
+
+// pfKthread is PF_KTHREAD (linux/sched.h) in the flags of /proc/PID/stat.
+const pfKthread = 0x00200000
+
+// parseStat returns the state and the flags of a /proc/PID/stat line. The
+// command name, in parentheses, may itself hold spaces and parentheses:
+// the fields start after the last ')'.
+func parseStat(stat []byte) (state byte, flags uint64, ok bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 7 || len(f[0]) != 1 {
+		return 0, 0, false
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	return f[0][0], flags, true
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
+	"github.com/ctxwatch/ctxwatch/internal/container"
 	"github.com/ctxwatch/ctxwatch/internal/event"
 	"github.com/ctxwatch/ctxwatch/internal/pcln"
 	"github.com/ctxwatch/ctxwatch/internal/report"
@@ -35,6 +36,8 @@ type session struct {
 	started time.Time
 	notes   []string
 	cycle   *dutyCycle // nil without --overhead-budget
+	group   *group     // node mode: the probes shared with other processes of its executable
+	ended   bool       // put in retired once (under watcher.mu): summarised once
 }
 
 // watcher owns the shared ring buffer, the sessions and the reporting.
@@ -49,10 +52,45 @@ type watcher struct {
 	ring   *ebpf.Map
 	breaks int             // read after loop returns
 	budget *overheadBudget // nil: probes stay attached
+	// requireCheckFuncs refuses a process that lacks a --check-func
+	// (--pid); with -- CMD a warning says so and the rest is watched.
+	requireCheckFuncs bool
+	// node is set in node mode: processes are tagged with their container,
+	// pod and node, and those of one executable share probes.
+	node *nodeIdentity
+	// goroutines, in node mode, is the goroutine state map of every
+	// program (its keys hold the pid): its memory, some 20 MB preallocated,
+	// does not grow with the executables watched.
+	goroutines *ebpf.Map
 
 	mu       sync.Mutex
 	sessions map[uint32]*session
-	retired  []*session // sessions whose process exited or exec'd, to summarise
+	retired  []*session      // sessions whose process exited or exec'd, to summarise
+	drains   []chan struct{} // closed by loop once it has read what the ring held
+	groups   map[exeKey]*group
+}
+
+// nodeIdentity tags processes in node mode.
+type nodeIdentity struct {
+	nodeName string
+	procfs   string
+}
+
+// process describes pid for the reports.
+func (w *watcher) process(pid int, name, goVersion string) report.Process {
+	// The kernel marks an executable deleted since exec: the name is still
+	// the program's.
+	p := report.Process{PID: uint32(pid), Executable: filepath.Base(strings.TrimSuffix(name, " (deleted)")), GoVersion: goVersion,
+		ServiceName: environValue(pid, "OTEL_SERVICE_NAME")}
+	if w.node != nil {
+		p.NodeName = w.node.nodeName
+		id, err := container.Of(w.node.procfs, pid)
+		if err != nil {
+			w.log.Printf("pid %d: no container identity: %v", pid, err)
+		}
+		p.ContainerID, p.PodUID = id.ContainerID, id.PodUID
+	}
+	return p
 }
 
 func newWatcher(opts uprobe.Options, ringSize int, sink report.Sink, live report.Live, logger, warn *log.Logger) (*watcher, error) {
@@ -68,6 +106,7 @@ func newWatcher(opts uprobe.Options, ringSize int, sink report.Sink, live report
 		live:     live,
 		ring:     ring,
 		sessions: map[uint32]*session{},
+		groups:   map[exeKey]*group{},
 	}, nil
 }
 
@@ -93,6 +132,16 @@ func (r resolver) FramesForReturn(ret uint64) []analysis.Frame {
 // process should be stopped (just exec'd) or it runs unwatched meanwhile.
 func (w *watcher) attach(pid int) error {
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	var key exeKey
+	if w.node != nil {
+		var err error
+		if key, err = exeKeyOf(pid); err != nil {
+			return err
+		}
+		if joined, err := w.join(pid, key); joined || err != nil {
+			return err
+		}
+	}
 	// The goroutine map does not depend on the target: it is made (tens of
 	// milliseconds to preallocate) while the binary is inspected.
 	type made struct {
@@ -100,18 +149,25 @@ func (w *watcher) attach(pid int) error {
 		err error
 	}
 	gmap := make(chan made, 1)
-	go func() {
-		m, err := uprobe.NewGoroutineMap()
+	if w.goroutines != nil {
+		m, err := w.goroutines.Clone()
 		gmap <- made{m, err}
-	}()
+	} else {
+		go func() {
+			m, err := uprobe.NewGoroutineMap()
+			gmap <- made{m, err}
+		}()
+	}
 	defer func() {
 		if g, ok := <-gmap; ok && g.m != nil {
 			g.m.Close() // the program holds its own reference
 		}
 	}()
+	// What the binary is or lacks is bad input (exit status 2 with --pid).
+	name, _ := os.Readlink(exe)
 	bin, err := target.Open(exe)
 	if err != nil {
-		return err
+		return badInput(fmt.Errorf("%s: %w", name, err))
 	}
 	kept := false // by the session, which closes it when it ends
 	defer func() {
@@ -119,19 +175,28 @@ func (w *watcher) attach(pid int) error {
 			bin.Close()
 		}
 	}()
-	name, _ := os.Readlink(exe)
 	if bin.Arch != "amd64" {
 		// arm64 binaries are inspected, but the probes run on amd64 only.
-		return fmt.Errorf("%s is %s (%s): %w: ctxwatch attaches to amd64 programs only", name, bin.Arch, bin.GoVersion, target.ErrArch)
+		return badInput(fmt.Errorf("%s is %s (%s): %w: ctxwatch attaches to amd64 programs only", name, bin.Arch, bin.GoVersion, target.ErrArch))
 	}
 	if bin.MainModule == "" && strings.HasPrefix(bin.MainPackage, "cmd/") {
-		return fmt.Errorf("%s is part of the Go toolchain: %w", name, errSkipped)
+		return badInput(fmt.Errorf("%s is part of the Go toolchain: %w", name, errSkipped))
+	}
+	if w.requireCheckFuncs {
+		for _, fn := range w.opts.CheckFuncs {
+			if _, err := bin.Func(fn); err != nil {
+				return badInput(fmt.Errorf("--check-func %s (in %s): %w", fn, name, bin.MissingFunc(fn)))
+			}
+		}
 	}
 	plan, err := uprobe.NewPlan(bin, w.opts)
 	if err != nil {
-		return fmt.Errorf("plan probes for %s: %w", name, err)
+		return badInput(fmt.Errorf("plan probes for %s: %w", name, err))
 	}
-	ef, err := elf.Open(exe)
+	// From here on, the file inspected, not /proc/PID/exe: the process
+	// may execute another program meanwhile, and the offsets planned for
+	// this file must never go into another.
+	ef, err := elf.Open(bin.OpenedPath())
 	if err != nil {
 		return fmt.Errorf("read ELF of %s: %w", name, err)
 	}
@@ -140,50 +205,74 @@ func (w *watcher) attach(pid int) error {
 	if err != nil {
 		return fmt.Errorf("find load address of %s: %w", name, err)
 	}
-	table := bin.LineTable()
 	cfg, points, err := plan.ForProcess(pid, bias, bin.FileOffset)
 	if err != nil {
 		return err
 	}
-	g := <-gmap
-	close(gmap)
-	if g.err != nil {
-		return g.err
+	// In node mode the processes of a non-PIE executable share the probes.
+	var g *group // nil: probes of its own
+	if w.node != nil && !bin.PIE {
+		cfg.PID = 0
+		g = &group{key: key, bin: bin, name: name, notes: plan.Notes, points: points,
+			members: map[*session]bool{}, first: pid}
 	}
-	probes, err := uprobe.Load(cfg, uprobe.Maps{Events: w.ring, Goroutines: g.m})
-	g.m.Close() // the program holds its own reference
+	gm := <-gmap
+	close(gmap)
+	if gm.err != nil {
+		return gm.err
+	}
+	probes, err := uprobe.Load(cfg, uprobe.Maps{Events: w.ring, Goroutines: gm.m})
+	gm.m.Close() // the program holds its own reference
 	if err != nil {
 		return err
 	}
-	mainModule, prefixes := bin.MainModule, w.opts.UserPrefixes
 	s := &session{
-		proc: report.Process{PID: uint32(pid), Executable: filepath.Base(name), GoVersion: bin.GoVersion,
-			ServiceName: environValue(pid, "OTEL_SERVICE_NAME")},
+		proc:    w.process(pid, name, bin.GoVersion),
 		probes:  probes,
 		bin:     bin,
 		started: time.Now(),
 		notes:   plan.Notes,
-		an: analysis.New(uint32(pid), analysis.Options{
-			Resolver: resolver{table: table, bias: bias},
-			IsUser:   func(fn string) bool { return target.IsUserFunc(fn, mainModule, prefixes) },
-		}),
+		an:      w.analyzer(pid, bin, bias),
 	}
 	// Register before attaching: events may come as soon as a probe is in.
 	w.mu.Lock()
-	if old := w.sessions[uint32(pid)]; old != nil {
+	if old := w.sessions[uint32(pid)]; old != nil && !old.ended {
+		old.ended = true
 		w.retired = append(w.retired, old) // the process exec'd again
 	}
 	w.sessions[uint32(pid)] = s
+	if g != nil {
+		g.probes = probes
+		g.members[s] = true
+		s.group = g
+		w.groups[key] = g
+	}
 	w.mu.Unlock()
-	if err := probes.Attach(exe, points); err != nil {
+	var aerr error
+	if g != nil {
+		aerr = probes.AddProcess(pid)
+	}
+	if aerr == nil {
+		aerr = probes.Attach(bin.OpenedPath(), points)
+	}
+	if aerr != nil {
 		w.mu.Lock()
 		delete(w.sessions, uint32(pid))
+		if g != nil {
+			delete(w.groups, key)
+		}
 		w.mu.Unlock()
 		probes.Close()
-		return err
+		if errors.Is(aerr, os.ErrPermission) {
+			return badInput(aerr) // a capability the kernel wants
+		}
+		return aerr
 	}
 	attached := time.Now()
 	kept = true
+	if err := bin.Trim(); err != nil {
+		w.log.Print(err)
+	}
 	w.log.Printf("watching pid %d (%s, %s, main module %s): %d probes", pid, name, bin.GoVersion, bin.MainModule, len(points))
 	for _, n := range plan.Notes {
 		w.log.Printf("  pid %d: %s", pid, n)
@@ -200,6 +289,9 @@ func (w *watcher) attach(pid int) error {
 		}
 		w.mu.Lock()
 		s.cycle = cycle
+		if g != nil {
+			g.cycle = cycle
+		}
 		w.mu.Unlock()
 		if cycle != nil {
 			w.log.Printf("pid %d: overhead budget charges %s per probe hit", pid, cycle.cost)
@@ -209,13 +301,68 @@ func (w *watcher) attach(pid int) error {
 	return nil
 }
 
+// analyzer makes the analysis of process pid, running bin loaded at bias.
+func (w *watcher) analyzer(pid int, bin *target.Binary, bias uint64) *analysis.Analyzer {
+	mainModule, prefixes := bin.MainModule, w.opts.UserPrefixes
+	return analysis.New(uint32(pid), analysis.Options{
+		Resolver: resolver{table: bin.LineTable(), bias: bias},
+		IsUser:   func(fn string) bool { return target.IsUserFunc(fn, mainModule, prefixes) },
+	})
+}
+
+// join has process pid share the probes already placed in its executable
+// (node mode), and reports whether there were any: a replica costs a map
+// entry, not an inspection and a set of uprobes.
+func (w *watcher) join(pid int, key exeKey) (bool, error) {
+	w.mu.Lock()
+	g := w.groups[key]
+	if g == nil {
+		w.mu.Unlock()
+		return false, nil
+	}
+	s := &session{
+		proc:    w.process(pid, g.name, g.bin.GoVersion),
+		probes:  g.probes,
+		bin:     g.bin,
+		started: time.Now(),
+		notes:   g.notes,
+		cycle:   g.cycle,
+		group:   g,
+		an:      w.analyzer(pid, g.bin, 0),
+	}
+	if old := w.sessions[uint32(pid)]; old != nil && !old.ended {
+		old.ended = true
+		w.retired = append(w.retired, old)
+	}
+	w.sessions[uint32(pid)] = s
+	g.members[s] = true
+	w.mu.Unlock()
+	if err := g.probes.AddProcess(pid); err != nil {
+		w.mu.Lock()
+		delete(w.sessions, uint32(pid))
+		last := g.leave(s)
+		if last {
+			delete(w.groups, key)
+		}
+		w.mu.Unlock()
+		if last {
+			g.close()
+		}
+		return true, err
+	}
+	w.log.Printf("watching pid %d (%s): shares the probes of pid %d", pid, g.name, g.first)
+	go w.awaitExit(pid, s)
+	return true, nil
+}
+
 // awaitExit retires a session when its process exits.
 func (w *watcher) awaitExit(pid int, s *session) {
 	waitExit(pid)
 	// The session stays in sessions until finish: its last events may
 	// still be in the ring buffer.
 	w.mu.Lock()
-	if w.sessions[uint32(pid)] == s {
+	if w.sessions[uint32(pid)] == s && !s.ended {
+		s.ended = true
 		w.retired = append(w.retired, s)
 	}
 	w.mu.Unlock()
@@ -231,6 +378,73 @@ func (w *watcher) detachAll() {
 			w.log.Printf("detach from pid %d: %v", s.proc.PID, err)
 		}
 	}
+}
+
+// execd retires the session of process pid, which executed a program:
+// goroutine ids restart, and probes of its own no longer match what runs.
+// It returns once the old program's events have been handled, so that a
+// session attached next for the same pid gets none of them.
+func (w *watcher) execd(pid int) {
+	w.mu.Lock()
+	s := w.sessions[uint32(pid)]
+	w.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if s.group == nil {
+		// Probes of its own come out now: if the new program is the same
+		// file, they would fire in it with the old one's load address and
+		// goroutine states.
+		s.cycle.halt()
+		if err := s.probes.Detach(); err != nil {
+			w.log.Printf("detach from pid %d: %v", pid, err)
+		}
+	} else if err := s.group.probes.RemoveProcess(pid); err != nil {
+		// Before the new program joins, if it runs the same file.
+		w.log.Printf("release pid %d: %v", pid, err)
+	}
+	// The old program's last events, in the ring buffer before the exec
+	// was reported, are its session's: handled before it goes.
+	w.drain()
+	w.mu.Lock()
+	if w.sessions[uint32(pid)] == s {
+		delete(w.sessions, uint32(pid))
+	}
+	if !s.ended {
+		s.ended = true
+		w.retired = append(w.retired, s)
+	}
+	w.mu.Unlock()
+}
+
+// drain returns once loop has read every record the ring buffer held when
+// drain was called, or after a second (the loop has ended, or cannot keep
+// up).
+func (w *watcher) drain() {
+	done := make(chan struct{})
+	w.mu.Lock()
+	w.drains = append(w.drains, done)
+	w.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+}
+
+// takeDrains returns the drain requests made so far.
+func (w *watcher) takeDrains() []chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.drains
+	w.drains = nil
+	return d
+}
+
+// count returns the number of processes watched.
+func (w *watcher) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.sessions)
 }
 
 func (w *watcher) session(pid uint32) *session {
@@ -253,12 +467,20 @@ func (w *watcher) takeRetired() []*session {
 // process's exit is summarised once the ring buffer has been seen empty
 // after the exit, so no event of it is left behind.
 // The event loop drains the ring buffer every ringPoll, at once again when
-// a drain found ringBatch records or more (it is falling behind). At 16 MiB
-// the ring holds about 60,000 records: over a second of the fastest spawn
-// storm measured, against a few milliseconds between drains.
+// a drain found ringBatch records or more (it is falling behind). At 4 MiB
+// (the default) the ring holds about 15,000 records: 90 ms of the fastest
+// spawn storm measured (163,000 events/s), against a few milliseconds
+// between drains; 1 MiB lost nothing of it on a loaded machine, 256 KiB
+// did. It is not larger because its pages count twice in the agent's
+// resident memory (the kernel maps the data twice, for wrap-around).
 const (
 	ringPoll  = 2 * time.Millisecond
 	ringBatch = 256
+	// While drains find nothing, the pause doubles up to ringIdlePoll: an
+	// agent watching idle services (ctxwatch node) should not wake 500
+	// times a second. The ring holds 90 ms of the fastest storm, more
+	// than ringIdlePoll of it.
+	ringIdlePoll = 64 * time.Millisecond
 )
 
 func (w *watcher) loop(stop <-chan struct{}) error {
@@ -271,9 +493,11 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 		rec         ringbuf.Record
 		ev          event.Event
 		lastRefresh time.Time
+		pause       = ringPoll
 	)
 	for {
 		retired := w.takeRetired()
+		drains := w.takeDrains()
 		stopping := false
 		select {
 		case <-stop:
@@ -310,6 +534,9 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 				rd.SetDeadline(deadline())
 			}
 		}
+		for _, d := range drains {
+			close(d)
+		}
 		for _, s := range retired {
 			w.finish(s)
 		}
@@ -330,8 +557,13 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 			lastRefresh = time.Now()
 			w.refresh()
 		}
+		if read == 0 {
+			pause = min(2*pause, ringIdlePoll)
+		} else {
+			pause = ringPoll
+		}
 		if read < ringBatch {
-			time.Sleep(ringPoll)
+			time.Sleep(pause)
 		}
 	}
 }
@@ -364,8 +596,15 @@ func (w *watcher) summary(s *session) report.Summary {
 	sum.EventsLost = st.EventsLost + st.StateFull
 	s.cycle.account(&sum)
 	sum.ProbeHits = st.Hits
+	if st.EventsLost > 0 {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("%d events found the ring buffer full (--ring-size %d)", st.EventsLost, w.ring.MaxEntries()))
+	}
 	if st.StateFull > 0 {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutine states not stored (map full)", st.StateFull))
+	}
+	if sum.Forgotten > 0 {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutines spawned in a trace were forgotten before they used a context (at most %d are remembered)",
+			sum.Forgotten, analysis.DefaultMaxPending))
 	}
 	if st.ReadFaults > 0 {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("%d reads of the target's memory failed (page not present)", st.ReadFaults))
@@ -377,21 +616,54 @@ func (w *watcher) summary(s *session) report.Summary {
 }
 
 func (w *watcher) finish(s *session) {
+	pid := s.proc.PID
 	w.mu.Lock()
-	if w.sessions[s.proc.PID] == s {
-		delete(w.sessions, s.proc.PID)
+	if w.sessions[pid] == s {
+		delete(w.sessions, pid)
 	}
+	g, last := s.group, false
+	if g != nil {
+		if last = g.leave(s); last {
+			delete(w.groups, g.key)
+		}
+	}
+	// The pid may already be back in the same group (it executed the same
+	// file again): then it stays in the program's pid map.
+	again := g != nil && w.sessions[pid] != nil && w.sessions[pid].group == g
 	cycle := s.cycle
 	w.mu.Unlock()
-	cycle.halt()
+	if g == nil {
+		cycle.halt()
+	}
 	sum := w.summary(s)
-	if err := s.probes.Close(); err != nil {
-		w.log.Printf("detach from pid %d: %v", s.proc.PID, err)
+	// Listed once, at the end: it walks the goroutine map.
+	if n, err := s.probes.StatesEvicted(); err != nil {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("goroutine states evicted: %v", err))
+	} else if n > 0 {
+		sum.StatesEvicted = n
+		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutine states evicted to make room, mostly of goroutines that had exited (a live one's verdict is missed)", n))
+	}
+	if g != nil {
+		sum.Notes = append(sum.Notes, "probe counters are shared by the processes of this executable")
+	}
+	switch {
+	case g == nil:
+		if err := s.probes.Close(); err != nil {
+			w.log.Printf("detach from pid %d: %v", pid, err)
+		}
+		s.bin.Close()
+	case last:
+		if err := g.close(); err != nil {
+			w.log.Printf("detach from %s: %v", g.name, err)
+		}
+	case !again:
+		if err := g.probes.RemoveProcess(int(pid)); err != nil {
+			w.log.Printf("release pid %d: %v", pid, err)
+		}
 	}
 	if err := w.sink.Summary(sum); err != nil {
 		w.log.Printf("report summary: %v", err)
 	}
-	s.bin.Close()
 }
 
 func (w *watcher) refresh() {
@@ -406,4 +678,9 @@ func (w *watcher) refresh() {
 	}
 }
 
-func (w *watcher) close() error { return w.ring.Close() }
+func (w *watcher) close() error {
+	if w.goroutines != nil {
+		w.goroutines.Close()
+	}
+	return w.ring.Close()
+}

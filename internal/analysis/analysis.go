@@ -45,9 +45,16 @@ type Options struct {
 	// sites reported.
 	IsUser func(function string) bool
 	// MaxPending bounds the spawned goroutines remembered until their
-	// first check (the oldest are forgotten first). Zero means 1<<18.
+	// first check (the oldest are forgotten first). Zero means
+	// DefaultMaxPending. The probes keep a goroutine's state in a map of
+	// bounded size, and a goroutine whose state they dropped never makes
+	// a first check: remembering more of them than that map holds only
+	// costs memory.
 	MaxPending int
 }
+
+// DefaultMaxPending is the default of Options.MaxPending.
+const DefaultMaxPending = 1 << 17
 
 // Break is one occurrence of a break.
 type Break struct {
@@ -96,9 +103,14 @@ type BreakCount struct {
 
 // Snapshot is the analysis so far.
 type Snapshot struct {
-	PID        uint32
-	Events     uint64
-	Unmatched  uint64 // first checks whose spawn was not seen (forgotten or lost)
+	PID       uint32
+	Events    uint64
+	Unmatched uint64 // first checks whose spawn was not seen (forgotten or lost)
+	// Forgotten counts the goroutines spawned in a trace that were dropped
+	// before their first check, because MaxPending newer ones were waiting
+	// for theirs. Most never check at all; one that does later is counted
+	// in Unmatched.
+	Forgotten  uint64
 	SpawnSites []SpawnSite
 	Breaks     []BreakCount
 }
@@ -109,43 +121,64 @@ type breakKey struct {
 	spawnSite Frame
 }
 
+// pending is a goroutine spawned in a trace whose first check is awaited.
+// The pending map may hold MaxPending of them, so it is kept small (its
+// spawn time comes back with the first check) and holds no pointer, so
+// that the garbage collector need not scan the map.
 type pending struct {
-	site   int // index into spawnSites
-	stack  []Frame
 	parent uint64
-	time   uint64
+	spawn  uint32 // index into Analyzer.spawns, or overflowSpawn
+	site   uint32 // index into Analyzer.spawnSites
+}
+
+// overflowSpawn marks a pending goroutine whose spawn stack is kept in
+// Analyzer.overflow: maxStacks distinct spawn stacks were interned already.
+const overflowSpawn = ^uint32(0)
+
+// spawnInfo is what a distinct spawn stack resolves to, once.
+type spawnInfo struct {
+	stack   []Frame // go statement first
+	site    uint32  // index into spawnSites
+	runtime bool    // started by the runtime itself: not traced
 }
 
 // Analyzer holds the analysis of one process. Not safe for concurrent use.
+//
+// Its memory is bounded whatever the process does: per goroutine it keeps
+// only the pending ones, at most MaxPending; everything else is per
+// distinct return address, stack, site or break of the program.
 type Analyzer struct {
-	pid           uint32
-	opts          Options
-	frames        map[uint64][]Frame // resolved return addresses
-	siteIndex     map[Frame]int
-	spawnSites    []SpawnSite
-	pending       map[uint64]pending
-	stacks        map[stackKey][]Frame // spawn stacks, resolved once per distinct stack
-	order         []uint64             // goroutines in pending, oldest first (may hold stale ids)
-	breaks        map[breakKey]*BreakCount
-	breakOrder    []breakKey
-	events        uint64
-	unmatched     uint64
-	runtimeSpawns uint64
+	pid        uint32
+	opts       Options
+	frames     map[uint64][]Frame // resolved return addresses
+	siteIndex  map[Frame]int
+	spawnSites []SpawnSite
+	pending    map[uint64]pending
+	spawnIndex map[stackKey]uint32 // distinct spawn stacks, interned
+	spawns     []spawnInfo
+	overflow   map[uint64][]Frame // spawn stacks of pending goroutines not interned
+	order      []uint64           // goroutines in pending, oldest first (may hold stale ids)
+	breaks     map[breakKey]*BreakCount
+	breakOrder []breakKey
+	events     uint64
+	unmatched  uint64
+	forgotten  uint64
 }
 
 // New returns an Analyzer for process pid.
 func New(pid uint32, opts Options) *Analyzer {
-	if opts.MaxPending == 0 {
-		opts.MaxPending = 1 << 18
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
 	}
 	return &Analyzer{
-		pid:       pid,
-		opts:      opts,
-		frames:    map[uint64][]Frame{},
-		siteIndex: map[Frame]int{},
-		pending:   map[uint64]pending{},
-		stacks:    map[stackKey][]Frame{},
-		breaks:    map[breakKey]*BreakCount{},
+		pid:        pid,
+		opts:       opts,
+		frames:     map[uint64][]Frame{},
+		siteIndex:  map[Frame]int{},
+		pending:    map[uint64]pending{},
+		spawnIndex: map[stackKey]uint32{},
+		overflow:   map[uint64][]Frame{},
+		breaks:     map[breakKey]*BreakCount{},
 	}
 }
 
@@ -155,26 +188,41 @@ type stackKey struct {
 	pcs [event.StackDepth]uint64
 }
 
-// maxStacks bounds the spawn stacks kept resolved.
+// maxStacks bounds the distinct spawn stacks kept resolved. A program
+// has few (one per go statement and way of reaching it); past the bound,
+// a stack is resolved for each spawn and kept while its goroutine is
+// pending.
 const maxStacks = 1 << 14
 
-// spawnStack returns the spawn stack of e, resolved and trimmed once per
-// distinct stack: goroutines started at the same place share it (read-only),
-// and a spawn allocates nothing once its stack has been seen.
-func (a *Analyzer) spawnStack(e *event.Event) []Frame {
+// spawnOf returns what the spawn stack of e resolves to, resolved and
+// trimmed once per distinct stack: goroutines started at the same place
+// share it (read-only), and a spawn allocates nothing once its stack has
+// been seen. The index is overflowSpawn for a stack not interned.
+func (a *Analyzer) spawnOf(e *event.Event) (uint32, spawnInfo) {
 	k := stackKey{n: e.NStack, pcs: e.Stack}
 	for i := e.NStack; i < len(k.pcs); i++ {
 		k.pcs[i] = 0
 	}
-	if st, ok := a.stacks[k]; ok {
-		return st
+	if i, ok := a.spawnIndex[k]; ok {
+		return i, a.spawns[i]
 	}
-	st := spawnStack(a.stack(e.Frames()))
-	if len(a.stacks) >= maxStacks {
-		clear(a.stacks)
+	stack := spawnStack(a.stack(e.Frames()))
+	info := spawnInfo{stack: stack}
+	if len(stack) > 0 && strings.HasPrefix(stack[0].Function, "runtime.") {
+		// The runtime's own goroutines (GC mark workers started
+		// while a traced goroutine allocates) carry no user trace.
+		info.runtime = true
+	} else {
+		site, _ := a.userFrame(stack)
+		info.site = uint32(a.site(site))
 	}
-	a.stacks[k] = st
-	return st
+	if len(a.spawns) >= maxStacks {
+		return overflowSpawn, info
+	}
+	i := uint32(len(a.spawns))
+	a.spawns = append(a.spawns, info)
+	a.spawnIndex[k] = i
+	return i, info
 }
 
 // stack resolves return addresses into logical frames, innermost first.
@@ -220,39 +268,35 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 	a.events++
 	switch e.Kind {
 	case event.Spawn:
-		stack := a.spawnStack(e)
-		if len(stack) > 0 && strings.HasPrefix(stack[0].Function, "runtime.") {
-			// The runtime's own goroutines (GC mark workers started
-			// while a traced goroutine allocates) carry no user trace.
-			a.runtimeSpawns++
+		i, info := a.spawnOf(e)
+		if info.runtime {
 			return Break{}, false
 		}
-		site, _ := a.userFrame(stack)
-		i := a.site(site)
-		a.spawnSites[i].TracedSpawns++
-		a.remember(e.Goroutine, pending{site: i, stack: stack, parent: e.Parent, time: e.Time})
+		a.spawnSites[info.site].TracedSpawns++
+		a.remember(e.Goroutine, pending{parent: e.Parent, spawn: i, site: info.site}, info.stack)
 	case event.FirstCheck:
 		p, ok := a.pending[e.Goroutine]
 		if !ok {
 			a.unmatched++
 			return Break{}, false
 		}
-		delete(a.pending, e.Goroutine)
+		stack := a.spawnStackOf(e.Goroutine, p)
+		a.forget(e.Goroutine, p)
 		s := &a.spawnSites[p.site]
 		switch e.Outcome {
 		case event.Propagated:
 			s.Propagated++
 		case event.Lost:
 			s.Lost++
-			return a.report(LostAtSpawn, e, &p), true
+			return a.report(LostAtSpawn, e, &p, stack), true
 		case event.NewRoot:
 			s.NewRoot++
-			return a.report(NewRoot, e, &p), true
+			return a.report(NewRoot, e, &p, stack), true
 		}
 	case event.Dropped:
-		return a.report(Dropped, e, nil), true
+		return a.report(Dropped, e, nil, nil), true
 	case event.Overwritten:
-		return a.report(Overwritten, e, nil), true
+		return a.report(Overwritten, e, nil, nil), true
 	}
 	return Break{}, false
 }
@@ -273,11 +317,23 @@ func spawnStack(frames []Frame) []Frame {
 	return frames
 }
 
-func (a *Analyzer) remember(goid uint64, p pending) {
+// remember makes goroutine goid pending, forgetting the oldest pending
+// goroutines beyond MaxPending. stack is its spawn stack, kept aside if
+// its spawn is not interned.
+func (a *Analyzer) remember(goid uint64, p pending, stack []Frame) {
+	if old, ok := a.pending[goid]; ok {
+		a.forget(goid, old) // a goid is never reused: a repeated spawn record
+	}
 	a.pending[goid] = p
+	if p.spawn == overflowSpawn {
+		a.overflow[goid] = stack
+	}
 	a.order = append(a.order, goid)
 	for len(a.pending) > a.opts.MaxPending && len(a.order) > 0 {
-		delete(a.pending, a.order[0])
+		if old, ok := a.pending[a.order[0]]; ok {
+			a.forget(a.order[0], old)
+			a.forgotten++
+		}
 		a.order = a.order[1:]
 	}
 	// Compact when mostly stale, so order stays proportional to pending.
@@ -292,7 +348,23 @@ func (a *Analyzer) remember(goid uint64, p pending) {
 	}
 }
 
-func (a *Analyzer) report(kind Kind, e *event.Event, p *pending) Break {
+// forget drops pending goroutine goid.
+func (a *Analyzer) forget(goid uint64, p pending) {
+	delete(a.pending, goid)
+	if p.spawn == overflowSpawn {
+		delete(a.overflow, goid)
+	}
+}
+
+// spawnStackOf returns the spawn stack of pending goroutine goid.
+func (a *Analyzer) spawnStackOf(goid uint64, p pending) []Frame {
+	if p.spawn == overflowSpawn {
+		return a.overflow[goid]
+	}
+	return a.spawns[p.spawn].stack
+}
+
+func (a *Analyzer) report(kind Kind, e *event.Event, p *pending, spawn []Frame) Break {
 	b := Break{
 		Kind:      kind,
 		PID:       a.pid,
@@ -304,9 +376,9 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending) Break {
 	b.Site, _ = a.userFrame(a.stack(e.Frames()))
 	key := breakKey{kind: kind, site: b.Site}
 	if p != nil {
-		b.Spawn = p.stack
+		b.Spawn = spawn
 		b.ParentGoroutine = p.parent
-		b.SpawnTime = p.time
+		b.SpawnTime = e.SpawnTime
 		key.spawnSite = a.spawnSites[p.site].Site
 	}
 	c, ok := a.breaks[key]
@@ -324,7 +396,7 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending) Break {
 // Snapshot returns the analysis so far: spawn sites with judged goroutines
 // sorted by breaks, most first, and breaks in order of first occurrence.
 func (a *Analyzer) Snapshot() Snapshot {
-	s := Snapshot{PID: a.pid, Events: a.events, Unmatched: a.unmatched}
+	s := Snapshot{PID: a.pid, Events: a.events, Unmatched: a.unmatched, Forgotten: a.forgotten}
 	s.SpawnSites = slices.Clone(a.spawnSites)
 	slices.SortStableFunc(s.SpawnSites, func(x, y SpawnSite) int {
 		return cmp.Compare(y.Lost+y.NewRoot, x.Lost+x.NewRoot)

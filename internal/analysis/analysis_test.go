@@ -110,6 +110,12 @@ func firstCheck(t uint64, g uint64, o event.Outcome, stack ...uint64) *event.Eve
 	return withStack(event.Event{Time: t, Kind: event.FirstCheck, Outcome: o, Goroutine: g, PID: pid, Trace: traceA}, stack...)
 }
 
+// spawnedAt sets the spawn time that the probes send with a first check.
+func spawnedAt(e *event.Event, t uint64) *event.Event {
+	e.SpawnTime = t
+	return e
+}
+
 func mustNoBreak(t *testing.T, a *analysis.Analyzer, e *event.Event) {
 	t.Helper()
 	if b, ok := a.Handle(e); ok {
@@ -161,7 +167,7 @@ func TestPropagated(t *testing.T) {
 func TestLostAtSpawn(t *testing.T) {
 	a := newAnalyzer(0)
 	mustNoBreak(t, a, spawn(100, 10, 1, retGoHandle, retServe))
-	b := mustBreak(t, a, firstCheck(250, 10, event.Lost, retSQLConn, retAuditFunc))
+	b := mustBreak(t, a, spawnedAt(firstCheck(250, 10, event.Lost, retSQLConn, retAuditFunc), 100))
 
 	if b.Kind != analysis.LostAtSpawn {
 		t.Errorf("Kind = %q, want %q", b.Kind, analysis.LostAtSpawn)
@@ -187,7 +193,7 @@ func TestLostAtSpawn(t *testing.T) {
 
 	// The same break again, from another request's goroutine.
 	mustNoBreak(t, a, spawn(300, 11, 2, retGoHandle, retServe))
-	b2 := mustBreak(t, a, firstCheck(400, 11, event.Lost, retSQLConn, retAuditFunc))
+	b2 := mustBreak(t, a, spawnedAt(firstCheck(400, 11, event.Lost, retSQLConn, retAuditFunc), 300))
 	if b2.First || b2.Count != 2 {
 		t.Errorf("second occurrence: First/Count = %v/%d, want false/2", b2.First, b2.Count)
 	}
@@ -372,8 +378,8 @@ func TestMaxPendingEviction(t *testing.T) {
 	if u := a.Snapshot().Unmatched; u != 1 {
 		t.Errorf("Unmatched = %d, want 1 (the oldest spawn forgotten)", u)
 	}
-	b := mustBreak(t, a, firstCheck(5, 11, event.Lost, retSQLConn, retAuditFunc))
-	if b.Goroutine != 11 || b.SpawnTime != 2 {
+	b := mustBreak(t, a, spawnedAt(firstCheck(5, 11, event.Lost, retSQLConn, retAuditFunc), 2))
+	if b.Goroutine != 11 || b.SpawnTime != 2 || b.ParentGoroutine != 1 {
 		t.Errorf("g11: %+v", b)
 	}
 	mustNoBreak(t, a, firstCheck(6, 12, event.Propagated, retSQLConn, retAuditFunc))

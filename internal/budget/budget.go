@@ -40,7 +40,9 @@ import (
 const DefaultWindow = time.Second
 
 // Bounds of Next: the first tick after attaching, with no hit rate known
-// yet, is MinTick; no tick is further apart than MaxTick while attached.
+// yet, is MinTick; no tick is further apart than MaxTick while attached to
+// a target that hits its probes, nor than the time a burst would take to
+// empty the bucket while it does not.
 const (
 	MinTick = 2 * time.Millisecond
 	MaxTick = 10 * time.Millisecond
@@ -161,7 +163,11 @@ func (c *Controller) Next() time.Duration {
 		}
 		burn := c.hitRate * c.cfg.HitCost.Seconds() // probe seconds per second
 		if burn <= 0 {
-			return MaxTick
+			// Idle: look as often as a burst on every CPU would take to
+			// empty the bucket (Budget × Window), at least every MaxTick.
+			// An agent with many idle targets (ctxwatch node) must not
+			// spend more than the budget it keeps.
+			return max(MaxTick, time.Duration(c.capacity/float64(c.cfg.CPUs)*float64(time.Second)))
 		}
 		secs = c.tokens / burn
 		return clamp(time.Duration(secs*float64(time.Second)), MinTick, MaxTick)

@@ -188,3 +188,22 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTicksScaleWithBudget: idle, a 5% budget is checked 20 times a
+// second, not 100 (an agent watching many idle executables pays per
+// check), and a burst after idling still costs at most three buckets.
+func TestIdleTicksScaleWithBudget(t *testing.T) {
+	cfg := Config{Budget: 0.05, CPUs: 2, HitCost: 6 * time.Microsecond}
+	s := newSim(t, cfg)
+	s.run(10*time.Second, 0)
+	if perSec := float64(s.ticks) / 10; perSec > 21 {
+		t.Errorf("%.0f ticks per second while idle at 5%%, want at most 20", perSec)
+	}
+	hitsAt := s.hits
+	s.run(time.Second, float64(cfg.CPUs)/cfg.HitCost.Seconds()) // every CPU in the probes
+	spent := time.Duration(float64(s.hits-hitsAt) * float64(cfg.HitCost))
+	bucket := time.Duration(cfg.Budget * float64(cfg.CPUs) * float64(DefaultWindow))
+	if spent > 3*bucket {
+		t.Errorf("burst after idling cost %s, want at most %s", spent, 3*bucket)
+	}
+}

@@ -187,6 +187,9 @@ func (e *Exporter) resource(ctx context.Context, p report.Process) (*resource.Re
 	if p.PodUID != "" {
 		attrs = append(attrs, semconv.K8SPodUID(p.PodUID))
 	}
+	if p.NodeName != "" {
+		attrs = append(attrs, semconv.K8SNodeName(p.NodeName))
+	}
 	r, err := resource.New(ctx, resource.WithFromEnv(), resource.WithSchemaURL(semconv.SchemaURL), resource.WithAttributes(attrs...))
 	if err != nil {
 		return nil, fmt.Errorf("resource of pid %d: %w", p.PID, err)

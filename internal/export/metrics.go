@@ -38,9 +38,23 @@ type metrics struct {
 }
 
 type spawnKey struct {
-	pid  uint32
-	exe  string
-	site analysis.Frame
+	pid            uint32
+	exe            string
+	container, pod string
+	site           analysis.Frame
+}
+
+// processAttrs identify a process in metrics: on a node, the container
+// and pod too (the collector's k8sattributes processor adds their names).
+func processAttrs(pid uint32, exe, container, pod string, rest ...attribute.KeyValue) metric.MeasurementOption {
+	attrs := append([]attribute.KeyValue{semconv.ProcessPID(int(pid)), semconv.ProcessExecutableName(exe)}, rest...)
+	if container != "" {
+		attrs = append(attrs, semconv.ContainerID(container))
+	}
+	if pod != "" {
+		attrs = append(attrs, semconv.K8SPodUID(pod))
+	}
+	return metric.WithAttributes(attrs...)
 }
 
 // newMetrics returns nil when no metric is wanted: no OTLP (or
@@ -87,6 +101,10 @@ func newMetrics(ctx context.Context, cfg Config) (*metrics, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		// Liveness for a DaemonSet's probes: served while ctxwatch runs.
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, "ok")
+		})
 		m.addr = ln.Addr()
 		m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		m.served = make(chan error, 1)
@@ -141,9 +159,7 @@ func (m *metrics) instruments() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		for k, s := range m.sites {
-			set := metric.WithAttributes(
-				semconv.ProcessPID(int(k.pid)),
-				semconv.ProcessExecutableName(k.exe),
+			set := processAttrs(k.pid, k.exe, k.container, k.pod,
 				semconv.CodeFunctionName(k.site.Function),
 				semconv.CodeFilePath(k.site.File),
 				semconv.CodeLineNumber(k.site.Line))
@@ -160,9 +176,7 @@ func (m *metrics) instruments() error {
 }
 
 func (m *metrics) addBreak(p report.Process, b analysis.Break) {
-	m.breaks.Add(context.Background(), 1, metric.WithAttributes(
-		semconv.ProcessPID(int(p.PID)),
-		semconv.ProcessExecutableName(p.Executable),
+	m.breaks.Add(context.Background(), 1, processAttrs(p.PID, p.Executable, p.ContainerID, p.PodUID,
 		attribute.String(string(attrKind), string(b.Kind)),
 		semconv.CodeFunctionName(b.Site.Function),
 		semconv.CodeFilePath(b.Site.File),
@@ -175,7 +189,7 @@ func (m *metrics) update(s report.Summary) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, site := range s.SpawnSites {
-		m.sites[spawnKey{pid: s.Process.PID, exe: s.Executable, site: site.Site}] = site
+		m.sites[spawnKey{pid: s.Process.PID, exe: s.Executable, container: s.ContainerID, pod: s.PodUID, site: site.Site}] = site
 	}
 }
 

@@ -1,11 +1,16 @@
-// Package follow stops the descendants of followed processes right after
-// exec, so that probes can be attached before their main runs.
+// Package follow reports execs of processes to the agent: it stops the
+// descendants of followed processes right after exec, so that probes can be
+// attached before their main runs; it reports the execs of watched
+// processes without stopping them, so that the agent learns that the
+// program it probes was replaced; and it can report every exec on the host.
 package follow
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -15,14 +20,23 @@ import (
 	"github.com/ctxwatch/ctxwatch/bpf"
 )
 
-// Exec is a followed process that has just executed a new program. When
-// Stopped, it waits for Resume before running a single instruction of it.
+// Exec is a process that has just executed a new program. When Stopped, it
+// waits for Resume before running a single instruction of it; only
+// followed processes (Add) are stopped.
 type Exec struct {
 	PID     int
 	Stopped bool
 }
 
-// Follower watches forks and execs of followed processes.
+// Options say which execs are reported besides those of the processes
+// given to Add and Watch.
+type Options struct {
+	// AllExecs reports every exec on the host, without stopping the
+	// process (unless it is followed).
+	AllExecs bool
+}
+
+// Follower watches forks and execs.
 type Follower struct {
 	objs  bpf.FollowObjects
 	links []link.Link
@@ -30,9 +44,18 @@ type Follower struct {
 }
 
 // New loads and attaches the fork and exec hooks.
-func New() (*Follower, error) {
+func New(opts Options) (*Follower, error) {
+	spec, err := bpf.LoadFollow()
+	if err != nil {
+		return nil, fmt.Errorf("load exec follower spec: %w", err)
+	}
+	if opts.AllExecs {
+		if err := spec.Variables[bpf.FollowVarAllExecs].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set exec follower to report every exec: %w", err)
+		}
+	}
 	f := &Follower{}
-	if err := bpf.LoadFollowObjects(&f.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load exec follower: %+v", ve)
@@ -56,7 +79,8 @@ func New() (*Follower, error) {
 	return f, nil
 }
 
-// Add follows process pid and, from now on, the processes it starts.
+// Add follows process pid and, from now on, the processes it starts: each
+// of them is stopped right after it executes a program.
 func (f *Follower) Add(pid int) error {
 	if err := f.objs.Followed.Put(uint32(pid), uint8(1)); err != nil {
 		return fmt.Errorf("follow process %d: %w", pid, err)
@@ -69,7 +93,31 @@ func (f *Follower) Remove(pid int) {
 	_ = f.objs.Followed.Delete(uint32(pid))
 }
 
-// Next blocks until a followed process executes a program, or Close.
+// Watch reports the execs of process pid, without stopping it and without
+// following its children.
+func (f *Follower) Watch(pid int) error {
+	if err := f.objs.Watched.Put(uint32(pid), uint8(1)); err != nil {
+		return fmt.Errorf("watch execs of process %d: %w", pid, err)
+	}
+	return nil
+}
+
+// Unwatch stops reporting the execs of pid.
+func (f *Follower) Unwatch(pid int) {
+	_ = f.objs.Watched.Delete(uint32(pid))
+}
+
+// Lost returns how many execs could not be reported: the ring buffer had
+// no room for them.
+func (f *Follower) Lost() (uint64, error) {
+	var n uint64
+	if err := f.objs.Lost.Lookup(uint32(0), &n); err != nil {
+		return 0, fmt.Errorf("read lost exec count: %w", err)
+	}
+	return n, nil
+}
+
+// Next blocks until a reported process executes a program, or Close.
 func (f *Follower) Next() (Exec, error) {
 	rec, err := f.rd.Read()
 	if err != nil {
@@ -78,14 +126,18 @@ func (f *Follower) Next() (Exec, error) {
 		}
 		return Exec{}, fmt.Errorf("read exec event: %w", err)
 	}
-	var ev bpf.FollowExecEvent
 	if len(rec.RawSample) < 8 {
 		return Exec{}, fmt.Errorf("exec event of %d bytes", len(rec.RawSample))
 	}
-	ev.Tgid = uint32(rec.RawSample[0]) | uint32(rec.RawSample[1])<<8 | uint32(rec.RawSample[2])<<16 | uint32(rec.RawSample[3])<<24
-	ev.Stopped = uint32(rec.RawSample[4])
-	return Exec{PID: int(ev.Tgid), Stopped: ev.Stopped != 0}, nil
+	// struct exec_event (bpf.FollowExecEvent): tgid, stopped.
+	tgid := binary.NativeEndian.Uint32(rec.RawSample[0:])
+	stopped := binary.NativeEndian.Uint32(rec.RawSample[4:])
+	return Exec{PID: int(tgid), Stopped: stopped != 0}, nil
 }
+
+// SetDeadline makes Next return os.ErrDeadlineExceeded once t has passed
+// with no exec to report; the zero time waits for ever.
+func (f *Follower) SetDeadline(t time.Time) { f.rd.SetDeadline(t) }
 
 // Resume lets a stopped process run.
 func Resume(pid int) error {

@@ -115,8 +115,10 @@ func findModuledata(im image, pclnAddr uint64, t *Table) (*moduledata, error) {
 			for _, l := range layouts {
 				gofunc, rodata, types := w(l.gofunc), w(l.rodata), w(l.types)
 				// Up to Go 1.26 go:func.* follows the type data; 1.27
-				// puts it in the pclntab, before its own .go.type.
-				if gofunc == 0 || gofunc < rodata || (l.gofunc != mdGofunc127 && gofunc < types) {
+				// puts it in the pclntab, before its own .go.type. PIE
+				// binaries keep the type data in .data.rel.ro, after
+				// .rodata and go:func.*.
+				if gofunc == 0 || gofunc < rodata || (l.gofunc != mdGofunc127 && gofunc < types && f.Type != elf.ET_DYN) {
 					continue
 				}
 				if _, err := im.dataAt(gofunc); err != nil {

@@ -72,6 +72,9 @@ const (
 	maxSectionSize = 1 << 30 // cap on any section we read
 	maxInlineDepth = 1 << 10 // cap on the length of an inline chain
 	maxInlIndex    = 1 << 20 // the runtime's own cap (*[1 << 20]inlinedCall)
+	// maxFuncs caps nfunc, which sizes the slice Funcs returns (24 bytes
+	// a function): large binaries have a few hundred thousand functions.
+	maxFuncs = 1 << 22
 )
 
 // Table is a parsed pcln table. It is immutable after New and safe for
@@ -410,6 +413,9 @@ func parseHeader(data []byte) (*Table, error) {
 	// funcoff uintptr} in Go 1.16/1.17.
 	if nfunc == 0 || nfunc >= uint64(len(t.pclntable))/uint64(t.ftabSize()) {
 		return nil, fmt.Errorf("%w: nfunc %d does not fit", ErrCorrupt, nfunc)
+	}
+	if nfunc > maxFuncs {
+		return nil, fmt.Errorf("%w: nfunc %d over the limit of %d functions", ErrCorrupt, nfunc, maxFuncs)
 	}
 	t.nfunc = int(nfunc)
 	t.pclntableOff = word(7)

@@ -140,6 +140,7 @@ func TestMain(m *testing.M) {
 	if buildRoot != "" {
 		os.RemoveAll(buildRoot)
 	}
+	seeds.Close()
 	os.Exit(code)
 }
 

@@ -3,6 +3,7 @@ package report
 import (
 	"encoding/json"
 	"io"
+	"slices"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
 )
@@ -64,6 +65,9 @@ type jsonSummary struct {
 	DurationS   float64               `json:"duration_s"`
 	Events      uint64                `json:"events"`
 	EventsLost  uint64                `json:"events_lost"`
+	Incomplete  bool                  `json:"incomplete"`
+	Evicted     uint64                `json:"states_evicted"`
+	Forgotten   uint64                `json:"pending_forgotten"`
 	ProbeHits   uint64                `json:"probe_hits"`
 	Sampled     float64               `json:"sampled_fraction"`
 	Budget      *BudgetStats          `json:"budget,omitempty"`
@@ -85,6 +89,8 @@ func (j *JSON) Summary(s Summary) error {
 		DurationS:   s.DurationS,
 		Events:      s.Events,
 		EventsLost:  s.EventsLost,
+		Evicted:     s.StatesEvicted,
+		Forgotten:   s.Forgotten,
 		ProbeHits:   s.ProbeHits,
 		Sampled:     s.SampledFraction,
 		Budget:      s.Budget,
@@ -93,6 +99,10 @@ func (j *JSON) Summary(s Summary) error {
 		Breaks:      s.Breaks,
 		Notes:       s.Notes,
 		Export:      s.Export,
+	}
+	if why := s.Incomplete(); why != "" {
+		out.Incomplete = true
+		out.Notes = append(slices.Clip(out.Notes), why)
 	}
 	if out.Breaks == nil {
 		out.Breaks = []analysis.BreakCount{}

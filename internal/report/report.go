@@ -3,6 +3,9 @@
 package report
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
 )
 
@@ -12,6 +15,8 @@ type Process struct {
 	Executable string
 	// Set in node mode; empty when the process is in no container.
 	ContainerID, PodUID string
+	// NodeName is the Kubernetes node's name in node mode (NODE_NAME).
+	NodeName string
 	// ServiceName is the process's own OTEL_SERVICE_NAME, empty when unset;
 	// GoVersion is from its build info (e.g. "go1.26.8"). Exporters use
 	// them for the resource of the break spans.
@@ -26,6 +31,11 @@ type Summary struct {
 	// EventsLost counts what the probes could not deliver (ring buffer
 	// full) or store (goroutine state map full).
 	EventsLost uint64
+	// StatesEvicted counts the goroutine states the probes' LRU map
+	// dropped to make room, mostly of goroutines that had exited (there is
+	// no exit hook), so it does not make the verdicts incomplete: which
+	// were still in use cannot be counted. Known at the end only.
+	StatesEvicted uint64
 	// ProbeHits counts the uprobe hits in the process: each one is a trap
 	// into the kernel that the target pays for.
 	ProbeHits uint64
@@ -40,6 +50,25 @@ type Summary struct {
 	// Export accounts for the break spans sent to a collector; nil when
 	// nothing is exported.
 	Export *ExportStats
+}
+
+// Incomplete says, for people, why the verdicts leave goroutines out, or
+// is empty when nothing seen was left out: events the probes could not
+// deliver or store, and first checks whose spawn was not seen (its event
+// lost, or the analysis had forgotten it). The breaks that were seen are
+// reported all the same.
+func (s *Summary) Incomplete() string {
+	var why []string
+	if s.EventsLost > 0 {
+		why = append(why, fmt.Sprintf("%d events lost", s.EventsLost))
+	}
+	if s.Unmatched > 0 {
+		why = append(why, fmt.Sprintf("%d first checks without their spawn", s.Unmatched))
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return "verdicts incomplete: " + strings.Join(why, ", ")
 }
 
 // BudgetStats is the account of an overhead budget (see internal/budget

@@ -46,8 +46,9 @@ func (t *Table) Summary(s Summary) error {
 	return err
 }
 
+// loc names a frame for a terminal: names from the target are escaped.
 func loc(f analysis.Frame) string {
-	return fmt.Sprintf("%s %s:%d", f.Function, filepath.Base(f.File), f.Line)
+	return fmt.Sprintf("%s %s:%d", Printable(f.Function), Printable(filepath.Base(f.File)), f.Line)
 }
 
 func writeSummary(w io.Writer, s Summary, what string) {
@@ -56,7 +57,10 @@ func writeSummary(w io.Writer, s Summary, what string) {
 		sampled = fmt.Sprintf(", probes in %.1f%% of the time (budget %g%%)", 100*s.SampledFraction, 100*s.Budget.Budget)
 	}
 	fmt.Fprintf(w, "ctxwatch %s: pid %d %s, %.1fs, %d events, %d lost%s\n\n",
-		what, s.Process.PID, s.Executable, s.DurationS, s.Events, s.EventsLost, sampled)
+		what, s.Process.PID, Printable(s.Executable), s.DurationS, s.Events, s.EventsLost, sampled)
+	if why := s.Incomplete(); why != "" {
+		fmt.Fprintf(w, "%s\n\n", why)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SPAWN SITE\tTRACED\tKEPT\tLOST\tNEW-ROOT\tRETENTION")
 	shown := 0
@@ -90,7 +94,7 @@ func writeSummary(w io.Writer, s Summary, what string) {
 	}
 	tw.Flush()
 	for _, n := range s.Notes {
-		fmt.Fprintf(w, "note: %s\n", n)
+		fmt.Fprintf(w, "note: %s\n", Printable(n))
 	}
 	fmt.Fprintln(w)
 }

@@ -84,6 +84,7 @@ func TestMain(m *testing.M) {
 	if builds.dir != "" {
 		os.RemoveAll(builds.dir)
 	}
+	seeds.Close()
 	os.Exit(code)
 }
 

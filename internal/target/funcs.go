@@ -2,6 +2,7 @@ package target
 
 import (
 	"debug/elf"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -33,6 +34,29 @@ func (b *Binary) Func(name string) (Func, error) {
 		}
 	}
 	return Func{}, fmt.Errorf("find function %s in %s: %w", name, b.Path, ErrNoSymbol)
+}
+
+// ErrInlined means a function has no entry of its own because the compiler
+// inlined every call of it.
+var ErrInlined = errors.New("inlined everywhere")
+
+// MissingFunc explains why Func found no function name: the functions it
+// was inlined into, from the pclntab's inline trees (an error wrapping
+// ErrInlined), or that the binary has no such function (ErrNoSymbol).
+// The error does not repeat name: callers say what they looked it up for.
+// It scans every inline tree: for error paths, not for lookups.
+func (b *Binary) MissingFunc(name string) error {
+	const shown = 3
+	into, err := b.table.InlinedInto(name, shown+1)
+	if err == nil && len(into) > 0 {
+		more := ""
+		if len(into) > shown {
+			into, more = into[:shown], " and more"
+		}
+		return fmt.Errorf("%w by the compiler (into %s%s), so it has no function of its own to probe; mark it //go:noinline",
+			ErrInlined, strings.Join(into, ", "), more)
+	}
+	return fmt.Errorf("%w: no such function in this binary (unused, or misspelt)", ErrNoSymbol)
 }
 
 // Funcs returns all functions of the .gopclntab function table (so it works

@@ -31,8 +31,27 @@ var (
 	ErrArch     = errors.New("unsupported architecture") // only amd64 and arm64
 	ErrGoTooOld = errors.New("Go version too old")       // older than go1.17 (no register ABI)
 	ErrNoSymbol = errors.New("symbol not found")         // e.g. inlined function
+	ErrCorrupt  = errors.New("corrupt Go binary")        // Go build info, but a .gopclntab that does not parse
 	ErrNoLayout = errors.New("no layout information")    // no DWARF, stripped
 )
+
+// hasGoNote reports whether the first pages of an ELF image hold the
+// note cmd/link writes at the start of every Go binary: name "Go", type 4
+// (ELF_NOTE_GOBUILDID_TAG).
+func hasGoNote(image []byte) bool {
+	head := image[:min(len(image), 64<<10)]
+	for i := 0; ; {
+		j := bytes.Index(head[i:], []byte("Go\x00\x00"))
+		if j < 0 {
+			return false
+		}
+		at := i + j
+		if at >= 12 && binary.LittleEndian.Uint32(head[at-12:]) == 4 && binary.LittleEndian.Uint32(head[at-4:]) == 4 {
+			return true
+		}
+		i = at + 1
+	}
+}
 
 // supported is appended to Open's errors so the user learns what works.
 const supported = "ctxwatch supports Go 1.17+ on amd64 (arm64: inspection only)"
@@ -79,8 +98,8 @@ type Binary struct {
 	dwarfErr  error
 }
 
-// Open inspects the executable at path. Errors wrap ErrNotGo, ErrArch or
-// ErrGoTooOld and say what is supported.
+// Open inspects the executable at path. Errors wrap ErrNotGo, ErrArch,
+// ErrGoTooOld or ErrCorrupt and say what is supported.
 //
 // The file is mapped into memory, not read: the sections of a large binary
 // are used in place, and only the pages touched are read from disk. A
@@ -117,6 +136,12 @@ func Open(path string) (*Binary, error) {
 func inspect(path string, osf *os.File, image []byte) (*Binary, error) {
 	ef, err := elf.NewFile(bytes.NewReader(image))
 	if err != nil {
+		// Go puts the section headers at the end of the file: a Go
+		// binary cut short loses them, but keeps the Go build ID note
+		// that the linker puts first.
+		if bytes.HasPrefix(image, []byte(elf.ELFMAG)) && hasGoNote(image) {
+			return nil, fmt.Errorf("inspect %s: %w: truncated or damaged (its ELF headers do not parse: %v); %s", path, ErrCorrupt, err, supported)
+		}
 		return nil, fmt.Errorf("inspect %s: %w (not an ELF file: %v); %s", path, ErrNotGo, err, supported)
 	}
 	bi, err := buildinfo.Read(bytes.NewReader(image))
@@ -264,22 +289,25 @@ func (b *Binary) loadPclntab(marks map[string]uint64) error {
 	if sec == nil {
 		return fmt.Errorf("%w (no .gopclntab section)", ErrNotGo)
 	}
+	// The build info says Go: from here on, what does not parse is a
+	// damaged Go binary (a truncated copy, a bad patch), not another
+	// kind of program.
 	if sec.Type == elf.SHT_NOBITS || sec.Size > maxPclntab {
-		return fmt.Errorf("%w (.gopclntab size %d invalid or over %d)", ErrNotGo, sec.Size, maxPclntab)
+		return fmt.Errorf("%w (.gopclntab size %d invalid or over %d)", ErrCorrupt, sec.Size, maxPclntab)
 	}
 	data, err := b.section(sec)
 	if err != nil {
-		return fmt.Errorf("read .gopclntab: %w", err)
+		return fmt.Errorf("%w: read .gopclntab: %w", ErrCorrupt, err)
 	}
 	if len(data) < 16 {
-		return fmt.Errorf("%w (.gopclntab too short)", ErrNotGo)
+		return fmt.Errorf("%w (.gopclntab too short)", ErrCorrupt)
 	}
 	switch magic := binary.LittleEndian.Uint32(data); magic {
 	case pclnMagic116, pclnMagic118, pclnMagic120:
 	case pclnMagic12:
 		return fmt.Errorf("%w: .gopclntab is from before Go 1.16", ErrGoTooOld)
 	default:
-		return fmt.Errorf("%w (bad .gopclntab magic %#x)", ErrNotGo, magic)
+		return fmt.Errorf("%w (bad .gopclntab magic %#x)", ErrCorrupt, magic)
 	}
 	// The pc quantum: 1 on amd64, 4 on arm64; pointers of 8 bytes.
 	quantum := byte(1)
@@ -287,7 +315,7 @@ func (b *Binary) loadPclntab(marks map[string]uint64) error {
 		quantum = 4
 	}
 	if data[4] != 0 || data[5] != 0 || data[6] != quantum || data[7] != 8 {
-		return fmt.Errorf("%w (.gopclntab header %x is not %s)", ErrNotGo, data[:8], b.Arch)
+		return fmt.Errorf("%w (.gopclntab header %x is not %s)", ErrCorrupt, data[:8], b.Arch)
 	}
 	// Entries are relative to runtime.text, which external linking (cgo)
 	// moves away from the start of .text: pcln finds it.
@@ -297,11 +325,11 @@ func (b *Binary) loadPclntab(marks map[string]uint64) error {
 	}
 	b.table, err = pcln.NewMapped(b.elf, b.image, symbol)
 	if err != nil {
-		return fmt.Errorf("parse .gopclntab: %w", err)
+		return fmt.Errorf("%w: parse .gopclntab: %w", ErrCorrupt, err)
 	}
 	b.funcs, err = b.table.Funcs()
 	if err != nil {
-		return fmt.Errorf("parse .gopclntab: %w", err)
+		return fmt.Errorf("%w: parse .gopclntab: %w", ErrCorrupt, err)
 	}
 	return nil
 }
@@ -364,7 +392,9 @@ func (b *Binary) readCode(addr, n uint64) ([]byte, error) {
 	if end, err := b.FileOffset(addr + n - 1); err != nil || end != off+n-1 {
 		return nil, fmt.Errorf("read code at %#x: %d bytes leave the segment", addr, n)
 	}
-	if off+n > uint64(len(b.image)) {
+	// Not off+n: a segment's offset comes from the file and may be
+	// near 2^64, where the sum wraps.
+	if off > uint64(len(b.image)) || n > uint64(len(b.image))-off {
 		return nil, fmt.Errorf("read code at %#x: %d bytes beyond the end of the file", addr, n)
 	}
 	return b.image[off : off+n : off+n], nil
@@ -381,6 +411,24 @@ func (b *Binary) section(s *elf.Section) ([]byte, error) {
 	return b.image[s.Offset : s.Offset+s.Size : s.Offset+s.Size], nil
 }
 
+// dwarfSize returns the size of a DWARF section once decompressed. For
+// SHF_COMPRESSED sections debug/elf gives it from the section's header;
+// a GNU .zdebug_ section gives it after "ZLIB" in its first 12 bytes, which
+// debug/elf reads only when the section is read: without this, a small
+// section could make it decompress up to 2^64 bytes.
+func dwarfSize(image []byte, s *elf.Section) uint64 {
+	if !strings.HasPrefix(s.Name, ".zdebug_") || s.Flags&elf.SHF_COMPRESSED != 0 || s.Type == elf.SHT_NOBITS {
+		return s.Size
+	}
+	if s.Offset > uint64(len(image)) || uint64(len(image))-s.Offset < 12 {
+		return s.Size
+	}
+	if hdr := image[s.Offset:]; string(hdr[:4]) == "ZLIB" {
+		return max(s.Size, binary.BigEndian.Uint64(hdr[4:12]))
+	}
+	return s.Size
+}
+
 // dwarfData returns the parsed DWARF index, loading it on first use.
 func (b *Binary) dwarfData() (*dwarfIndex, error) {
 	b.dwarfOnce.Do(func() {
@@ -391,7 +439,8 @@ func (b *Binary) dwarfData() (*dwarfIndex, error) {
 		var total uint64
 		for _, s := range b.elf.Sections {
 			if strings.HasPrefix(s.Name, ".debug_") || strings.HasPrefix(s.Name, ".zdebug_") {
-				total += s.Size
+				// Capped before the sum, which could wrap otherwise.
+				total += min(dwarfSize(b.image, s), maxDWARF+1)
 			}
 		}
 		if total > maxDWARF {

@@ -178,7 +178,8 @@ func typePkgPath(data []byte, start uint64, typ uint64) string {
 		return ""
 	}
 	n, w := binary.Uvarint(data[at:])
-	if w <= 0 || at+uint64(w)+n > uint64(len(data)) {
+	// Not at+w+n: n comes from the file and the sum may wrap.
+	if w <= 0 || n > uint64(len(data))-at-uint64(w) {
 		return ""
 	}
 	return string(data[at+uint64(w) : at+uint64(w)+n])

@@ -61,7 +61,7 @@ func TestLoadWithKeysAndRanges(t *testing.T) {
 }
 
 // TestLoadSharedRingBuffer loads with a ring buffer made as the agent makes
-// it (cmd/ctxwatch: one per agent, --ring-size bytes, 16 MiB by default):
+// it (cmd/ctxwatch: one per agent, --ring-size bytes, 4 MiB by default):
 // the program must write to that one.
 func TestLoadSharedRingBuffer(t *testing.T) {
 	needRoot(t)
@@ -147,7 +147,7 @@ func TestLoadGivenGoroutineMap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := m.Put(uint64(42), make([]byte, m.ValueSize())); err != nil {
+	if err := m.Put(uprobe.GoroutineKey(uint32(os.Getpid()), 42), make([]byte, m.ValueSize())); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.ResetGoroutines(); err != nil {

@@ -57,6 +57,8 @@ type Plan struct {
 	Notes []string
 	// Warnings says what a user would miss: always shown.
 	Warnings []string
+
+	bin *target.Binary // what ForProcess checks Points against
 }
 
 // Entry points that show which context a goroutine uses: the first
@@ -93,7 +95,7 @@ var ErrUnsupported = errors.New("cannot watch this binary")
 
 // NewPlan inspects bin and decides where to attach.
 func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
-	p := &Plan{}
+	p := &Plan{bin: bin}
 	if err := p.layout(bin); err != nil {
 		return nil, err
 	}
@@ -149,7 +151,7 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	for _, name := range opts.CheckFuncs {
 		fn, err := bin.Func(name)
 		if err != nil {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: not a function in this binary (inlined, unused or misspelt)", name))
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, bin.MissingFunc(name)))
 			continue
 		}
 		reg, err := bin.ContextArg(fn)
@@ -407,7 +409,12 @@ func (p *Plan) layout(bin *target.Binary) error {
 
 // ForProcess returns the configuration and points for a process that
 // loaded the binary with the given bias (run-time minus link-time address).
+// It first checks that every point starts an instruction of its function
+// (see verify), so the binary NewPlan was given must still be open.
 func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64, error)) (Config, []Point, error) {
+	if err := p.verify(); err != nil {
+		return Config{}, nil, err
+	}
 	cfg := Config{PID: pid, Layout: p.Layout, Keys: append([]Key(nil), p.Keys...)}
 	if bias != 0 {
 		l := &cfg.Layout

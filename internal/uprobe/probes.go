@@ -6,6 +6,7 @@ package uprobe
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -79,11 +80,20 @@ type Layout struct {
 // Range is a run-time text range of user code.
 type Range struct{ Start, End uint64 }
 
+// MaxProcs is the number of processes a shared program watches (the size
+// of bpf/ctxwatch.c's procs map).
+const MaxProcs = 1024
+
 // MaxRanges is the number of user code ranges the probes search.
 const MaxRanges = 4096
 
-// Config is what the probes need to know about one process.
+// Config is what the probes need to know about one process, or about
+// several processes of one executable that share the program.
 type Config struct {
+	// PID is the process watched. Zero makes a program that processes of
+	// one executable, at the same load address, share: it watches those
+	// added with AddProcess, and Attach places each probe once for all of
+	// them (ctxwatch node: twenty replicas, one set of uprobes).
 	PID      int
 	Layout   Layout
 	Keys     []Key
@@ -108,6 +118,9 @@ type Probes struct {
 	objs  bpf.CtxwatchObjects
 	links []link.Link
 	pid   int
+	// Goroutine states deleted by ResetGoroutines and RemoveProcess, for
+	// StatesEvicted.
+	forgotten uint64
 	// What the last Attach placed, for Reattach.
 	ex     *link.Executable
 	points []Point
@@ -125,8 +138,8 @@ var (
 type Maps struct {
 	// Events is a ring buffer shared with other processes' programs.
 	Events *ebpf.Map
-	// Goroutines is a goroutine state map from NewGoroutineMap, for one
-	// program only.
+	// Goroutines is a goroutine state map from NewGoroutineMap, which
+	// programs can share: its keys hold the pid.
 	Goroutines *ebpf.Map
 }
 
@@ -287,26 +300,134 @@ func (p *Probes) Attached() bool { return len(p.links) > 0 }
 // it only while detached: a probe running meanwhile could store a state
 // derived from one being deleted.
 func (p *Probes) ResetGoroutines() error {
+	mine, err := p.watching()
+	if err != nil {
+		return err
+	}
+	return p.forget(mine)
+}
+
+// watching returns a test for the processes whose goroutine states are
+// this program's: a goroutine map may be shared by several programs.
+func (p *Probes) watching() (func(pid uint32) bool, error) {
+	if p.pid != 0 {
+		return func(pid uint32) bool { return pid == uint32(p.pid) }, nil
+	}
+	pids := map[uint32]bool{}
+	var pid uint32
+	var one uint8
+	it := p.objs.Procs.Iterate()
+	for it.Next(&pid, &one) {
+		pids[pid] = true
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list watched processes: %w", err)
+	}
+	return func(pid uint32) bool { return pids[pid] }, nil
+}
+
+// gkeyGoidBits splits a goroutine state key as bpf/ctxwatch.c makes it:
+// the process id above the goroutine id.
+const gkeyGoidBits = 42
+
+// GoroutineKey is the goroutine map's key for goroutine goid of process pid.
+func GoroutineKey(pid uint32, goid uint64) uint64 {
+	return goid&(1<<gkeyGoidBits-1) | uint64(pid)<<gkeyGoidBits
+}
+
+// goroutineKeys lists the keys of the goroutine states kept in the kernel.
+func (p *Probes) goroutineKeys() ([]uint64, error) {
 	var keys []uint64
 	var prev any // nil: the first key
 	for {
 		var key uint64
 		err := p.objs.Goroutines.NextKey(prev, &key)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
+			return keys, nil
 		}
 		if err != nil {
-			return fmt.Errorf("list goroutine states: %w", err)
+			return nil, fmt.Errorf("list goroutine states: %w", err)
 		}
 		keys = append(keys, key)
 		prev = key
 	}
+}
+
+// forget deletes the goroutine states of the processes for which del is true.
+func (p *Probes) forget(del func(pid uint32) bool) error {
+	keys, err := p.goroutineKeys()
+	if err != nil {
+		return err
+	}
 	for _, k := range keys {
-		if err := p.objs.Goroutines.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("forget goroutine %d: %w", k, err)
+		if !del(uint32(k >> gkeyGoidBits)) {
+			continue
+		}
+		err := p.objs.Goroutines.Delete(k)
+		switch {
+		case err == nil:
+			p.forgotten++
+		case !errors.Is(err, ebpf.ErrKeyNotExist):
+			return fmt.Errorf("forget goroutine %d of pid %d: %w", k&(1<<gkeyGoidBits-1), k>>gkeyGoidBits, err)
 		}
 	}
 	return nil
+}
+
+// AddProcess has a shared program (Config.PID 0) watch process pid.
+func (p *Probes) AddProcess(pid int) error {
+	if p.pid != 0 {
+		return fmt.Errorf("add pid %d to the probes of pid %d: %w", pid, p.pid, ErrNotShared)
+	}
+	if err := p.objs.Procs.Put(uint32(pid), uint8(1)); err != nil {
+		return fmt.Errorf("watch pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// RemoveProcess stops watching process pid, and forgets its goroutines:
+// its pid may come back as another process of the same executable.
+func (p *Probes) RemoveProcess(pid int) error {
+	if p.pid != 0 {
+		return fmt.Errorf("remove pid %d from the probes of pid %d: %w", pid, p.pid, ErrNotShared)
+	}
+	if err := p.objs.Procs.Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("stop watching pid %d: %w", pid, err)
+	}
+	return p.forget(func(owner uint32) bool { return owner == uint32(pid) })
+}
+
+// ErrNotShared means AddProcess or RemoveProcess on probes made for one process.
+var ErrNotShared = errors.New("probes not shared")
+
+// StatesEvicted counts the goroutine states the kernel's LRU map dropped
+// to make room: created, less deleted (by the program or the agent), less
+// those still there. Most belong to goroutines that exited (the probes
+// have no exit hook); one of a live goroutine loses what it inherited. It
+// lists the map: call it at the end, not per refresh.
+func (p *Probes) StatesEvicted() (uint64, error) {
+	st, err := p.Stats()
+	if err != nil {
+		return 0, err
+	}
+	keys, err := p.goroutineKeys()
+	if err != nil {
+		return 0, err
+	}
+	mine, err := p.watching()
+	if err != nil {
+		return 0, err
+	}
+	gone := st.StatesDeleted + p.forgotten
+	for _, k := range keys {
+		if mine(uint32(k >> gkeyGoidBits)) {
+			gone++
+		}
+	}
+	if st.StatesCreated <= gone {
+		return 0, nil
+	}
+	return st.StatesCreated - gone, nil
 }
 
 func (p *Probes) attach() error {
@@ -332,8 +453,15 @@ func (p *Probes) attach() error {
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
 		}
 		// With the process id the kernel plants the breakpoint in that
-		// process alone: others running the same file pay no trap.
+		// process alone: others running the same file pay no trap. A
+		// shared program's probes go into every process of the file.
 		l, err := p.ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset, PID: p.pid})
+		if errors.Is(err, os.ErrPermission) {
+			// CAP_PERFMON sufficed from Linux 5.8 until the 2025 fix
+			// "perf: Require CAP_SYS_ADMIN for uprobes", backported to
+			// the stable kernels (Debian's 5.10 and 6.12 have it).
+			return fmt.Errorf("attach uprobe %s to %s: %w: this kernel lets only CAP_SYS_ADMIN create uprobes", pt.Program, pt.Func, err)
+		}
 		if err != nil {
 			return fmt.Errorf("attach uprobe %s to %s at %#x: %w", pt.Program, pt.Func, pt.FileOffset, err)
 		}
@@ -349,19 +477,32 @@ type Stats struct {
 	WalkDeep   uint64 // context chains longer than the probes follow
 	Hits       uint64 // probe hits
 	StateFull  uint64 // goroutine states that could not be stored
+	// Goroutine states created, and deleted by the program (out of scope).
+	StatesCreated, StatesDeleted uint64
+}
+
+// Hits reads the probe hit counter alone, for the overhead budget's
+// frequent checks: one read of the program's global data.
+func (p *Probes) Hits() (uint64, error) {
+	var hits [512 * 8]uint64
+	if err := p.objs.Hits.Get(&hits); err != nil {
+		return 0, fmt.Errorf("read probe hits: %w", err)
+	}
+	var n uint64
+	for i := 0; i < len(hits); i += 8 {
+		n += hits[i]
+	}
+	return n, nil
 }
 
 // Stats reads the program's counters.
 func (p *Probes) Stats() (Stats, error) {
 	var s Stats
-	var hits [512 * 8]uint64
-	if err := p.objs.Hits.Get(&hits); err != nil {
-		return s, fmt.Errorf("read probe hits: %w", err)
+	var err error
+	if s.Hits, err = p.Hits(); err != nil {
+		return s, err
 	}
-	for i := 0; i < len(hits); i += 8 {
-		s.Hits += hits[i]
-	}
-	dst := []*uint64{&s.EventsLost, &s.ReadFaults, &s.WalkDeep, nil, &s.StateFull}
+	dst := []*uint64{&s.EventsLost, &s.ReadFaults, &s.WalkDeep, nil, &s.StateFull, &s.StatesCreated, &s.StatesDeleted}
 	for i, d := range dst {
 		if d == nil {
 			continue

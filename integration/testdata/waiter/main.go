@@ -1,6 +1,7 @@
 // Command waiter is a target for attaching with --pid: it prints "ready",
 // then for each line read from standard input runs one traced unit of work
-// whose goroutine loses the trace, and exits at end of input.
+// whose goroutine loses the trace, and exits at end of input. A line
+// "exec PATH ARGS..." executes PATH in its place (same pid).
 package main
 
 import (
@@ -8,7 +9,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 )
 
 type traceKey struct{}
@@ -32,6 +35,12 @@ func main() {
 	sc := bufio.NewScanner(os.Stdin)
 	n := 0
 	for sc.Scan() {
+		if args, ok := strings.CutPrefix(sc.Text(), "exec "); ok {
+			argv := strings.Fields(args)
+			err := syscall.Exec(argv[0], argv, os.Environ())
+			fmt.Fprintln(os.Stderr, "waiter: exec:", err)
+			os.Exit(1)
+		}
 		handle(n)
 		n++
 		fmt.Println("done", n)

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctxwatch/ctxwatch/internal/follow"
+	"github.com/ctxwatch/ctxwatch/internal/target"
+)
+
+// watchPID watches the running process pid until it exits, executes a
+// program that cannot be watched, or ctxwatch is stopped.
+//
+// The process is held by a pidfd from the start: once it has exited, the
+// pidfd says so even if another process has taken its pid, so ctxwatch
+// never goes on to watch (or leave probes in) a stranger. Its execs are
+// reported (not stopped) by the exec follower: a Go program it executes is
+// watched afresh, as a new session; any other program ends the watch.
+func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.Signal, timeout <-chan time.Time,
+	finish func(int, error) (int, error)) (int, error) {
+	pid := cfg.pid
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return finish(0, badInput(fmt.Errorf("no process with pid %d (it exited, or never existed)", pid)))
+	}
+	if err != nil {
+		return finish(0, fmt.Errorf("open pid %d: %w", pid, err))
+	}
+	defer unix.Close(pidfd)
+	// Before the probes go in: an exec while they do is reported too.
+	f, err := follow.New(follow.Options{})
+	if err != nil {
+		return finish(0, fmt.Errorf("watch the execs of pid %d: %w", pid, err))
+	}
+	defer f.Close()
+	if err := f.Watch(pid); err != nil {
+		return finish(0, err)
+	}
+	execs := make(chan struct{}, 1)
+	go func() {
+		for {
+			ex, err := f.Next()
+			if err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					logger.Print(err)
+				}
+				return
+			}
+			if ex.PID == pid {
+				select {
+				case execs <- struct{}{}:
+				default: // one pending is enough: the newest program is read then
+				}
+			}
+		}
+	}()
+
+	aerr := w.attach(pid)
+	if exited(pidfd) {
+		// The pid may name another process by now, which the probes may
+		// have gone into: out with them, whatever attach said.
+		w.execd(pid)
+		return finish(0, badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid)))
+	}
+	if aerr != nil {
+		return finish(0, aerr)
+	}
+	// --duration is how long the process is watched: count it from
+	// the attach, which takes seconds on a slow machine (under TCG,
+	// vmtest saw --duration 2s end before the probes were in).
+	if cfg.duration > 0 {
+		timeout = time.After(cfg.duration)
+	}
+	gone := make(chan struct{})
+	go func() { waitPidfd(pidfd); close(gone) }()
+	for {
+		select {
+		case <-gone:
+			errLog.Printf("pid %d exited", pid)
+			return finish(0, nil)
+		case <-execs:
+			path, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			// Its probes and goroutine states belong to the old program.
+			w.execd(pid)
+			err := w.attach(pid)
+			switch {
+			case exited(pidfd):
+				errLog.Printf("pid %d executed %s and exited", pid, path)
+				w.execd(pid)
+				return finish(0, nil)
+			case err == nil:
+				errLog.Printf("pid %d executed %s: watching the new program", pid, path)
+			case errors.Is(err, target.ErrNotGo) || errors.Is(err, errSkipped):
+				errLog.Printf("pid %d executed %s: stopped watching (not a Go program to watch)", pid, path)
+				return finish(0, nil)
+			default:
+				return finish(0, fmt.Errorf("pid %d executed %s: stopped watching: %w", pid, path, err))
+			}
+		case <-sigs:
+			return finish(0, nil)
+		case <-timeout:
+			return finish(0, nil)
+		}
+	}
+}
+
+// exited reports whether the process of pidfd has exited.
+func exited(pidfd int) bool {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+// waitPidfd returns when the process of pidfd has exited.
+func waitPidfd(pidfd int) {
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
