@@ -44,7 +44,7 @@ test-deploy:
 # failing input is written to the package's testdata/fuzz/FuzzX/.
 FUZZTIME ?= 30s
 FUZZ_TARGETS := internal/event:FuzzDecode internal/pcln:FuzzPclntab internal/pcln:FuzzModuledata \
-	internal/target:FuzzInspect internal/target:FuzzBuildInfo internal/target:FuzzCode
+	internal/target:FuzzInspect internal/target:FuzzBuildInfo internal/target:FuzzCode internal/target:FuzzDWARF
 fuzz:
 	set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
 	for t in $(FUZZ_TARGETS); do \

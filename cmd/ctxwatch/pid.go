@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,17 +35,51 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 		return finish(0, fmt.Errorf("open pid %d: %w", pid, err))
 	}
 	defer unix.Close(pidfd)
-	// Before the probes go in: an exec while they do is reported too.
-	f, err := follow.New(follow.Options{})
-	if err != nil {
-		return finish(0, fmt.Errorf("watch the execs of pid %d: %w", pid, err))
+	// The exec follower (some 40 ms to load) is made while the binary is
+	// inspected, and watches the process before the probes go in: an exec
+	// while they do is reported too. The tracepoint needs BTF, which --pid
+	// can do without: then an exec goes unnoticed, and the user is told so.
+	type made struct {
+		f   *follow.Follower
+		err error
 	}
-	defer f.Close()
-	if err := f.Watch(pid); err != nil {
-		return finish(0, err)
+	fch := make(chan made, 1)
+	go func() {
+		f, err := follow.New(follow.Options{})
+		fch <- made{f, err}
+	}()
+	var (
+		f        *follow.Follower
+		ferr     error
+		followed bool
+	)
+	startFollowing := func() {
+		m := <-fch
+		f, ferr = m.f, m.err
+		if ferr == nil {
+			ferr = f.Watch(pid)
+		}
+		if ferr != nil {
+			errLog.Printf("pid %d: an exec of another program will not be noticed: %v", pid, ferr)
+		}
+		followed = true
+	}
+	started := startTime(pid)
+	aerr := w.attachAfter(pid, startFollowing)
+	if !followed { // attach failed before the probes
+		startFollowing()
+	}
+	if f != nil {
+		defer f.Close()
+		if ferr != nil {
+			f = nil
+		}
 	}
 	execs := make(chan struct{}, 1)
 	go func() {
+		if f == nil {
+			return
+		}
 		for {
 			ex, err := f.Next()
 			if err != nil {
@@ -60,10 +97,10 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 		}
 	}()
 
-	aerr := w.attach(pid)
-	if exited(pidfd) {
-		// The pid may name another process by now, which the probes may
-		// have gone into: out with them, whatever attach said.
+	// Exited: after the probes were in (its summary follows, as for any
+	// exit), or before, when the pid may name another process by now,
+	// which the probes may have gone into: out with them.
+	if exited(pidfd) && (aerr != nil || started == 0 || startTime(pid) != started && startTime(pid) != 0) {
 		w.execd(pid)
 		return finish(0, badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid)))
 	}
@@ -107,6 +144,27 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 			return finish(0, nil)
 		}
 	}
+}
+
+// startTime is when process pid started (clock ticks since boot), or 0
+// if there is no such process: a pid taken again has another.
+func startTime(pid int) uint64 {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from the last ')'. starttime is field 22; state, field 3, is f[0].
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	t, _ := strconv.ParseUint(f[19], 10, 64)
+	return t
 }
 
 // exited reports whether the process of pidfd has exited.

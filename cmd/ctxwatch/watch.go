@@ -130,7 +130,12 @@ func (r resolver) FramesForReturn(ret uint64) []analysis.Frame {
 
 // attach inspects process pid's executable and attaches the probes. The
 // process should be stopped (just exec'd) or it runs unwatched meanwhile.
-func (w *watcher) attach(pid int) error {
+func (w *watcher) attach(pid int) error { return w.attachAfter(pid, nil) }
+
+// attachAfter is attach, with ready (if not nil) called once the binary is
+// inspected and before any probe goes in: what must be in place before
+// the probes can be made meanwhile.
+func (w *watcher) attachAfter(pid int, ready func()) error {
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
 	var key exeKey
 	if w.node != nil {
@@ -233,6 +238,9 @@ func (w *watcher) attach(pid int) error {
 		started: time.Now(),
 		notes:   plan.Notes,
 		an:      w.analyzer(pid, bin, bias),
+	}
+	if ready != nil {
+		ready()
 	}
 	// Register before attaching: events may come as soon as a probe is in.
 	w.mu.Lock()

@@ -81,7 +81,9 @@ func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
 func TestNewRootSpan(t *testing.T) {
 	rec := &recorder{}
 	e, next := newTest(t, 0, rec)
-	proc := report.Process{PID: 42, Executable: "svc", ServiceName: "checkout", GoVersion: "go1.26.8"}
+	// As ctxwatch node describes a process: with its container, pod and node.
+	proc := report.Process{PID: 42, Executable: "svc", ServiceName: "checkout", GoVersion: "go1.26.8",
+		ContainerID: "3f1c2a9d8b7e", PodUID: "6b2e1f0c-9a8d-4e7f-b6a5-c4d3e2f1a0b9", NodeName: "node-7"}
 	now := time.Now()
 	var ts unixTS
 	mono := ts.now(t)
@@ -155,6 +157,9 @@ func TestNewRootSpan(t *testing.T) {
 		semconv.ProcessPIDKey:            attribute.IntValue(42),
 		semconv.ProcessExecutableNameKey: attribute.StringValue("svc"),
 		semconv.ProcessRuntimeVersionKey: attribute.StringValue("go1.26.8"),
+		semconv.ContainerIDKey:           attribute.StringValue("3f1c2a9d8b7e"),
+		semconv.K8SPodUIDKey:             attribute.StringValue("6b2e1f0c-9a8d-4e7f-b6a5-c4d3e2f1a0b9"),
+		semconv.K8SNodeNameKey:           attribute.StringValue("node-7"),
 	} {
 		if res[k] != want {
 			t.Errorf("resource %s = %v, want %v", k, res[k].Emit(), want.Emit())

@@ -54,6 +54,10 @@ type typeEntry struct {
 	hasRtype bool
 }
 
+// maxDWARFDepth bounds the end-of-children entries met in a row: Go's
+// DWARF nests a few levels deep.
+const maxDWARFDepth = 1024
+
 // indexDWARF walks all entries once, recording named types and subprograms.
 func indexDWARF(d *dwarf.Data) (*dwarfIndex, error) {
 	ix := &dwarfIndex{
@@ -63,6 +67,13 @@ func indexDWARF(d *dwarf.Data) (*dwarfIndex, error) {
 		subsName: make(map[string]dwarf.Offset),
 	}
 	r := d.Reader()
+	// Entries lie in order within a section: offsets go back only where
+	// another section's units start (.debug_types, or the type units of
+	// DWARF 5). debug/dwarf can be led round in a circle by a malformed
+	// unit (FuzzDWARF found one): a walk that keeps going back, or that
+	// meets end-of-children entries (tag 0, offset 0) without end, is
+	// ended.
+	last, back, nulls := dwarf.Offset(0), 0, 0
 	for {
 		e, err := r.Next()
 		if err != nil {
@@ -71,6 +82,19 @@ func indexDWARF(d *dwarf.Data) (*dwarfIndex, error) {
 		if e == nil {
 			return ix, nil
 		}
+		if e.Tag == 0 {
+			if nulls++; nulls > maxDWARFDepth {
+				return nil, fmt.Errorf("walk entries: %w: %d end-of-children entries in a row after %#x", ErrNoLayout, nulls, last)
+			}
+			continue
+		}
+		nulls = 0
+		if e.Offset <= last {
+			if back++; back > 64 {
+				return nil, fmt.Errorf("walk entries: %w: entries go round (at %#x after %#x)", ErrNoLayout, e.Offset, last)
+			}
+		}
+		last = e.Offset
 		name, _ := e.Val(dwarf.AttrName).(string)
 		switch e.Tag {
 		case dwarf.TagSubprogram:
@@ -179,21 +203,39 @@ func (b *Binary) FieldOffset(typeName, fieldPath string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("offset of %s.%s: %w", typeName, fieldPath, err)
 	}
-	te, ok := ix.types[typeName]
-	if !ok {
-		return 0, fmt.Errorf("offset of %s.%s in %s: %w (no such type)", typeName, fieldPath, b.Path, ErrNoSymbol)
-	}
 	b.dwarfMu.Lock()
 	defer b.dwarfMu.Unlock()
+	off, err := ix.fieldOffset(typeName, fieldPath)
+	if err != nil {
+		return 0, fmt.Errorf("offset of %s.%s in %s: %w", typeName, fieldPath, b.Path, err)
+	}
+	return off, nil
+}
+
+// fieldOffset is FieldOffset on the index. debug/dwarf trusts the file
+// further than ctxwatch does (a malformed type graph has made it panic):
+// a panic while reading types is an error about the file.
+func (ix *dwarfIndex) fieldOffset(typeName, fieldPath string) (off uint64, err error) {
+	te, ok := ix.types[typeName]
+	if !ok {
+		return 0, fmt.Errorf("%w (no such type)", ErrNoSymbol)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			off, err = 0, fmt.Errorf("%w: malformed DWARF type: %v", ErrNoLayout, r)
+		}
+	}()
+	if err := sizeCycle(ix.d, te.off); err != nil {
+		return 0, err
+	}
 	t, err := ix.d.Type(te.off)
 	if err != nil {
-		return 0, fmt.Errorf("offset of %s.%s: read DWARF type: %w", typeName, fieldPath, err)
+		return 0, fmt.Errorf("read DWARF type: %w", err)
 	}
-	var off uint64
 	for _, part := range strings.Split(fieldPath, ".") {
 		st, ok := unwrapTypedef(t).(*dwarf.StructType)
 		if !ok {
-			return 0, fmt.Errorf("offset of %s.%s: before %s: %s is not a struct: %w", typeName, fieldPath, part, t, ErrNoSymbol)
+			return 0, fmt.Errorf("before %s: %s is not a struct: %w", part, typeLabel(t), ErrNoSymbol)
 		}
 		var found *dwarf.StructField
 		for _, f := range st.Field {
@@ -203,12 +245,105 @@ func (b *Binary) FieldOffset(typeName, fieldPath string) (uint64, error) {
 			}
 		}
 		if found == nil {
-			return 0, fmt.Errorf("offset of %s.%s: %s has no field %s: %w", typeName, fieldPath, st.StructName, part, ErrNoSymbol)
+			return 0, fmt.Errorf("%s has no field %s: %w", st.StructName, part, ErrNoSymbol)
 		}
 		off += uint64(found.ByteOffset)
 		t = found.Type
 	}
 	return off, nil
+}
+
+// sizeCycle refuses a type graph that debug/dwarf's Type would recurse
+// round for ever (a stack overflow, which no recover catches; FuzzDWARF
+// found it): a cycle through typedefs, arrays and qualifiers only, whose
+// sizes are their element's. A struct or a pointer has a size of its own
+// and ends the recursion, so a type that refers to itself through them
+// (a list node) is fine. Every type the graph reaches from off is read, as
+// Type does, up to maxTypeWalk entries.
+func sizeCycle(d *dwarf.Data, off dwarf.Offset) error {
+	const maxTypeWalk = 1 << 16
+	r := d.Reader()
+	// entry reads the entry at off and the type references of its children.
+	entry := func(off dwarf.Offset) (*dwarf.Entry, []dwarf.Offset, error) {
+		r.Seek(off)
+		e, err := r.Next()
+		if err != nil || e == nil {
+			return nil, nil, fmt.Errorf("%w: no DWARF entry at %#x", ErrNoLayout, off)
+		}
+		var refs []dwarf.Offset
+		if t, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
+			refs = append(refs, t)
+		}
+		for depth := 0; e.Children; {
+			c, err := r.Next()
+			if err != nil || c == nil {
+				break
+			}
+			if c.Tag == 0 {
+				if depth == 0 {
+					break
+				}
+				depth--
+				continue
+			}
+			if c.Children {
+				depth++
+			}
+			if t, ok := c.Val(dwarf.AttrType).(dwarf.Offset); ok {
+				refs = append(refs, t)
+			}
+		}
+		return e, refs, nil
+	}
+	transparent := func(tag dwarf.Tag) bool {
+		switch tag {
+		case dwarf.TagTypedef, dwarf.TagArrayType, dwarf.TagConstType, dwarf.TagVolatileType, dwarf.TagRestrictType:
+			return true
+		}
+		return false
+	}
+	type node struct {
+		tag  dwarf.Tag
+		refs []dwarf.Offset
+	}
+	nodes := map[dwarf.Offset]node{}
+	todo := []dwarf.Offset{off}
+	for len(todo) > 0 {
+		o := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if _, seen := nodes[o]; seen {
+			continue
+		}
+		if len(nodes) >= maxTypeWalk {
+			return fmt.Errorf("%w: type at %#x reaches over %d DWARF entries", ErrNoLayout, off, maxTypeWalk)
+		}
+		e, refs, err := entry(o)
+		if err != nil {
+			return err
+		}
+		nodes[o] = node{e.Tag, refs}
+		todo = append(todo, refs...)
+	}
+	for o, n := range nodes {
+		// Follow the element chain of a size-transparent type.
+		for cur, steps := n, 0; transparent(cur.tag) && len(cur.refs) > 0; steps++ {
+			if steps > len(nodes) {
+				return fmt.Errorf("%w: DWARF type at %#x is its own element", ErrNoLayout, o)
+			}
+			cur = nodes[cur.refs[0]]
+		}
+	}
+	return nil
+}
+
+// typeLabel names t for a message. A dwarf.Type's String walks the type
+// graph, which a malformed file can make a cycle (a stack overflow, not a
+// panic: FuzzDWARF found it).
+func typeLabel(t dwarf.Type) string {
+	if n := t.Common().Name; n != "" {
+		return n
+	}
+	return fmt.Sprintf("an unnamed %T", t)
 }
 
 func unwrapTypedef(t dwarf.Type) dwarf.Type {
