@@ -77,6 +77,13 @@ type worker struct {
 	st  stats
 	// live keeps allocations across collections; each is checked later.
 	live [64]*blob
+	// prev keeps the last unit's root context alive through the next
+	// unit. ctxwatch tells that a trace went out of scope by reading the
+	// canceled context that brought it: were that context freed and its
+	// memory reused by a live one (which this GC pressure makes happen
+	// about once in 2000 units), the old trace would look in scope (see
+	// Limits in README.md).
+	prev context.Context
 }
 
 type blob struct {
@@ -128,6 +135,7 @@ func (w *worker) unit() {
 	root, cancel := context.WithCancel(context.Background())
 	w.st.calls++
 	defer cancel()
+	defer func() { w.prev = root }()
 	ctx := root
 	var trace string
 	if n%2 == 0 {
