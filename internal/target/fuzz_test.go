@@ -61,6 +61,11 @@ func exercise(t *testing.T, b *Binary) {
 		if i >= 16 {
 			continue
 		}
+		// "?" is how a name that cannot be read is shown (as the Go
+		// runtime shows it), not a name to look a function up by.
+		if fn.Name == "?" {
+			continue
+		}
 		if got, err := b.Func(fn.Name); err != nil || got.Entry > fn.Entry {
 			t.Fatalf("Func(%q) = %+v, %v; Funcs lists it at %#x", fn.Name, got, err, fn.Entry)
 		}
