@@ -37,8 +37,12 @@ import (
 // have: TestGoRun and TestGoTestExec run `go run` and `go test -exec` under
 // ctxwatch; TestCompat and TestTooOldGo build targets with other Go
 // toolchains; TestSpawnProbeOnRunqputCall builds the binary it inspects
-// (no kernel involved).
-const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall)$"
+// (no kernel involved). And those that count on the host's speed, which
+// TCG emulation divides by ten or more: TestOverheadBudget counts detach
+// cycles in a fixed run; TestSoak and TestSoakAttachDetach make 10^7
+// probed calls and 50 attaches of a busy target; TestAgentMemory spawns a
+// million goroutines. They run on the host (make test-host).
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory)$"
 
 func main() {
 	os.Exit(run())
