@@ -165,11 +165,12 @@ func TestDetachOnSignal(t *testing.T) {
 	}
 }
 
-// startWaiter starts the waiter program at exe and waits for its "ready":
-// what the test types goes to stdin, what it answers comes in lines.
-func startWaiter(t *testing.T, exe string) (target *exec.Cmd, stdin io.WriteCloser, lines *bufio.Scanner) {
+// startWaiter starts the waiter program at exe (or a command that executes
+// it, with args) and waits for its "ready": what the test types goes to
+// stdin, what it answers comes in lines.
+func startWaiter(t *testing.T, exe string, args ...string) (target *exec.Cmd, stdin io.WriteCloser, lines *bufio.Scanner) {
 	t.Helper()
-	target = exec.Command(exe)
+	target = exec.Command(exe, args...)
 	stdin, err := target.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -74,22 +74,8 @@ func TestDuration(t *testing.T) {
 // and the summary is printed when it exits. The terminal is a tmux pane.
 func TestLiveTable(t *testing.T) {
 	requireRoot(t)
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatal("tmux is needed to give ctxwatch a terminal: apt-get install tmux")
-	}
-	session := fmt.Sprintf("ctxwatch-test-%d", time.Now().UnixNano())
-	tmux := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("tmux", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %v: %v: %s", args, err, out)
-		}
-		return string(out)
-	}
-	cmd := fmt.Sprintf("%s --trace-key type=main.traceKey -- %s; sleep 30",
-		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "waiter"))
-	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd)
-	defer exec.Command("tmux", "kill-session", "-t", session).Run()
+	tmux, session := inTmux(t, fmt.Sprintf("%s --trace-key type=main.traceKey -- %s; sleep 30",
+		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "waiter")))
 	var last string
 	screen := func() string {
 		last = tmux("capture-pane", "-p", "-t", session)
@@ -135,4 +121,26 @@ func TestQuietOutsideChecks(t *testing.T) {
 				op, s.ProbeHits, s.Events, s.Breaks, s.SpawnSites, n)
 		}
 	}
+}
+
+// inTmux runs the shell command cmd in a new detached tmux session, a
+// 160x40 terminal killed when the test ends, and returns a runner of tmux
+// commands and the session's name.
+func inTmux(t *testing.T, cmd string) (tmux func(args ...string) string, session string) {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is needed to give ctxwatch a terminal: apt-get install tmux")
+	}
+	session = fmt.Sprintf("ctxwatch-test-%d", time.Now().UnixNano())
+	tmux = func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("tmux", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd)
+	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", session).Run() })
+	return tmux, session
 }

@@ -437,23 +437,7 @@ func TestNodeLeastPrivilege(t *testing.T) {
 	if err := copyFile(filepath.Join(bin, "waiter"), exe); err != nil {
 		t.Fatal(err)
 	}
-	target := exec.Command("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", exe)
-	stdin, err := target.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := target.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
-	if !lines.Scan() || lines.Text() != "ready" {
-		t.Fatalf("waiter did not start: %q", lines.Text())
-	}
+	target, stdin, lines := startWaiter(t, "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", exe)
 	go func() {
 		for lines.Scan() {
 		}
@@ -467,7 +451,7 @@ func TestNodeLeastPrivilege(t *testing.T) {
 	noAdmin := node("+bpf,+perfmon,+sys_ptrace,+sys_resource")
 	var noAdminErr bytes.Buffer
 	noAdmin.Stderr = &noAdminErr
-	err = noAdmin.Run()
+	err := noAdmin.Run()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 ||
 		strings.Count(noAdminErr.String(), "\n") != 1 || !strings.Contains(noAdminErr.String(), "CAP_SYS_ADMIN") {
 		// A kernel from before the 2025 fix lets CAP_PERFMON create uprobes.

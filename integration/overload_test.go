@@ -131,24 +131,10 @@ var incompleteRE = regexp.MustCompile(`verdicts incomplete: (\d+) events lost`)
 // that got through are still shown. The terminal is a tmux pane.
 func TestOverloadLiveTable(t *testing.T) {
 	requireRoot(t)
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatal("tmux is needed to give ctxwatch a terminal: apt-get install tmux")
-	}
-	session := fmt.Sprintf("ctxwatch-overload-%d", time.Now().UnixNano())
-	tmux := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("tmux", args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %v: %v: %s", args, err, out)
-		}
-		return string(out)
-	}
 	// The storm, then the program waits for the end of its input, so the
 	// live table has a second to show it.
-	cmd := fmt.Sprintf("%s --ring-size 4096 --trace-key type=main.traceKey -- %s %s -wait; sleep 30",
-		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "spawnstorm"), strings.Join(stormFlags, " "))
-	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd)
-	defer exec.Command("tmux", "kill-session", "-t", session).Run()
+	tmux, session := inTmux(t, fmt.Sprintf("%s --ring-size 4096 --trace-key type=main.traceKey -- %s %s -wait; sleep 30",
+		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "spawnstorm"), strings.Join(stormFlags, " ")))
 	var last string
 	screen := func() string {
 		last = tmux("capture-pane", "-p", "-t", session)

@@ -337,16 +337,9 @@ func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os
 	}
 	var unwatched atomic.Int64 // Go programs that ran without probes
 	go func() {
-		for {
-			ex, err := f.Next()
-			if err != nil {
-				if !errors.Is(err, os.ErrClosed) {
-					logger.Print(err)
-				}
-				return
-			}
+		err := f.Run(func(ex follow.Exec) {
 			if ex.PID == os.Getpid() {
-				continue
+				return
 			}
 			if err := w.attach(ex.PID); err != nil {
 				// Programs that are not Go and the Go toolchain are
@@ -363,6 +356,9 @@ func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os
 					logger.Print(err)
 				}
 			}
+		})
+		if err != nil {
+			logger.Print(err)
 		}
 	}()
 

@@ -161,15 +161,8 @@ func watchNode(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.
 	execs := make(chan int, 4096)
 	go func() {
 		defer close(execs)
-		for {
-			ex, err := f.Next()
-			if err != nil {
-				if !errors.Is(err, os.ErrClosed) {
-					errLog.Printf("read execs: %v", err)
-				}
-				return
-			}
-			execs <- ex.PID
+		if err := f.Run(func(ex follow.Exec) { execs <- ex.PID }); err != nil {
+			errLog.Printf("read execs: %v", err)
 		}
 	}()
 	done := make(chan struct{})

@@ -80,20 +80,16 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 		if f == nil {
 			return
 		}
-		for {
-			ex, err := f.Next()
-			if err != nil {
-				if !errors.Is(err, os.ErrClosed) {
-					logger.Print(err)
-				}
-				return
-			}
+		err := f.Run(func(ex follow.Exec) {
 			if ex.PID == pid {
 				select {
 				case execs <- struct{}{}:
 				default: // one pending is enough: the newest program is read then
 				}
 			}
+		})
+		if err != nil {
+			logger.Print(err)
 		}
 	}()
 

@@ -38,6 +38,9 @@ type session struct {
 	cycle   *dutyCycle // nil without --overhead-budget
 	group   *group     // node mode: the probes shared with other processes of its executable
 	ended   bool       // put in retired once (under watcher.mu): summarised once
+	// released: its pid left its group's map already (it executed
+	// something), so finish need not list the goroutine map again.
+	released bool
 }
 
 // watcher owns the shared ring buffer, the sessions and the reporting.
@@ -407,9 +410,14 @@ func (w *watcher) execd(pid int) {
 		if err := s.probes.Detach(); err != nil {
 			w.log.Printf("detach from pid %d: %v", pid, err)
 		}
-	} else if err := s.group.probes.RemoveProcess(pid); err != nil {
+	} else {
 		// Before the new program joins, if it runs the same file.
-		w.log.Printf("release pid %d: %v", pid, err)
+		if err := s.group.probes.RemoveProcess(pid); err != nil {
+			w.log.Printf("release pid %d: %v", pid, err)
+		}
+		w.mu.Lock()
+		s.released = true
+		w.mu.Unlock()
 	}
 	// The old program's last events, in the ring buffer before the exec
 	// was reported, are its session's: handled before it goes.
@@ -635,9 +643,10 @@ func (w *watcher) finish(s *session) {
 			delete(w.groups, g.key)
 		}
 	}
-	// The pid may already be back in the same group (it executed the same
-	// file again): then it stays in the program's pid map.
-	again := g != nil && w.sessions[pid] != nil && w.sessions[pid].group == g
+	// Nothing to release when execd did it already, or when the pid is
+	// back in the same group (it executed the same file again): then it
+	// stays in the program's pid map.
+	again := g != nil && (s.released || w.sessions[pid] != nil && w.sessions[pid].group == g)
 	cycle := s.cycle
 	w.mu.Unlock()
 	if g == nil {

@@ -135,6 +135,21 @@ func (f *Follower) Next() (Exec, error) {
 	return Exec{PID: int(tgid), Stopped: stopped != 0}, nil
 }
 
+// Run calls fn with each exec, in turn, until Close: then it returns nil,
+// or else the error that ended the reading.
+func (f *Follower) Run(fn func(Exec)) error {
+	for {
+		ex, err := f.Next()
+		if errors.Is(err, os.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fn(ex)
+	}
+}
+
 // SetDeadline makes Next return os.ErrDeadlineExceeded once t has passed
 // with no exec to report; the zero time waits for ever.
 func (f *Follower) SetDeadline(t time.Time) { f.rd.SetDeadline(t) }
