@@ -185,6 +185,11 @@ volatile const __u32 keys_str_len[MAX_KEYS];
 // search makes no helper call (5.10's verifier refuses a loop entered right
 // after a call, which clang may lay out).
 volatile const __u32 n_ranges;
+// Unread bytes in the ring buffer from which a new event wakes the agent:
+// below, it reads the ring on its own schedule (every 2 ms while events
+// come, every 64 ms when idle), and a wake-up per event would cost it more
+// than the event; above, a burst wakes it long before the ring is full.
+volatile const __u64 ring_wake_bytes;
 volatile const struct range user_ranges[MAX_RANGES];
 
 struct {
@@ -626,7 +631,10 @@ static __always_inline void emit(struct event *ev, struct stack *s)
 		ev->nstack = s->n > STACK_DEPTH ? STACK_DEPTH : s->n;
 	}
 	ev->ktime_ns = bpf_ktime_get_ns();
-	bpf_ringbuf_submit(ev, 0);
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= ring_wake_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(ev, flags);
 }
 
 static __always_inline void add_span(struct gstate *st, __u64 span)

@@ -157,6 +157,7 @@ const (
 	CtxwatchVarOffRsParent            = "off_rs_parent"
 	CtxwatchVarOffRsSc                = "off_rs_sc"
 	CtxwatchVarOffSdkNrsSc            = "off_sdk_nrs_sc"
+	CtxwatchVarRingWakeBytes          = "ring_wake_bytes"
 	CtxwatchVarTypAfterFuncCtx        = "typ_after_func_ctx"
 	CtxwatchVarTypBackgroundCtx       = "typ_background_ctx"
 	CtxwatchVarTypBytes               = "typ_bytes"
@@ -265,6 +266,7 @@ type CtxwatchVariableSpecs struct {
 	OffRsParent            *ebpf.VariableSpec `ebpf:"off_rs_parent"`
 	OffRsSc                *ebpf.VariableSpec `ebpf:"off_rs_sc"`
 	OffSdkNrsSc            *ebpf.VariableSpec `ebpf:"off_sdk_nrs_sc"`
+	RingWakeBytes          *ebpf.VariableSpec `ebpf:"ring_wake_bytes"`
 	TypAfterFuncCtx        *ebpf.VariableSpec `ebpf:"typ_after_func_ctx"`
 	TypBackgroundCtx       *ebpf.VariableSpec `ebpf:"typ_background_ctx"`
 	TypBytes               *ebpf.VariableSpec `ebpf:"typ_bytes"`
@@ -352,6 +354,7 @@ type CtxwatchVariables struct {
 	OffRsParent            *ebpf.Variable `ebpf:"off_rs_parent"`
 	OffRsSc                *ebpf.Variable `ebpf:"off_rs_sc"`
 	OffSdkNrsSc            *ebpf.Variable `ebpf:"off_sdk_nrs_sc"`
+	RingWakeBytes          *ebpf.Variable `ebpf:"ring_wake_bytes"`
 	TypAfterFuncCtx        *ebpf.Variable `ebpf:"typ_after_func_ctx"`
 	TypBackgroundCtx       *ebpf.Variable `ebpf:"typ_background_ctx"`
 	TypBytes               *ebpf.Variable `ebpf:"typ_bytes"`

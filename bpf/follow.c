@@ -33,6 +33,10 @@ struct task_struct {
 struct exec_event {
 	__u32 tgid;
 	__u32 stopped; // 0 when not followed, or the signal could not be sent
+	// CLOCK_MONOTONIC at the exec: the agent may read the new program
+	// before this event reaches it, and must not take the event then for
+	// a later exec.
+	__u64 time_ns;
 };
 
 struct {
@@ -80,7 +84,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct exec_event ev = {.tgid = tgid};
+	struct exec_event ev = {.tgid = tgid, .time_ns = bpf_ktime_get_ns()};
 	if (bpf_map_lookup_elem(&followed, &tgid))
 		ev.stopped = bpf_send_signal(SIGSTOP) == 0;
 	else if (!all_execs && !bpf_map_lookup_elem(&watched, &tgid))

@@ -17,6 +17,7 @@ type FollowExecEvent struct {
 	_       structs.HostLayout
 	Tgid    uint32
 	Stopped uint32
+	TimeNs  uint64
 }
 
 // Names of all BPF objects in the ELF.

@@ -168,9 +168,7 @@ func TestSoakAttachDetach(t *testing.T) {
 // waitCmd waits for cmd to exit, killing it after d: a hang is an error,
 // not a stuck test. $CTXWATCH_TEST_SLOW multiplies d, as for waitFor.
 func waitCmd(cmd *exec.Cmd, d time.Duration) error {
-	if n, err := strconv.Atoi(os.Getenv("CTXWATCH_TEST_SLOW")); err == nil && n > 1 {
-		d *= time.Duration(n)
-	}
+	d = slowed(d)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {

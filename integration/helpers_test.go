@@ -259,13 +259,43 @@ func userFrame(frames []frame, file string) (frame, bool) {
 // the probes (the verifier's work) takes ten times as long.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
+	waitForOr(t, what, d, cond, nil)
+}
+
+// waitForOr is waitFor, with what describe returns (when not nil) in the
+// failure: the state that did not come about.
+func waitForOr(t *testing.T, what string, d time.Duration, cond func() bool, describe func() string) {
+	t.Helper()
+	waitUntil(t, what, time.Now().Add(slowed(d)), cond, describe)
+}
+
+// slowed is d stretched by $CTXWATCH_TEST_SLOW.
+func slowed(d time.Duration) time.Duration {
 	if n, err := strconv.Atoi(os.Getenv("CTXWATCH_TEST_SLOW")); err == nil && n > 1 {
 		d *= time.Duration(n)
 	}
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	return d
+}
+
+// emulated reports whether the tests run under CPU emulation (vmtest
+// under TCG sets $CTXWATCH_TEST_SLOW).
+func emulated() bool { return slowed(1) > 1 }
+
+// waitUntil polls cond until it holds or the time end passes.
+func waitUntil(t *testing.T, what string, end time.Time, cond func() bool, describe func() string) {
+	t.Helper()
+	start := time.Now()
+	for ; time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if cond() {
 			return
 		}
 	}
-	t.Fatalf("timed out after %v waiting for %s", d, what)
+	if cond() { // once at least, even past the end
+		return
+	}
+	msg := fmt.Sprintf("timed out after %v waiting for %s", end.Sub(start).Round(time.Millisecond), what)
+	if describe != nil {
+		msg += "; " + describe()
+	}
+	t.Fatal(msg)
 }

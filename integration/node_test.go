@@ -146,23 +146,31 @@ func TestNode(t *testing.T) {
 		return strings.Contains(stderr.String(), "processes watched after the scan")
 	})
 
-	// After ctxwatch: two more replicas, and pod C's program, copied into
-	// a tmpfs of its own mount namespace (the host has no such file).
+	// After ctxwatch: pod C's program, copied into a tmpfs of its own
+	// mount namespace (the host has no such file), and two more replicas.
+	// Pod C's is a new executable, inspected for tens of milliseconds (or
+	// seconds under TCG) while the replicas' shells execute the waiter:
+	// their exec events are read after the new program already runs, and
+	// must not end the watch of the process found through them.
 	later = true
+	podCProc := start(podC, replica, true)
+	waitFor(t, "pod C's shell to execute the waiter", 10*time.Second, func() bool {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", podCProc.cmd.Process.Pid))
+		return filepath.Base(exe) == "cw-waiter"
+	})
 	start(podA, replica, false)
 	start(podA, replica, false)
-	start(podC, replica, true)
 	// Each Go process found: by the scan, or within 2 s of its start
 	// (waitFor stretches that under TCG emulation, CTXWATCH_TEST_SLOW).
 	for _, p := range procs {
 		pid := p.cmd.Process.Pid
-		d := 10 * time.Millisecond
+		end := time.Now() // found by the scan: watched already
 		if p.later {
-			d = 2*time.Second - time.Since(p.started)
+			end = p.started.Add(slowed(2 * time.Second))
 		}
-		waitFor(t, fmt.Sprintf("pid %d to be watched", pid), d, func() bool {
+		waitUntil(t, fmt.Sprintf("pid %d to be watched", pid), end, func() bool {
 			return watchedRE(pid).MatchString(stderr.String())
-		})
+		}, stderr.String)
 	}
 	waitReady()
 	logs := stderr.String()
@@ -197,16 +205,16 @@ func TestNode(t *testing.T) {
 	}
 	waitFor(t, "the summary of the exited process", 10*time.Second, func() bool {
 		_, sums := readNodeReport(t, out)
-		_, ok := sums[soloProc.cmd.Process.Pid]
-		return ok
+		return len(sums[soloProc.cmd.Process.Pid]) > 0
 	})
 	waitFor(t, "cw-solo's probes to go", 10*time.Second, func() bool { return perfEvents(t, cw.Process.Pid) == 2*perSet })
 
 	// Metrics and health, as the DaemonSet's probes and Prometheus see them.
-	waitFor(t, "break metrics with the pod", 10*time.Second, func() bool {
-		body := httpGet(t, "http://"+metrics+"/metrics")
+	var body string
+	waitForOr(t, "break metrics with the pod", 10*time.Second, func() bool {
+		body = httpGet(t, "http://"+metrics+"/metrics")
 		return strings.Contains(body, `container_id="`+podA.container+`"`) && strings.Contains(body, `k8s_pod_uid="`+podC.uid+`"`)
-	})
+	}, func() string { return fmt.Sprintf("/metrics:\n%s\nlogs:\n%s", body, stderr) })
 	if body := httpGet(t, "http://"+metrics+"/healthz"); strings.TrimSpace(body) != "ok" {
 		t.Errorf("/healthz: %q", body)
 	}
@@ -223,6 +231,11 @@ func TestNode(t *testing.T) {
 	if err := cw.Wait(); err != nil {
 		t.Fatalf("ctxwatch node after SIGTERM: %v\n%s", err, stderr.String())
 	}
+	for _, p := range procs {
+		if n := len(watchedRE(p.cmd.Process.Pid).FindAllString(stderr.String(), -1)); n != 1 {
+			t.Errorf("pid %d watched %d times, want once (it executed one Go program):\n%s", p.cmd.Process.Pid, n, stderr)
+		}
+	}
 	// Logs are JSON, one object per line.
 	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
 		var v map[string]any
@@ -236,11 +249,12 @@ func TestNode(t *testing.T) {
 	marks := sourceMarkers(t, src)
 	for _, p := range procs {
 		pid := p.cmd.Process.Pid
-		b, s := breaks[pid], sums[pid]
-		if len(b) != 1 || s == nil {
-			t.Errorf("pid %d: want one break line and a summary, got %d breaks, summary %v", pid, len(b), s != nil)
+		b := breaks[pid]
+		if len(b) != 1 || len(sums[pid]) != 1 {
+			t.Errorf("pid %d: want one break line and one summary, got %d breaks, %d summaries", pid, len(b), len(sums[pid]))
 			continue
 		}
+		s := sums[pid][0]
 		if b[0].ContainerID != p.pod.container || b[0].PodUID != p.pod.uid || s.ContainerID != p.pod.container || s.PodUID != p.pod.uid {
 			t.Errorf("pid %d: break in container %q pod %q, summary %q %q; want %q %q", pid,
 				b[0].ContainerID, b[0].PodUID, s.ContainerID, s.PodUID, p.pod.container, p.pod.uid)
@@ -392,9 +406,9 @@ type nodeSummary struct {
 }
 
 // readNodeReport reads a report's break and summary lines by pid.
-func readNodeReport(t *testing.T, path string) (map[int][]nodeBreak, map[int]*nodeSummary) {
+func readNodeReport(t *testing.T, path string) (map[int][]nodeBreak, map[int][]*nodeSummary) {
 	t.Helper()
-	breaks, sums := map[int][]nodeBreak{}, map[int]*nodeSummary{}
+	breaks, sums := map[int][]nodeBreak{}, map[int][]*nodeSummary{}
 	data, _ := os.ReadFile(path)
 	for _, l := range bytes.Split(data, []byte("\n")) {
 		if len(l) == 0 || l[len(l)-1] != '}' {
@@ -416,7 +430,7 @@ func readNodeReport(t *testing.T, path string) (map[int][]nodeBreak, map[int]*no
 			if err := json.Unmarshal(l, s); err != nil {
 				t.Fatal(err)
 			}
-			sums[s.PID] = s
+			sums[s.PID] = append(sums[s.PID], s)
 		}
 	}
 	return breaks, sums
@@ -490,15 +504,15 @@ func TestNodeLeastPrivilege(t *testing.T) {
 	}
 	waitFor(t, "the summary", 10*time.Second, func() bool {
 		_, sums := readNodeReport(t, out)
-		return sums[pid] != nil
+		return len(sums[pid]) > 0
 	})
 	cw.Process.Signal(syscall.SIGTERM)
 	if err := cw.Wait(); err != nil {
 		t.Fatalf("ctxwatch node: %v\n%s", err, stderr.String())
 	}
 	_, sums := readNodeReport(t, out)
-	if s := sums[pid]; len(s.SpawnSites) != 1 || s.SpawnSites[0].Lost != units {
-		t.Errorf("summary %+v, want %d goroutines that lost the trace", s, units)
+	if s := sums[pid]; len(s) != 1 || len(s[0].SpawnSites) != 1 || s[0].SpawnSites[0].Lost != units {
+		t.Errorf("summaries %+v, want one, with %d goroutines that lost the trace", s, units)
 	}
 }
 

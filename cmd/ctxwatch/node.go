@@ -158,10 +158,10 @@ func watchNode(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.
 	if k, err := exeKeyOf(d.self); err == nil {
 		d.selfExe = k
 	}
-	execs := make(chan int, 4096)
+	execs := make(chan follow.Exec, 4096)
 	go func() {
 		defer close(execs)
-		if err := f.Run(func(ex follow.Exec) { execs <- ex.PID }); err != nil {
+		if err := f.Run(func(ex follow.Exec) { execs <- ex }); err != nil {
 			errLog.Printf("read execs: %v", err)
 		}
 	}()
@@ -170,8 +170,8 @@ func watchNode(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.
 		defer close(done)
 		d.scan()
 		w.log.Printf("node %q: %d processes watched after the scan", cfg.node.nodeName, w.count())
-		for pid := range execs {
-			d.exec(pid)
+		for ex := range execs {
+			d.exec(ex)
 		}
 	}()
 	var ferr error
@@ -202,12 +202,13 @@ func (d *discovery) scan() {
 	}
 }
 
-// exec handles process pid's exec of a new program.
-func (d *discovery) exec(pid int) {
+// exec handles a process's exec of a new program.
+func (d *discovery) exec(ex follow.Exec) {
 	// A watched process that executes anything, itself included, is a new
 	// program: goroutine ids restart, and its old probes no longer match.
-	d.w.execd(pid)
-	d.consider(pid)
+	// Unless it was found after this exec: then it is watched already.
+	d.w.execd(ex.PID, ex.At)
+	d.consider(ex.PID)
 }
 
 // consider watches process pid if it is a Go program that the flags select.

@@ -75,7 +75,7 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 			f = nil
 		}
 	}
-	execs := make(chan struct{}, 1)
+	execs := make(chan uint64, 1) // when it executed
 	go func() {
 		if f == nil {
 			return
@@ -83,7 +83,7 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 		err := f.Run(func(ex follow.Exec) {
 			if ex.PID == pid {
 				select {
-				case execs <- struct{}{}:
+				case execs <- ex.At:
 				default: // one pending is enough: the newest program is read then
 				}
 			}
@@ -97,7 +97,7 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 	// exit), or before, when the pid may name another process by now,
 	// which the probes may have gone into: out with them.
 	if exited(pidfd) && (aerr != nil || started == 0 || startTime(pid) != started && startTime(pid) != 0) {
-		w.execd(pid)
+		w.execd(pid, follow.Now())
 		return finish(0, badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid)))
 	}
 	if aerr != nil {
@@ -116,15 +116,23 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 		case <-gone:
 			errLog.Printf("pid %d exited", pid)
 			return finish(0, nil)
-		case <-execs:
+		case at := <-execs:
+			if exited(pidfd) {
+				// The exec of a process that took the pid after it: the
+				// exec follower knows pids, the pidfd knows the process.
+				errLog.Printf("pid %d exited", pid)
+				return finish(0, nil)
+			}
 			path, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 			// Its probes and goroutine states belong to the old program.
-			w.execd(pid)
+			if w.execd(pid, at) {
+				continue // attached after the exec: to the new program
+			}
 			err := w.attach(pid)
 			switch {
 			case exited(pidfd):
 				errLog.Printf("pid %d executed %s and exited", pid, path)
-				w.execd(pid)
+				w.execd(pid, follow.Now())
 				return finish(0, nil)
 			case err == nil:
 				errLog.Printf("pid %d executed %s: watching the new program", pid, path)

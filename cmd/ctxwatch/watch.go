@@ -9,14 +9,17 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
 	"github.com/ctxwatch/ctxwatch/internal/container"
 	"github.com/ctxwatch/ctxwatch/internal/event"
+	"github.com/ctxwatch/ctxwatch/internal/follow"
 	"github.com/ctxwatch/ctxwatch/internal/pcln"
 	"github.com/ctxwatch/ctxwatch/internal/report"
 	"github.com/ctxwatch/ctxwatch/internal/target"
@@ -34,6 +37,7 @@ type session struct {
 	bin     *target.Binary // its line table symbolizes the events
 	an      *analysis.Analyzer
 	started time.Time
+	since   uint64 // follow.Now before /proc/PID/exe was read: see execd
 	notes   []string
 	cycle   *dutyCycle // nil without --overhead-budget
 	group   *group     // node mode: the probes shared with other processes of its executable
@@ -140,13 +144,14 @@ func (w *watcher) attach(pid int) error { return w.attachAfter(pid, nil) }
 // the probes can be made meanwhile.
 func (w *watcher) attachAfter(pid int, ready func()) error {
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	since := follow.Now()
 	var key exeKey
 	if w.node != nil {
 		var err error
 		if key, err = exeKeyOf(pid); err != nil {
 			return err
 		}
-		if joined, err := w.join(pid, key); joined || err != nil {
+		if joined, err := w.join(pid, key, since); joined || err != nil {
 			return err
 		}
 	}
@@ -239,6 +244,7 @@ func (w *watcher) attachAfter(pid int, ready func()) error {
 		probes:  probes,
 		bin:     bin,
 		started: time.Now(),
+		since:   since,
 		notes:   plan.Notes,
 		an:      w.analyzer(pid, bin, bias),
 	}
@@ -324,7 +330,7 @@ func (w *watcher) analyzer(pid int, bin *target.Binary, bias uint64) *analysis.A
 // join has process pid share the probes already placed in its executable
 // (node mode), and reports whether there were any: a replica costs a map
 // entry, not an inspection and a set of uprobes.
-func (w *watcher) join(pid int, key exeKey) (bool, error) {
+func (w *watcher) join(pid int, key exeKey, since uint64) (bool, error) {
 	w.mu.Lock()
 	g := w.groups[key]
 	if g == nil {
@@ -336,6 +342,7 @@ func (w *watcher) join(pid int, key exeKey) (bool, error) {
 		probes:  g.probes,
 		bin:     g.bin,
 		started: time.Now(),
+		since:   since,
 		notes:   g.notes,
 		cycle:   g.cycle,
 		group:   g,
@@ -391,16 +398,22 @@ func (w *watcher) detachAll() {
 	}
 }
 
-// execd retires the session of process pid, which executed a program:
-// goroutine ids restart, and probes of its own no longer match what runs.
+// execd retires the session of process pid, which executed a program at
+// time at (follow.Now's clock): goroutine ids restart, and probes of its
+// own no longer match what runs. A session whose program was read after
+// that exec is the new program's, and stays: exec events are read late,
+// by seconds on a busy node; execd reports whether the session stays.
 // It returns once the old program's events have been handled, so that a
 // session attached next for the same pid gets none of them.
-func (w *watcher) execd(pid int) {
+func (w *watcher) execd(pid int, at uint64) (kept bool) {
 	w.mu.Lock()
 	s := w.sessions[uint32(pid)]
 	w.mu.Unlock()
 	if s == nil {
-		return
+		return false
+	}
+	if s.since > at {
+		return true
 	}
 	if s.group == nil {
 		// Probes of its own come out now: if the new program is the same
@@ -431,6 +444,7 @@ func (w *watcher) execd(pid int) {
 		w.retired = append(w.retired, s)
 	}
 	w.mu.Unlock()
+	return false
 }
 
 // drain returns once loop has read every record the ring buffer held when
@@ -482,21 +496,26 @@ func (w *watcher) takeRetired() []*session {
 // is drained, then summarises every session. A session retired by its
 // process's exit is summarised once the ring buffer has been seen empty
 // after the exit, so no event of it is left behind.
-// The event loop drains the ring buffer every ringPoll, at once again when
-// a drain found ringBatch records or more (it is falling behind). At 4 MiB
-// (the default) the ring holds about 15,000 records: 90 ms of the fastest
-// spawn storm measured (163,000 events/s), against a few milliseconds
-// between drains; 1 MiB lost nothing of it on a loaded machine, 256 KiB
-// did. It is not larger because its pages count twice in the agent's
-// resident memory (the kernel maps the data twice, for wrap-around).
+// The event loop drains the ring buffer every ringPoll while events come,
+// at once again when a drain found ringBatch records or more (it is
+// falling behind). At 4 MiB (the default) the ring holds about 15,000
+// records: 90 ms of the fastest spawn storm measured (163,000 events/s),
+// against a few milliseconds between drains; 256 KiB loses nothing of it
+// here, 128 KiB does (TestBurstAfterQuiet runs it through 1 MiB). The
+// margin is for an agent that does not get a CPU at once. It is not larger because its pages count
+// twice in the agent's resident memory (the kernel maps the data twice,
+// for wrap-around).
 const (
 	ringPoll  = 2 * time.Millisecond
 	ringBatch = 256
-	// While drains find nothing, the pause doubles up to ringIdlePoll: an
-	// agent watching idle services (ctxwatch node) should not wake 500
-	// times a second. The ring holds 90 ms of the fastest storm, more
-	// than ringIdlePoll of it.
-	ringIdlePoll = 64 * time.Millisecond
+	// Once a drain finds nothing, the loop blocks in the reader for up to
+	// ringIdleWait (retirements, drains and stop are looked at between
+	// waits). The probes wake it sooner only when the ring is a sixteenth
+	// full (uprobe.RingWakeFraction): a trickle of events, such as idle
+	// services under ctxwatch node make, is read 16 times a second, not a
+	// wake-up per event, and a burst after quiet at once, not up to 64 ms
+	// later.
+	ringIdleWait = 64 * time.Millisecond
 )
 
 func (w *watcher) loop(stop <-chan struct{}) error {
@@ -505,11 +524,16 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 		return fmt.Errorf("read ring buffer: %w", err)
 	}
 	defer rd.Close()
+	wake, err := newRingWaiter(w.ring)
+	if err != nil {
+		return err
+	}
+	defer wake.close()
 	var (
 		rec         ringbuf.Record
 		ev          event.Event
 		lastRefresh time.Time
-		pause       = ringPoll
+		idle        bool // the last drain found nothing
 	)
 	for {
 		retired := w.takeRetired()
@@ -521,15 +545,18 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 		default:
 		}
 		// Drain what the ring holds without blocking, then sleep a little
-		// (below): blocking in the reader wakes the agent for every record
-		// when it keeps up, and a wake-up costs more than the record. Before
-		// summarising, wait for 50 ms of quiet as well.
+		// (below), so that each wake-up reads a batch. When idle, wait in
+		// the reader (see ringIdleWait). Before summarising, wait for 50 ms
+		// of quiet as well.
 		quiet := stopping || len(retired) > 0
 		deadline := func() time.Time {
 			if quiet {
 				return time.Now().Add(50 * time.Millisecond)
 			}
 			return time.Now()
+		}
+		if idle && !quiet && len(drains) == 0 {
+			wake.wait(ringIdleWait)
 		}
 		rd.SetDeadline(deadline())
 		read := 0
@@ -573,16 +600,59 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 			lastRefresh = time.Now()
 			w.refresh()
 		}
-		if read == 0 {
-			pause = min(2*pause, ringIdlePoll)
-		} else {
-			pause = ringPoll
-		}
-		if read < ringBatch {
-			time.Sleep(pause)
+		idle = read == 0
+		if read > 0 && read < ringBatch {
+			time.Sleep(ringPoll)
 		}
 	}
 }
+
+// ringWaiter waits for the probes to wake the ring buffer's reader,
+// through the Go runtime's poller on a duplicate of the ring's descriptor:
+// the ring buffer reader would block a thread in epoll_wait, and the
+// runtime's monitor then wakes up every few milliseconds while it does
+// (twice the context switches of an idle node agent, measured).
+type ringWaiter struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+func newRingWaiter(ring *ebpf.Map) (*ringWaiter, error) {
+	fd, err := unix.FcntlInt(uintptr(ring.FD()), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate the ring buffer's descriptor: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("poll the ring buffer: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "ring buffer") // non-blocking: in the runtime's poller
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("poll the ring buffer: %w", err)
+	}
+	return &ringWaiter{f: f, rc: rc}, nil
+}
+
+// wait returns when the probes wake the reader (or woke it since the last
+// wait), or after d.
+func (r *ringWaiter) wait(d time.Duration) {
+	if err := r.f.SetReadDeadline(time.Now().Add(d)); err != nil {
+		time.Sleep(d) // not pollable: no wake-ups, only the pause
+		return
+	}
+	asked := false
+	// The first call says "not ready", so the runtime parks until the
+	// descriptor is signalled readable or the deadline passes.
+	r.rc.Read(func(uintptr) bool {
+		done := asked
+		asked = true
+		return done
+	})
+}
+
+func (r *ringWaiter) close() { r.f.Close() }
 
 func (w *watcher) handle(ev *event.Event) {
 	s := w.session(ev.PID)

@@ -26,6 +26,20 @@ import (
 type Exec struct {
 	PID     int
 	Stopped bool
+	// At is when the exec happened, on the clock of Now. Events are read
+	// after the fact: a process inspected since At already runs the new
+	// program.
+	At uint64
+}
+
+// Now returns the time on the clock of Exec.At: CLOCK_MONOTONIC in
+// nanoseconds, which is what bpf_ktime_get_ns reads.
+func Now() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(fmt.Sprintf("read CLOCK_MONOTONIC: %v", err)) // cannot fail on Linux
+	}
+	return uint64(ts.Nano())
 }
 
 // Options say which execs are reported besides those of the processes
@@ -126,13 +140,14 @@ func (f *Follower) Next() (Exec, error) {
 		}
 		return Exec{}, fmt.Errorf("read exec event: %w", err)
 	}
-	if len(rec.RawSample) < 8 {
+	if len(rec.RawSample) < 16 {
 		return Exec{}, fmt.Errorf("exec event of %d bytes", len(rec.RawSample))
 	}
-	// struct exec_event (bpf.FollowExecEvent): tgid, stopped.
+	// struct exec_event (bpf.FollowExecEvent): tgid, stopped, time_ns.
 	tgid := binary.NativeEndian.Uint32(rec.RawSample[0:])
 	stopped := binary.NativeEndian.Uint32(rec.RawSample[4:])
-	return Exec{PID: int(tgid), Stopped: stopped != 0}, nil
+	at := binary.NativeEndian.Uint64(rec.RawSample[8:])
+	return Exec{PID: int(tgid), Stopped: stopped != 0, At: at}, nil
 }
 
 // Run calls fn with each exec, in turn, until Close: then it returns nil,

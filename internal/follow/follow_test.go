@@ -100,10 +100,16 @@ func TestWatch(t *testing.T) {
 	if err := f.Watch(sh.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
+	before := follow.Now()
 	fmt.Fprintln(in, "go")
 	got := execs(t, f, 2*time.Second)
-	if len(got) != 1 || got[0] != (follow.Exec{PID: sh.Process.Pid}) {
+	if len(got) != 1 || got[0].PID != sh.Process.Pid || got[0].Stopped {
 		t.Fatalf("execs %+v, want only the watched pid %d's, not stopped", got, sh.Process.Pid)
+	}
+	// The agent compares At with follow.Now read before it inspects a
+	// process: the same clock, the exec's own time.
+	if at := got[0].At; at < before || at > follow.Now() {
+		t.Errorf("exec at %d, want between %d (before the shell was told to exec) and now", at, before)
 	}
 	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", sh.Process.Pid)); !strings.HasSuffix(exe, "/sleep") {
 		t.Errorf("pid %d runs %s, want sleep", sh.Process.Pid, exe)
@@ -165,6 +171,7 @@ func TestAllExecs(t *testing.T) {
 			var mine []follow.Exec
 			for _, ex := range execs(t, f, 2*time.Second) {
 				if ex.PID == sh.Process.Pid {
+					ex.At = 0 // checked in TestWatch
 					mine = append(mine, ex)
 				}
 			}

@@ -80,8 +80,10 @@ func TestSharedProcesses(t *testing.T) {
 		}
 	}
 	var st bpf.CtxwatchGstate
-	for _, pid := range []uint32{101, 102, 999} { // 999: another program's process
-		for goid := uint64(1); goid <= 10; goid++ {
+	// 101 has more states than one batch of the listing and deletion.
+	perPID := map[uint32]uint64{101: 2*stateBatch + 100, 102: 10, 999: 10} // 999: another program's process
+	for pid, n := range perPID {
+		for goid := uint64(1); goid <= n; goid++ {
 			if err := m.Put(GoroutineKey(pid, goid), &st); err != nil {
 				t.Fatal(err)
 			}
@@ -103,8 +105,31 @@ func TestSharedProcesses(t *testing.T) {
 	if err := p.RemoveProcess(101); err != nil {
 		t.Fatal(err)
 	}
+	if p.forgotten != perPID[101] {
+		t.Errorf("forgot %d states of pid 101, want %d", p.forgotten, perPID[101])
+	}
 	if got := count(); got[101] != 0 || got[102] != 10 || got[999] != 10 {
 		t.Errorf("after RemoveProcess(101): states per pid %v, want 101 gone, 102 and 999 kept", got)
+	}
+	// A state that goes between the listing and the deletion (the program
+	// or the LRU deleted it) is stepped over, the rest deleted.
+	for goid := uint64(1); goid <= perPID[101]; goid++ {
+		if err := m.Put(GoroutineKey(101, goid), &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := p.forgotten
+	if err := p.forget(func(pid uint32) bool {
+		m.Delete(GoroutineKey(101, stateBatch+7)) // once listed; ErrKeyNotExist after the first
+		return pid == 101
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(); got[101] != 0 || got[102] != 10 {
+		t.Errorf("after a state went meanwhile: states per pid %v, want 101 gone, 102 kept", got)
+	}
+	if n := p.forgotten - before; n != perPID[101]-1 {
+		t.Errorf("forgot %d states, want %d (one had gone)", n, perPID[101]-1)
 	}
 	if err := p.ResetGoroutines(); err != nil {
 		t.Fatal(err)
@@ -119,5 +144,67 @@ func TestSharedProcesses(t *testing.T) {
 	defer one.Close()
 	if err := one.AddProcess(8); !errors.Is(err, ErrNotShared) {
 		t.Errorf("AddProcess on a program for one process: %v, want ErrNotShared", err)
+	}
+}
+
+// BenchmarkRemoveProcess: what a node agent pays when a watched process
+// exits, in a goroutine map as full as it gets (2^17 states of many
+// processes, 1000 of the one that exited): batched, and a syscall per key
+// as on kernels before 5.6.
+func BenchmarkRemoveProcess(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("loading eBPF programs needs root")
+	}
+	m, err := NewGoroutineMap()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	p, err := Load(Config{}, Maps{Goroutines: m})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	var st bpf.CtxwatchGstate
+	fill := func(pid uint32, n uint64) {
+		for goid := uint64(1); goid <= n; goid++ {
+			if err := m.Put(GoroutineKey(pid, goid), &st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	full := uint64(m.MaxEntries())
+	for pid := uint32(1000); pid < 1000+uint32(full/1000)-1; pid++ {
+		fill(pid, 1000)
+	}
+	for _, bc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"batched", func() error { return p.RemoveProcess(7) }},
+		{"per-key", func() error {
+			keys, err := p.goroutineKeysEach()
+			if err != nil {
+				return err
+			}
+			var mine []uint64
+			for _, k := range keys {
+				if k>>gkeyGoidBits == 7 {
+					mine = append(mine, k)
+				}
+			}
+			return p.forgetEach(mine)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				fill(7, 1000)
+				b.StartTimer()
+				if err := bc.run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -158,6 +158,11 @@ func NewGoroutineMap() (*ebpf.Map, error) {
 	return m, nil
 }
 
+// RingWakeFraction: an event wakes the ring buffer's reader once the
+// unread data is this fraction of the ring or more; below, the reader
+// polls on its own schedule.
+const RingWakeFraction = 16
+
 // Load loads the program for one process, with the maps of shared where
 // given (the caller keeps its references and closes them); otherwise the
 // program makes its own (see Events).
@@ -242,6 +247,15 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		// The replacement must match the spec, size included.
 		spec.Maps[bpf.CtxwatchMapEvents].MaxEntries = shared.Events.MaxEntries()
 		opts.MapReplacements[bpf.CtxwatchMapEvents] = shared.Events
+	}
+	// An event wakes the reader once the ring is a sixteenth full: the
+	// agent drains it in about a millisecond, with the rest to spare.
+	wake := spec.Variables["ring_wake_bytes"]
+	if wake == nil {
+		return nil, fmt.Errorf("eBPF variable ring_wake_bytes missing from object")
+	}
+	if err := wake.Set(uint64(spec.Maps[bpf.CtxwatchMapEvents].MaxEntries / RingWakeFraction)); err != nil {
+		return nil, fmt.Errorf("set eBPF variable ring_wake_bytes: %w", err)
 	}
 	if shared.Goroutines != nil {
 		opts.MapReplacements[bpf.CtxwatchMapGoroutines] = shared.Goroutines
@@ -337,6 +351,16 @@ func GoroutineKey(pid uint32, goid uint64) uint64 {
 
 // goroutineKeys lists the keys of the goroutine states kept in the kernel.
 func (p *Probes) goroutineKeys() ([]uint64, error) {
+	keys, err := p.goroutineKeysBatched()
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return keys, err
+	}
+	return p.goroutineKeysEach()
+}
+
+// goroutineKeysEach lists the goroutine map a syscall per key (before
+// 5.6, which has no batch operations).
+func (p *Probes) goroutineKeysEach() ([]uint64, error) {
 	var keys []uint64
 	var prev any // nil: the first key
 	for {
@@ -353,16 +377,66 @@ func (p *Probes) goroutineKeys() ([]uint64, error) {
 	}
 }
 
+// stateBatch is how many goroutine states one batch syscall reads: the
+// values come along (about 200 bytes each), so not the whole map at once.
+const stateBatch = 4096
+
+// goroutineKeysBatched lists the goroutine map a batch at a time: a node
+// agent does it at each exit of a watched process, and the map (shared by
+// every program) holds up to 2^17 keys, a syscall each otherwise.
+func (p *Probes) goroutineKeysBatched() ([]uint64, error) {
+	var (
+		keys   []uint64
+		cursor ebpf.MapBatchCursor
+		kbuf   = make([]uint64, stateBatch)
+		vbuf   = make([]bpf.CtxwatchGstate, stateBatch)
+	)
+	for {
+		n, err := p.objs.Goroutines.BatchLookup(&cursor, kbuf, vbuf, nil)
+		keys = append(keys, kbuf[:n]...)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return keys, nil
+		}
+		if err != nil {
+			return keys, fmt.Errorf("list goroutine states: %w", err)
+		}
+	}
+}
+
 // forget deletes the goroutine states of the processes for which del is true.
 func (p *Probes) forget(del func(pid uint32) bool) error {
 	keys, err := p.goroutineKeys()
 	if err != nil {
 		return err
 	}
+	var gone []uint64
 	for _, k := range keys {
-		if !del(uint32(k >> gkeyGoidBits)) {
-			continue
+		if del(uint32(k >> gkeyGoidBits)) {
+			gone = append(gone, k)
 		}
+	}
+	for len(gone) > 0 {
+		// A batch stops at the first key that is gone (the program or
+		// the LRU deleted it meanwhile): that one is stepped over.
+		n, err := p.objs.Goroutines.BatchDelete(gone[:min(len(gone), stateBatch)], nil)
+		p.forgotten += uint64(n)
+		gone = gone[n:]
+		switch {
+		case err == nil:
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			gone = gone[1:]
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return p.forgetEach(gone)
+		default:
+			return fmt.Errorf("forget goroutine states: %w", err)
+		}
+	}
+	return nil
+}
+
+// forgetEach is forget's deletion a key at a time (before 5.6).
+func (p *Probes) forgetEach(keys []uint64) error {
+	for _, k := range keys {
 		err := p.objs.Goroutines.Delete(k)
 		switch {
 		case err == nil:
