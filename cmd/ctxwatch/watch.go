@@ -502,9 +502,9 @@ func (w *watcher) takeRetired() []*session {
 // records: 90 ms of the fastest spawn storm measured (163,000 events/s),
 // against a few milliseconds between drains; 256 KiB loses nothing of it
 // here, 128 KiB does (TestBurstAfterQuiet runs it through 1 MiB). The
-// margin is for an agent that does not get a CPU at once. It is not larger because its pages count
-// twice in the agent's resident memory (the kernel maps the data twice,
-// for wrap-around).
+// margin is for an agent that does not get a CPU at once. It is not
+// larger because its pages count twice in the agent's resident memory
+// (the kernel maps the data twice, for wrap-around).
 const (
 	ringPoll  = 2 * time.Millisecond
 	ringBatch = 256

@@ -61,19 +61,7 @@ func TestMeasureHitCost(t *testing.T) {
 // resetting, leaves the states of others alone, in a map that other
 // programs share too.
 func TestSharedProcesses(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loading eBPF programs needs root")
-	}
-	m, err := NewGoroutineMap()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	p, err := Load(Config{}, Maps{Goroutines: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	m, p := sharedProgram(t)
 	for _, pid := range []int{101, 102} {
 		if err := p.AddProcess(pid); err != nil {
 			t.Fatal(err)
@@ -147,24 +135,32 @@ func TestSharedProcesses(t *testing.T) {
 	}
 }
 
+// sharedProgram loads a program shared by processes (Config.PID 0) over a
+// goroutine map of its own, both closed at the end of tb.
+func sharedProgram(tb testing.TB) (*ebpf.Map, *Probes) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Skip("loading eBPF programs needs root")
+	}
+	m, err := NewGoroutineMap()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { m.Close() })
+	p, err := Load(Config{}, Maps{Goroutines: m})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return m, p
+}
+
 // BenchmarkRemoveProcess: what a node agent pays when a watched process
 // exits, in a goroutine map as full as it gets (2^17 states of many
 // processes, 1000 of the one that exited): batched, and a syscall per key
 // as on kernels before 5.6.
 func BenchmarkRemoveProcess(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("loading eBPF programs needs root")
-	}
-	m, err := NewGoroutineMap()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	p, err := Load(Config{}, Maps{Goroutines: m})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
+	m, p := sharedProgram(b)
 	var st bpf.CtxwatchGstate
 	fill := func(pid uint32, n uint64) {
 		for goid := uint64(1); goid <= n; goid++ {
