@@ -17,8 +17,17 @@ import (
 // stormFlags run testdata/spawnstorm so that every event the probes send is
 // accounted for by the program itself: no garbage collection during the
 // storm, so the runtime starts no GC worker inside the trace, and no silent
-// goroutine, so each spawn is one spawn event and one first check.
-var stormFlags = []string{"-n", "5000", "-lose", "4", "-par", "64", "-gc=false"}
+// goroutine, so each spawn is one spawn event and one first check. After
+// each burst of 1000 the storm calms: 4 goroutines one at a time, each
+// after a pause. How much of a burst a one-page ring loses depends on the
+// machine's trap cost (on a machine with cheap traps, nearly all of it);
+// the calm goroutines' events get through on any machine, since the agent
+// reads an idle ring at least 16 times a second and the pause is 200 ms
+// (stretched under emulation), so some verdicts must come out.
+func stormFlags() []string {
+	return []string{"-n", "5000", "-lose", "4", "-par", "64", "-gc=false",
+		"-burst", "1000", "-calm", "4", "-pause", slowed(200 * time.Millisecond).String()}
+}
 
 // TestOverloadCounted: with a ring buffer of one page and a spawn storm,
 // events are dropped, and every one is counted: what the summary received
@@ -33,7 +42,7 @@ func TestOverloadCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	markers := sourceMarkers(t, src)
-	storm := append([]string{"--trace-key", "type=main.traceKey", "--", filepath.Join(bin, "spawnstorm")}, stormFlags...)
+	storm := append([]string{"--trace-key", "type=main.traceKey", "--", filepath.Join(bin, "spawnstorm")}, stormFlags()...)
 
 	r := ctxwatch(t, append([]string{"--ring-size", "4096"}, storm...)...)
 	if r.code != 0 || len(r.summaries) != 1 {
@@ -89,8 +98,13 @@ func TestOverloadCounted(t *testing.T) {
 		}
 		breaks += b.Count
 	}
-	if lostJudged == 0 || breaks != lostJudged {
-		t.Errorf("%d lost-at-spawn breaks for %d goroutines judged lost, want as many and some", breaks, lostJudged)
+	if breaks != lostJudged {
+		t.Errorf("%d lost-at-spawn breaks for %d goroutines judged lost, want as many", breaks, lostJudged)
+	}
+	// The lost goroutines of the calm stretches were judged whatever the
+	// bursts lost.
+	if calm, ok := selfCount(r.stdout, "calm-lost"); !ok || calm == 0 || lostJudged < calm {
+		t.Errorf("%d goroutines judged lost; the program started %d lost ones in calm stretches, each alone with an empty ring", lostJudged, calm)
 	}
 	if want, _ := selfCount(r.stdout, "lost"); lostJudged > want {
 		t.Errorf("%d judged lost, the program lost only %d", lostJudged, want)
@@ -134,7 +148,7 @@ func TestOverloadLiveTable(t *testing.T) {
 	// The storm, then the program waits for the end of its input, so the
 	// live table has a second to show it.
 	tmux, session := inTmux(t, fmt.Sprintf("%s --ring-size 4096 --trace-key type=main.traceKey -- %s %s -wait; sleep 30",
-		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "spawnstorm"), strings.Join(stormFlags, " ")))
+		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "spawnstorm"), strings.Join(stormFlags(), " ")))
 	var last string
 	screen := func() string {
 		last = tmux("capture-pane", "-p", "-t", session)
@@ -168,28 +182,37 @@ func TestOverloadLiveTable(t *testing.T) {
 // TestAgentMemory: ctxwatch's resident memory stays under 64 MB through a
 // million short-lived goroutines spawned inside a trace: a tenth lose it,
 // half never use a context (they stay pending until forgotten, as the
-// probes see no goroutine exit), the rest keep it.
+// probes see no goroutine exit), the rest keep it. ctxwatch attaches with
+// --pid, so that the peak the kernel reports for it is its own: run as
+// `ctxwatch -- CMD`, its rusage would include the program's, whose peak
+// (how many of its goroutines are alive at once) is the scheduler's
+// business, not ctxwatch's.
 func TestAgentMemory(t *testing.T) {
 	requireRoot(t)
 	const limit = 64 << 20
-	out := filepath.Join(t.TempDir(), "report.json")
-	cmd := exec.Command(filepath.Join(bin, "ctxwatch"), "--format", "json", "--output", out,
-		"--trace-key", "type=main.traceKey", "--",
-		filepath.Join(bin, "spawnstorm"), "-n", "1000000", "-lose", "10", "-silent", "2", "-par", "64")
-	var stdout syncBuffer
-	cmd.Stdout = &stdout
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
+	storm := exec.Command(filepath.Join(bin, "spawnstorm"), "-start", "-n", "1000000", "-lose", "10", "-silent", "2", "-par", "64")
+	stormIn, err := storm.StdinPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
+	var stormOut syncBuffer
+	storm.Stdout = &stormOut
+	if err := storm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { storm.Process.Kill() })
+
+	cmd, out, stderr := watchPID(t, storm.Process.Pid)
+	t.Cleanup(func() { cmd.Process.Kill() })
+	fmt.Fprintln(stormIn, "go")
+	stormIn.Close()
+
 	// Its peak resident set as the kernel keeps it (VmHWM), read until it
-	// exits.
+	// exits, and its own rusage at the end: it has no children.
 	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	var hwm uint64
-	var err error
 	for waiting := true; waiting; {
 		select {
 		case err = <-done:
@@ -203,8 +226,9 @@ func TestAgentMemory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ctxwatch: %v; stderr:\n%s", err, stderr.String())
 	}
-	// The peak over the whole run, its end included, of ctxwatch and of
-	// the program it ran and waited for: an upper bound of ctxwatch's own.
+	if err := storm.Wait(); err != nil {
+		t.Fatalf("spawnstorm: %v", err)
+	}
 	maxrss := uint64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
 	_, sums := readReport(t, out)
 	if len(sums) != 1 {
@@ -218,8 +242,8 @@ func TestAgentMemory(t *testing.T) {
 	for _, s := range sum.SpawnSites {
 		traced += s.TracedSpawns
 	}
-	t.Logf("program: %s; %d traced spawns, %d events, %v lost, %d pending forgotten, %d states evicted; ctxwatch peak RSS %.1f MB (VmHWM), %.1f MB with the program (rusage)",
-		strings.TrimSpace(stdout.String()), traced, sum.Events, *sum.EventsLost, sum.Forgotten, sum.Evicted, float64(hwm)/(1<<20), float64(maxrss)/(1<<20))
+	t.Logf("program: %s; %d traced spawns, %d events, %v lost, %d pending forgotten, %d states evicted; ctxwatch peak RSS %.1f MB (VmHWM), %.1f MB (rusage)",
+		strings.TrimSpace(stormOut.String()), traced, sum.Events, *sum.EventsLost, sum.Forgotten, sum.Evicted, float64(hwm)/(1<<20), float64(maxrss)/(1<<20))
 	// The analysis must have had the goroutines to keep: nearly all
 	// spawns seen, and more pending than it keeps.
 	if traced < 900000 {
@@ -237,7 +261,7 @@ func TestAgentMemory(t *testing.T) {
 		t.Errorf("ctxwatch's peak RSS (VmHWM) %d bytes, want under %d", hwm, limit)
 	}
 	if maxrss >= limit {
-		t.Errorf("peak RSS of ctxwatch and its program (rusage) %d bytes, want under %d", maxrss, limit)
+		t.Errorf("ctxwatch's peak RSS (rusage) %d bytes, want under %d", maxrss, limit)
 	}
 }
 
