@@ -87,12 +87,14 @@ enum outcome {
 	OUT_LOST = 2,       // carries no trace
 	OUT_NEW_ROOT = 3,   // set a new trace on a context without the inherited one
 	OUT_OTHER = 4,      // carries some other trace it did not make
+	OUT_TRACELESS = 5,  // an incidental check without the trace: the work decides
 };
 
 enum gflags {
 	G_OWNS = 1,     // put the trace into a context itself
 	G_INHERITS = 2, // got it at spawn
 	G_PENDING = 4,  // inherited, first judged check not seen yet
+	G_TRACELESS = 8, // pending, and an incidental traceless check was sent
 };
 
 enum carry { CARRY_NONE = 0, CARRY_TRACE = 1, CARRY_UNKNOWN = 2 };
@@ -108,7 +110,10 @@ enum stat {
 	STAT_MAX,
 };
 
-enum key_kind { KEY_NONE = 0, KEY_TYPE = 1, KEY_STRING = 2 };
+// A key is matched by its type alone (a type with one value, struct{}), by
+// its text (a plain string key), or by its type and its value (a named
+// string or integer type whose other constants key other values).
+enum key_kind { KEY_NONE = 0, KEY_TYPE = 1, KEY_STRING = 2, KEY_TYPE_STRING = 3, KEY_TYPE_INT = 4 };
 
 // Referenced so that bpf2go emits these enums for the agent.
 const enum event_type *unused_event_type __attribute__((unused));
@@ -181,6 +186,8 @@ volatile const __u8 keys_kind[MAX_KEYS];
 volatile const __u64 keys_type[MAX_KEYS];
 volatile const __u8 keys_str[MAX_KEYS][KEY_STR_LEN];
 volatile const __u32 keys_str_len[MAX_KEYS];
+volatile const __u64 keys_int[MAX_KEYS];      // KEY_TYPE_INT: the value, masked to the type's size
+volatile const __u64 keys_int_mask[MAX_KEYS];
 // User code text ranges, sorted: a global, not a map, so that the binary
 // search makes no helper call (5.10's verifier refuses a loop entered right
 // after a call, which clang may lay out).
@@ -211,6 +218,17 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 24);
 } events SEC(".maps");
+
+// Types that are not of package context but whose value is a struct with an
+// embedded context.Context as its first field (os/signal's signalCtx, a
+// user's wrapper): the walk goes on through that field, laid out as every
+// context type's parent is. Filled by the agent from the binary's type data.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64); // type descriptor address
+	__type(value, __u8);
+} ctx_wrappers SEC(".maps");
 
 // Probe address -> index of the register pair holding the context argument
 // of a --check-func function.
@@ -315,6 +333,45 @@ static __always_inline int same_trace(const struct trace *a, const struct trace 
 	return 1;
 }
 
+// key_value_is says whether the key at kdata has user key i's value: its
+// text for a string key or a named string type (the data word points at
+// the string header {ptr, len}), its number for a named integer type (at
+// the boxed value; small integers in runtime.staticuint64s). A global
+// function, verified once: inlined into the context walk's 24 steps, a
+// named string type's compare took 6.18's verifier past 1M instructions.
+// Its frame is kept small: with with_value's, it must fit in 512 bytes.
+__attribute__((noinline)) int key_value_is(__u32 i, __u64 kdata)
+{
+	__u64 buf[KEY_STR_LEN / 8] = {};
+	if (i >= MAX_KEYS)
+		return 0;
+	if (keys_kind[i] == KEY_TYPE_INT) {
+		if (bpf_probe_read_user(buf, 8, (void *)kdata) < 0)
+			return 0;
+		return (buf[0] & keys_int_mask[i]) == keys_int[i];
+	}
+	if (bpf_probe_read_user(buf, 16, (void *)kdata) < 0)
+		return 0;
+	__u64 ptr = buf[0], len = buf[1];
+	if (len != keys_str_len[i] || len > KEY_STR_LEN)
+		return 0;
+	if (len == 0)
+		return 1;
+	buf[0] = 0;
+	buf[1] = 0;
+	if (bpf_probe_read_user(buf, len & (KEY_STR_LEN - 1) ? len & (KEY_STR_LEN - 1) : KEY_STR_LEN, (void *)ptr) < 0)
+		return 0;
+	// Word by word and branch-free: buf and keys_str[i] are both zero
+	// past len. A loop over the bytes made 6.1 and 6.12's verifiers give
+	// up after 1M instructions with 4 string keys (found by vmtest).
+	const volatile __u64 *want = (const volatile __u64 *)keys_str[i];
+	__u64 diff = 0;
+#pragma unroll
+	for (int w = 0; w < KEY_STR_LEN / 8; w++)
+		diff |= buf[w] ^ want[w];
+	return diff == 0;
+}
+
 // key_index returns 0 for the OTel span key, i+1 for user key i, -1 for
 // any other key. Only a trace key's value is ever read.
 static __always_inline int key_index(__u64 ktype, __u64 kdata)
@@ -324,26 +381,11 @@ static __always_inline int key_index(__u64 ktype, __u64 kdata)
 	if (typ_span_key && ktype == typ_span_key)
 		return 0;
 	for (__u32 i = 0; i < MAX_KEYS && i < n_keys; i++) {
-		if (keys_kind[i] == KEY_TYPE && ktype == keys_type[i])
-			return i + 1;
-		if (keys_kind[i] != KEY_STRING || ktype != typ_string)
+		__u8 kind = keys_kind[i];
+		__u64 want = kind == KEY_STRING ? typ_string : keys_type[i];
+		if (ktype != want)
 			continue;
-		struct { __u64 ptr, len; } s;
-		if (read(&s, sizeof(s), kdata) < 0 || s.len != keys_str_len[i] || s.len > KEY_STR_LEN)
-			continue;
-		__u64 buf[KEY_STR_LEN / 8] = {};
-		if (read(buf, s.len & (KEY_STR_LEN - 1) ? s.len & (KEY_STR_LEN - 1) : KEY_STR_LEN, s.ptr) < 0)
-			continue;
-		// Word by word and branch-free: buf and keys_str[i] are both zero
-		// past s.len. A loop over the bytes (with or without a branch on
-		// s.len) made 6.1 and 6.12's verifiers give up after 1M
-		// instructions with 4 string keys (found by vmtest).
-		const volatile __u64 *want = (const volatile __u64 *)keys_str[i];
-		__u64 diff = 0;
-#pragma unroll
-		for (int w = 0; w < KEY_STR_LEN / 8; w++)
-			diff |= buf[w] ^ want[w];
-		if (diff == 0 || s.len == 0)
+		if (kind == KEY_TYPE || key_value_is(i, kdata))
 			return i + 1;
 	}
 	return -1;
@@ -456,8 +498,8 @@ static __always_inline void walk_ctx(struct walk *w, struct iface c, int want)
 		} else if (typ == typ_background_ctx || typ == typ_todo_ctx || typ == typ_empty_ctx) {
 			w->carry = CARRY_NONE;
 			return;
-		} else {
-			return; // not a type of package context
+		} else if (!bpf_map_lookup_elem(&ctx_wrappers, &typ)) {
+			return; // not a type of package context, nor a wrapper of one
 		}
 		if (read(&c, sizeof(c), c.data) < 0)
 			return;
@@ -672,18 +714,32 @@ static __always_inline void own(__u64 key, struct trace *t, __u64 cancel, __u64 
 		count(STAT_STATE_NEW);
 }
 
-// check judges a goroutine's use of context c that sets no trace.
-static __always_inline void check(REGS *ctx, __u64 key, struct gstate *st, struct iface c)
+// check judges a goroutine's use of context c that sets no trace. work says
+// whether the call is trace-bearing work (a --check-func function) or an
+// incidental use of a context (WithCancel, WithTimeout, WithValue with
+// another key). DESIGN.md's "judge the work": an OTel trace lives on in
+// spans, so a traceless incidental check is no break by itself (a
+// goroutine may take a timeout on Background only to wait for a
+// semaphore): an owner is judged at its next span start or trace-key set,
+// and an inheriting goroutine's traceless check is sent once, marked, for
+// the agent to hold until the goroutine's work decides. With custom keys
+// there are no spans: every check is work.
+static __always_inline void check(REGS *ctx, __u64 key, struct gstate *st, struct iface c, int work)
 {
+	int incidental = !work && st->t.key == 0;
 	struct walk wk;
 	struct walk *w = &wk;
 	if (st->flags & G_PENDING) {
+		if (incidental && (st->flags & G_TRACELESS))
+			return; // its traceless check was sent: the work decides now
 		walk_ctx(w, c, -1);
 		if (w->carry == CARRY_UNKNOWN)
 			return; // unknown context: not a verdict either way
 		__u8 out = OUT_LOST;
 		if (w->carry == CARRY_TRACE)
 			out = same_trace(&w->t, &st->t) ? OUT_PROPAGATED : OUT_OTHER;
+		else if (incidental)
+			out = OUT_TRACELESS;
 		struct stack *s = user_stack(ctx);
 		if (!s)
 			return; // only library code: not judged
@@ -694,14 +750,17 @@ static __always_inline void check(REGS *ctx, __u64 key, struct gstate *st, struc
 		if (out == OUT_OTHER)
 			ev->other = w->t;
 		emit(ev, s);
-		st->flags &= ~G_PENDING;
+		if (out == OUT_TRACELESS)
+			st->flags |= G_TRACELESS;
+		else
+			st->flags &= ~(G_PENDING | G_TRACELESS);
 		return;
 	}
 	if (!in_scope(st)) {
 		forget(key);
 		return;
 	}
-	if (!(st->flags & G_OWNS))
+	if (!(st->flags & G_OWNS) || incidental)
 		return;
 	walk_ctx(w, c, -1);
 	if (w->carry != CARRY_NONE)
@@ -732,7 +791,7 @@ int with_value(REGS *ctx)
 	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
 	if (k < 0) {
 		if (st)
-			check(ctx, key, st, parent);
+			check(ctx, key, st, parent, 0);
 		return 0;
 	}
 
@@ -744,8 +803,17 @@ int with_value(REGS *ctx)
 	struct walk *w = &wk;
 	walk_ctx(w, parent, k);
 	__u64 cancel = w->cancel;
+	int tracer_said = 0;
+	if (k == 0 && w->carry == CARRY_UNKNOWN) {
+		// A context the walk cannot follow (*gin.Context, a framework's
+		// or a user's type): the tracer looked the parent span up through
+		// ctx.Value, so the span it made says what the context carried. A
+		// root: no span; a child: the span's own trace.
+		w->carry = nt.root ? CARRY_NONE : CARRY_TRACE;
+		tracer_said = 1;
+	}
 
-	if (w->carry == CARRY_TRACE && !same_trace(&w->t, &nt)) {
+	if (w->carry == CARRY_TRACE && !tracer_said && !same_trace(&w->t, &nt)) {
 		struct stack *s = user_stack(ctx);
 		struct event *ev = s ? new_event(EV_OVERWRITTEN, key, 0, GO_PC(ctx)) : 0;
 		if (ev) {
@@ -754,40 +822,39 @@ int with_value(REGS *ctx)
 			emit(ev, s);
 		}
 	}
-	// The context this check hands on carries nt; it carried the goroutine's
-	// trace before if the parent did, or (OTel, parent not walkable) if the
-	// new span is a child in it.
+	// The context this check hands on carries nt; it carried the
+	// goroutine's trace before if it carries the same trace now.
 	if (!st) {
 		own(key, &nt, cancel, span, 1);
 		return 0;
 	}
 	int had = same_trace(&nt, &st->t); // the context handed on carries nt
-	int unknown = w->carry == CARRY_UNKNOWN && !(k == 0 && !nt.root);
+	int unknown = w->carry == CARRY_UNKNOWN;
 	int scope = in_scope(st);
 
 	if (st->flags & G_PENDING) {
+		// Setting a trace is work: the inherited trace is judged here,
+		// however long ago the spawner's request ended (a fire-and-forget
+		// task). A different trace that the context already carried is
+		// another unit of work (a worker started lazily, taking another
+		// request's job): not judged against this one.
 		if (unknown && !had)
 			return 0;
 		__u8 out = OUT_PROPAGATED;
-		if (!had) {
-			out = (w->carry == CARRY_TRACE || (k == 0 && !nt.root)) ? OUT_OTHER : OUT_NEW_ROOT;
-			if (out == OUT_NEW_ROOT && !scope)
-				out = 0; // the inherited trace ended: a new unit of work
-		}
-		if (out) {
-			struct stack *s = user_stack(ctx);
-			if (!s)
-				return 0; // only library code: not judged
-			struct event *ev = new_event(EV_FIRST_CHECK, key, st, GO_PC(ctx));
-			if (!ev)
-				return 0;
-			ev->outcome = out;
-			if (out != OUT_PROPAGATED)
-				ev->other = nt;
-			emit(ev, s);
-		}
+		if (!had)
+			out = w->carry == CARRY_TRACE ? OUT_OTHER : OUT_NEW_ROOT;
+		struct stack *s = user_stack(ctx);
+		if (!s)
+			return 0; // only library code: not judged
+		struct event *ev = new_event(EV_FIRST_CHECK, key, st, GO_PC(ctx));
+		if (!ev)
+			return 0;
+		ev->outcome = out;
+		if (out != OUT_PROPAGATED)
+			ev->other = nt;
+		emit(ev, s);
 		if (had) {
-			st->flags = (st->flags & ~G_PENDING) | G_OWNS;
+			st->flags = (st->flags & ~(G_PENDING | G_TRACELESS)) | G_OWNS;
 			st->t.root = nt.root;
 			__builtin_memcpy(st->t.span, nt.span, sizeof(nt.span));
 			add_span(st, span);
@@ -835,7 +902,7 @@ int ctx_arg0(REGS *ctx)
 	if (!st)
 		return 0;
 	struct iface c = {GO_ARG0(ctx), GO_ARG1(ctx)};
-	check(ctx, key, st, c);
+	check(ctx, key, st, c, 0);
 	return 0;
 }
 
@@ -881,7 +948,7 @@ int check_func(REGS *ctx)
 	if (!reg)
 		return 0;
 	struct iface c = {arg_reg(ctx, *reg), arg_reg(ctx, *reg + 1)};
-	check(ctx, key, st, c);
+	check(ctx, key, st, c, 1);
 	return 0;
 }
 

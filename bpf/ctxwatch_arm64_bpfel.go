@@ -58,9 +58,10 @@ const (
 type CtxwatchGflags uint32
 
 const (
-	CtxwatchGflagsG_OWNS     CtxwatchGflags = 1
-	CtxwatchGflagsG_INHERITS CtxwatchGflags = 2
-	CtxwatchGflagsG_PENDING  CtxwatchGflags = 4
+	CtxwatchGflagsG_OWNS      CtxwatchGflags = 1
+	CtxwatchGflagsG_INHERITS  CtxwatchGflags = 2
+	CtxwatchGflagsG_PENDING   CtxwatchGflags = 4
+	CtxwatchGflagsG_TRACELESS CtxwatchGflags = 8
 )
 
 type CtxwatchGstate struct {
@@ -84,9 +85,11 @@ type CtxwatchGstate struct {
 type CtxwatchKeyKind uint32
 
 const (
-	CtxwatchKeyKindKEY_NONE   CtxwatchKeyKind = 0
-	CtxwatchKeyKindKEY_TYPE   CtxwatchKeyKind = 1
-	CtxwatchKeyKindKEY_STRING CtxwatchKeyKind = 2
+	CtxwatchKeyKindKEY_NONE        CtxwatchKeyKind = 0
+	CtxwatchKeyKindKEY_TYPE        CtxwatchKeyKind = 1
+	CtxwatchKeyKindKEY_STRING      CtxwatchKeyKind = 2
+	CtxwatchKeyKindKEY_TYPE_STRING CtxwatchKeyKind = 3
+	CtxwatchKeyKindKEY_TYPE_INT    CtxwatchKeyKind = 4
 )
 
 type CtxwatchOutcome uint32
@@ -96,6 +99,7 @@ const (
 	CtxwatchOutcomeOUT_LOST       CtxwatchOutcome = 2
 	CtxwatchOutcomeOUT_NEW_ROOT   CtxwatchOutcome = 3
 	CtxwatchOutcomeOUT_OTHER      CtxwatchOutcome = 4
+	CtxwatchOutcomeOUT_TRACELESS  CtxwatchOutcome = 5
 )
 
 type CtxwatchRange struct {
@@ -129,6 +133,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	CtxwatchMapCheckFuncs             = "check_funcs"
+	CtxwatchMapCtxWrappers            = "ctx_wrappers"
 	CtxwatchMapEvents                 = "events"
 	CtxwatchMapGoroutines             = "goroutines"
 	CtxwatchMapProcs                  = "procs"
@@ -141,6 +146,8 @@ const (
 	CtxwatchVarCfgSpawnG_arg          = "cfg_spawn_g_arg"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
 	CtxwatchVarHits                   = "hits"
+	CtxwatchVarKeysInt                = "keys_int"
+	CtxwatchVarKeysIntMask            = "keys_int_mask"
 	CtxwatchVarKeysKind               = "keys_kind"
 	CtxwatchVarKeysStr                = "keys_str"
 	CtxwatchVarKeysStrLen             = "keys_str_len"
@@ -235,12 +242,13 @@ type CtxwatchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchMapSpecs struct {
-	CheckFuncs *ebpf.MapSpec `ebpf:"check_funcs"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
-	Procs      *ebpf.MapSpec `ebpf:"procs"`
-	Stacks     *ebpf.MapSpec `ebpf:"stacks"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	CheckFuncs  *ebpf.MapSpec `ebpf:"check_funcs"`
+	CtxWrappers *ebpf.MapSpec `ebpf:"ctx_wrappers"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	Goroutines  *ebpf.MapSpec `ebpf:"goroutines"`
+	Procs       *ebpf.MapSpec `ebpf:"procs"`
+	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // CtxwatchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -250,6 +258,8 @@ type CtxwatchVariableSpecs struct {
 	CfgSpawnG_arg          *ebpf.VariableSpec `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.VariableSpec `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
+	KeysInt                *ebpf.VariableSpec `ebpf:"keys_int"`
+	KeysIntMask            *ebpf.VariableSpec `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.VariableSpec `ebpf:"keys_kind"`
 	KeysStr                *ebpf.VariableSpec `ebpf:"keys_str"`
 	KeysStrLen             *ebpf.VariableSpec `ebpf:"keys_str_len"`
@@ -312,17 +322,19 @@ func (o *CtxwatchObjects) Close() error {
 //
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchMaps struct {
-	CheckFuncs *ebpf.Map `ebpf:"check_funcs"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Goroutines *ebpf.Map `ebpf:"goroutines"`
-	Procs      *ebpf.Map `ebpf:"procs"`
-	Stacks     *ebpf.Map `ebpf:"stacks"`
-	Stats      *ebpf.Map `ebpf:"stats"`
+	CheckFuncs  *ebpf.Map `ebpf:"check_funcs"`
+	CtxWrappers *ebpf.Map `ebpf:"ctx_wrappers"`
+	Events      *ebpf.Map `ebpf:"events"`
+	Goroutines  *ebpf.Map `ebpf:"goroutines"`
+	Procs       *ebpf.Map `ebpf:"procs"`
+	Stacks      *ebpf.Map `ebpf:"stacks"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *CtxwatchMaps) Close() error {
 	return _CtxwatchClose(
 		m.CheckFuncs,
+		m.CtxWrappers,
 		m.Events,
 		m.Goroutines,
 		m.Procs,
@@ -338,6 +350,8 @@ type CtxwatchVariables struct {
 	CfgSpawnG_arg          *ebpf.Variable `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.Variable `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.Variable `ebpf:"hits"`
+	KeysInt                *ebpf.Variable `ebpf:"keys_int"`
+	KeysIntMask            *ebpf.Variable `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.Variable `ebpf:"keys_kind"`
 	KeysStr                *ebpf.Variable `ebpf:"keys_str"`
 	KeysStrLen             *ebpf.Variable `ebpf:"keys_str_len"`

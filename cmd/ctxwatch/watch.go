@@ -692,6 +692,10 @@ func (w *watcher) summary(s *session) report.Summary {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutines spawned in a trace were forgotten before they used a context (at most %d are remembered)",
 			sum.Forgotten, analysis.DefaultMaxPending))
 	}
+	if sum.NeverJudged > 0 {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutines spawned in a trace were never judged: no use of a context from user code, another trace, or their state lost",
+			sum.NeverJudged))
+	}
 	if st.ReadFaults > 0 {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("%d reads of the target's memory failed (page not present)", st.ReadFaults))
 	}
@@ -721,6 +725,14 @@ func (w *watcher) finish(s *session) {
 	w.mu.Unlock()
 	if g == nil {
 		cycle.halt()
+	}
+	// What only the end decides: goroutines whose one use of a context
+	// was incidental and traceless, and that did no work with the trace.
+	for _, b := range s.an.Finish() {
+		w.breaks++
+		if err := w.sink.Break(s.proc, b); err != nil {
+			w.log.Printf("report break: %v", err)
+		}
 	}
 	sum := w.summary(s)
 	// Listed once, at the end: it walks the goroutine map.

@@ -65,12 +65,23 @@ type Break struct {
 	Goroutine       uint64
 	ParentGoroutine uint64
 	Site            Frame   // where it was seen: the innermost user frame of the check
+	Stack           []Frame // the user frames of the check, innermost first, inlined ones expanded
 	Spawn           []Frame // the spawn stack, go statement first; nil for dropped and overwritten
 	SpawnTime, Time uint64  // CLOCK_MONOTONIC ns; SpawnTime 0 when not spawned in a trace
 	// First is set on the first occurrence of this kind, site and spawn site.
 	First bool
 	// Count is the number of occurrences so far, this one included.
 	Count uint64
+}
+
+// After is how long after its spawn the goroutine did the act judged: a
+// fire-and-forget task acts within moments, a worker started long ago
+// much later.
+func (b *Break) After() uint64 {
+	if b.SpawnTime == 0 || b.Time < b.SpawnTime {
+		return 0
+	}
+	return b.Time - b.SpawnTime
 }
 
 // SpawnSite counts what became of the goroutines started at one line.
@@ -80,6 +91,11 @@ type SpawnSite struct {
 	Propagated   uint64 `json:"propagated"`
 	Lost         uint64 `json:"lost"`
 	NewRoot      uint64 `json:"new_root"`
+	// NeverJudged counts the traced spawns whose goroutine got no verdict:
+	// it never used a context from user code, its first act carried
+	// another trace (a worker taking another request's job), its state
+	// was lost, or it has not acted yet.
+	NeverJudged uint64 `json:"never_judged"`
 }
 
 // Retention is propagated / (propagated + lost + new roots), or -1 when no
@@ -96,6 +112,7 @@ func (s *SpawnSite) Retention() float64 {
 type BreakCount struct {
 	Kind    Kind    `json:"kind"`
 	Site    Frame   `json:"site"`
+	Stack   []Frame `json:"stack,omitempty"`
 	Spawn   []Frame `json:"spawn,omitempty"`
 	Count   uint64  `json:"count"`
 	TraceID string  `json:"trace_id"` // of the first occurrence
@@ -110,9 +127,11 @@ type Snapshot struct {
 	// before their first check, because MaxPending newer ones were waiting
 	// for theirs. Most never check at all; one that does later is counted
 	// in Unmatched.
-	Forgotten  uint64
-	SpawnSites []SpawnSite
-	Breaks     []BreakCount
+	Forgotten uint64
+	// NeverJudged is the sum of the spawn sites' NeverJudged.
+	NeverJudged uint64
+	SpawnSites  []SpawnSite
+	Breaks      []BreakCount
 }
 
 type breakKey struct {
@@ -140,6 +159,19 @@ type spawnInfo struct {
 	stack   []Frame // go statement first
 	site    uint32  // index into spawnSites
 	runtime bool    // started by the runtime itself: not traced
+	lazy    bool    // started under sync.Once: a lazy singleton, not traced
+}
+
+// lazySite marks a pending goroutine started under sync.Once: its first
+// check is taken and nothing is judged (DESIGN.md: a lazy singleton lives
+// for the process, and inherits nothing from the request that started it).
+const lazySite = ^uint32(0)
+
+// traceless is an inheriting goroutine's incidental check that carried no
+// trace (event.Traceless), held until its trace-bearing work decides; a
+// goroutine that ends without any is lost there.
+type traceless struct {
+	e event.Event
 }
 
 // Analyzer holds the analysis of one process. Not safe for concurrent use.
@@ -160,6 +192,7 @@ type Analyzer struct {
 	order      []uint64           // goroutines in pending, oldest first (may hold stale ids)
 	breaks     map[breakKey]*BreakCount
 	breakOrder []breakKey
+	traceless  map[uint64]*traceless // pending goroutines with a traceless incidental check
 	events     uint64
 	unmatched  uint64
 	forgotten  uint64
@@ -179,6 +212,7 @@ func New(pid uint32, opts Options) *Analyzer {
 		spawnIndex: map[stackKey]uint32{},
 		overflow:   map[uint64][]Frame{},
 		breaks:     map[breakKey]*BreakCount{},
+		traceless:  map[uint64]*traceless{},
 	}
 }
 
@@ -212,6 +246,8 @@ func (a *Analyzer) spawnOf(e *event.Event) (uint32, spawnInfo) {
 		// The runtime's own goroutines (GC mark workers started
 		// while a traced goroutine allocates) carry no user trace.
 		info.runtime = true
+	} else if underOnce(stack) {
+		info.lazy = true
 	} else {
 		site, _ := a.userFrame(stack)
 		info.site = uint32(a.site(site))
@@ -223,6 +259,17 @@ func (a *Analyzer) spawnOf(e *event.Event) (uint32, spawnInfo) {
 	a.spawns = append(a.spawns, info)
 	a.spawnIndex[k] = i
 	return i, info
+}
+
+// underOnce reports whether a spawn stack runs under sync.Once (Do, or
+// OnceFunc and OnceValue, which call it).
+func underOnce(stack []Frame) bool {
+	for _, f := range stack {
+		if f.Function == "sync.(*Once).doSlow" || f.Function == "sync.(*Once).Do" {
+			return true
+		}
+	}
+	return false
 }
 
 // stack resolves return addresses into logical frames, innermost first.
@@ -272,6 +319,10 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		if info.runtime {
 			return Break{}, false
 		}
+		if info.lazy {
+			a.remember(e.Goroutine, pending{parent: e.Parent, spawn: i, site: lazySite}, info.stack)
+			return Break{}, false
+		}
 		a.spawnSites[info.site].TracedSpawns++
 		a.remember(e.Goroutine, pending{parent: e.Parent, spawn: i, site: info.site}, info.stack)
 	case event.FirstCheck:
@@ -280,8 +331,18 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 			a.unmatched++
 			return Break{}, false
 		}
+		if e.Outcome == event.Traceless {
+			// An incidental check: its work decides (see traceless).
+			if _, held := a.traceless[e.Goroutine]; !held && p.site != lazySite {
+				a.traceless[e.Goroutine] = &traceless{e: *e}
+			}
+			return Break{}, false
+		}
 		stack := a.spawnStackOf(e.Goroutine, p)
 		a.forget(e.Goroutine, p)
+		if p.site == lazySite {
+			return Break{}, false
+		}
 		s := &a.spawnSites[p.site]
 		switch e.Outcome {
 		case event.Propagated:
@@ -351,6 +412,7 @@ func (a *Analyzer) remember(goid uint64, p pending, stack []Frame) {
 // forget drops pending goroutine goid.
 func (a *Analyzer) forget(goid uint64, p pending) {
 	delete(a.pending, goid)
+	delete(a.traceless, goid)
 	if p.spawn == overflowSpawn {
 		delete(a.overflow, goid)
 	}
@@ -373,7 +435,13 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending, spawn []Frame) 
 		Goroutine: e.Goroutine,
 		Time:      e.Time,
 	}
-	b.Site, _ = a.userFrame(a.stack(e.Frames()))
+	frames := a.stack(e.Frames())
+	b.Site, _ = a.userFrame(frames)
+	for _, f := range frames {
+		if a.opts.IsUser(f.Function) {
+			b.Stack = append(b.Stack, f)
+		}
+	}
 	key := breakKey{kind: kind, site: b.Site}
 	if p != nil {
 		b.Spawn = spawn
@@ -383,7 +451,7 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending, spawn []Frame) 
 	}
 	c, ok := a.breaks[key]
 	if !ok {
-		c = &BreakCount{Kind: kind, Site: b.Site, Spawn: b.Spawn, TraceID: e.Trace.Label()}
+		c = &BreakCount{Kind: kind, Site: b.Site, Stack: b.Stack, Spawn: b.Spawn, TraceID: e.Trace.Label()}
 		a.breaks[key] = c
 		a.breakOrder = append(a.breakOrder, key)
 	}
@@ -398,6 +466,11 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending, spawn []Frame) 
 func (a *Analyzer) Snapshot() Snapshot {
 	s := Snapshot{PID: a.pid, Events: a.events, Unmatched: a.unmatched, Forgotten: a.forgotten}
 	s.SpawnSites = slices.Clone(a.spawnSites)
+	for i := range s.SpawnSites {
+		site := &s.SpawnSites[i]
+		site.NeverJudged = site.TracedSpawns - min(site.TracedSpawns, site.Propagated+site.Lost+site.NewRoot)
+		s.NeverJudged += site.NeverJudged
+	}
 	slices.SortStableFunc(s.SpawnSites, func(x, y SpawnSite) int {
 		return cmp.Compare(y.Lost+y.NewRoot, x.Lost+x.NewRoot)
 	})
@@ -405,4 +478,31 @@ func (a *Analyzer) Snapshot() Snapshot {
 		s.Breaks = append(s.Breaks, *a.breaks[k])
 	}
 	return s
+}
+
+// Finish judges what only the end of the watch decides: a goroutine that
+// inherited a trace, made an incidental check without it and then did no
+// trace-bearing work is lost at that check (DESIGN.md, "judge the work").
+// The probes see no goroutine exit, so this is decided when the process
+// (or the watch) ends; a goroutine still blocked then is taken as ended.
+// It returns the breaks, in the order of their checks.
+func (a *Analyzer) Finish() []Break {
+	goids := make([]uint64, 0, len(a.traceless))
+	for g := range a.traceless {
+		goids = append(goids, g)
+	}
+	slices.SortFunc(goids, func(x, y uint64) int { return cmp.Compare(a.traceless[x].e.Time, a.traceless[y].e.Time) })
+	var out []Break
+	for _, g := range goids {
+		t := a.traceless[g]
+		p, ok := a.pending[g]
+		if !ok {
+			continue
+		}
+		stack := a.spawnStackOf(g, p)
+		a.forget(g, p)
+		a.spawnSites[p.site].Lost++
+		out = append(out, a.report(LostAtSpawn, &t.e, &p, stack))
+	}
+	return out
 }

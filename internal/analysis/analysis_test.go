@@ -208,6 +208,7 @@ func TestLostAtSpawn(t *testing.T) {
 	want := analysis.BreakCount{
 		Kind:    analysis.LostAtSpawn,
 		Site:    fAuditFunc,
+		Stack:   []analysis.Frame{fAuditFunc},
 		Spawn:   []analysis.Frame{fGoHandle, fServe},
 		Count:   2,
 		TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -334,8 +335,10 @@ func TestDroppedAndOverwritten(t *testing.T) {
 		t.Errorf("SpawnSites = %+v, want none", s.SpawnSites)
 	}
 	want := []analysis.BreakCount{
-		{Kind: analysis.Dropped, Site: fHandleTracer, Count: 1, TraceID: traceA.Label()},
-		{Kind: analysis.Overwritten, Site: fTagInlined, Count: 2, TraceID: "req-1"},
+		// The stack: the user frames of the check, innermost first, the
+		// frames a call was inlined into expanded.
+		{Kind: analysis.Dropped, Site: fHandleTracer, Stack: []analysis.Frame{fHandleTracer, fServe}, Count: 1, TraceID: traceA.Label()},
+		{Kind: analysis.Overwritten, Site: fTagInlined, Stack: []analysis.Frame{fTagInlined, fHandleTag, fServe}, Count: 2, TraceID: "req-1"},
 	}
 	if !reflect.DeepEqual(s.Breaks, want) {
 		t.Errorf("Breaks = %+v, want %+v", s.Breaks, want)
@@ -532,5 +535,72 @@ func TestRuntimeSpawnsNotTraced(t *testing.T) {
 	s := a.Snapshot()
 	if len(s.SpawnSites) != 0 || len(s.Breaks) != 0 || s.Unmatched != 1 {
 		t.Errorf("runtime spawn counted: sites %+v, breaks %+v, unmatched %d", s.SpawnSites, s.Breaks, s.Unmatched)
+	}
+}
+
+// TestJudgeTheWork: an inheriting goroutine's traceless incidental check
+// (a timeout on Background to wait for a semaphore) is no verdict; its
+// work decides. Work in the trace: propagated, no break. No work at all
+// until the end: lost at the incidental check, with its stack.
+func TestJudgeTheWork(t *testing.T) {
+	a := newAnalyzer(0)
+	mustNoBreak(t, a, spawn(100, 10, 1, retGoHandle, retServe))
+	mustNoBreak(t, a, spawnedAt(firstCheck(200, 10, event.Traceless, retSQLConn, retAuditFunc), 100))
+	mustNoBreak(t, a, spawnedAt(firstCheck(300, 10, event.Propagated, retAuditFunc), 100))
+
+	mustNoBreak(t, a, spawn(400, 11, 1, retGoHandle, retServe))
+	mustNoBreak(t, a, spawnedAt(firstCheck(500, 11, event.Traceless, retSQLConn, retAuditFunc), 400))
+	// A second incidental check is not sent by the probes; were it
+	// received, it would not replace the first.
+	mustNoBreak(t, a, spawnedAt(firstCheck(600, 11, event.Traceless, retWorkerFunc), 400))
+	if s := a.Snapshot(); site(t, s, fGoHandle).Lost != 0 || len(s.Breaks) != 0 {
+		t.Fatalf("before the end: %+v", s)
+	}
+	bs := a.Finish()
+	if len(bs) != 1 {
+		t.Fatalf("Finish: %d breaks, want 1: %+v", len(bs), bs)
+	}
+	b := bs[0]
+	if b.Kind != analysis.LostAtSpawn || b.Site != fAuditFunc || b.Goroutine != 11 || !b.First || b.After() != 100 {
+		t.Errorf("Finish: %+v (after %d ns), want lost-at-spawn of g11 at %v, 100 ns after its spawn", b, b.After(), fAuditFunc)
+	}
+	if !reflect.DeepEqual(b.Spawn, []analysis.Frame{fGoHandle, fServe}) {
+		t.Errorf("spawn stack %v", b.Spawn)
+	}
+	ss := site(t, a.Snapshot(), fGoHandle)
+	if ss.TracedSpawns != 2 || ss.Propagated != 1 || ss.Lost != 1 || ss.NeverJudged != 0 {
+		t.Errorf("spawn site %+v, want 2 traced, 1 kept, 1 lost, none unjudged", ss)
+	}
+	if again := a.Finish(); len(again) != 0 {
+		t.Errorf("a second Finish judged again: %+v", again)
+	}
+}
+
+// TestLazySingleton: a goroutine started under sync.Once is no traced
+// spawn and gets no verdict, whatever its first check shows.
+func TestLazySingleton(t *testing.T) {
+	const retOnce = 0x4000
+	r := resolver()
+	r[retOnce] = []analysis.Frame{{Function: "sync.(*Once).doSlow", File: "/go/src/sync/once.go", Line: 78}}
+	a := analysis.New(pid, analysis.Options{Resolver: r, IsUser: isUser})
+	mustNoBreak(t, a, spawn(100, 10, 1, retGoWorker, retOnce, retServe))
+	mustNoBreak(t, a, spawnedAt(firstCheck(900, 10, event.Lost, retWorkerFunc), 100))
+	s := a.Snapshot()
+	if len(s.SpawnSites) != 0 || len(s.Breaks) != 0 || s.Unmatched != 0 {
+		t.Errorf("snapshot %+v, want no site, no break, nothing unmatched", s)
+	}
+}
+
+// TestNeverJudged: traced spawns without a verdict are counted per site.
+func TestNeverJudged(t *testing.T) {
+	a := newAnalyzer(0)
+	for g := uint64(10); g < 14; g++ {
+		mustNoBreak(t, a, spawn(100, g, 1, retGoHandle, retServe))
+	}
+	mustNoBreak(t, a, firstCheck(200, 10, event.Propagated, retAuditFunc))
+	mustNoBreak(t, a, firstCheck(200, 11, event.Other, retAuditFunc)) // another trace: not judged
+	s := a.Snapshot()
+	if ss := site(t, s, fGoHandle); ss.NeverJudged != 3 || s.NeverJudged != 3 {
+		t.Errorf("spawn site %+v, total %d: want 3 never judged", ss, s.NeverJudged)
 	}
 }

@@ -47,6 +47,10 @@ const (
 	Lost       Outcome = 2 // the context carries no trace
 	NewRoot    Outcome = 3 // a new trace was set on a context without the inherited one
 	Other      Outcome = 4 // the context carries a trace it did not inherit
+	// Traceless: an incidental check (WithCancel, WithTimeout, WithValue
+	// with another key) without the inherited OTel trace. Not a verdict:
+	// the goroutine's trace-bearing work decides, or its end.
+	Traceless Outcome = 5
 )
 
 // StackDepth is the number of frames a probe captures.

@@ -24,6 +24,8 @@ const (
 	attrSpawnFile       = attribute.Key("ctxwatch.spawn.file")
 	attrSpawnLine       = attribute.Key("ctxwatch.spawn.line")
 	attrSpawnStack      = attribute.Key("ctxwatch.spawn.stack")
+	attrStack           = attribute.Key("ctxwatch.stack")    // user frames of the check, innermost first
+	attrAfter           = attribute.Key("ctxwatch.after_ns") // from the spawn to the judged act
 	attrTraceValue      = attribute.Key("ctxwatch.trace.value")
 	attrOtherTrace      = attribute.Key("ctxwatch.other_trace.value")
 )
@@ -46,11 +48,14 @@ func breakAttrs(b analysis.Break, suppressed uint64) []attribute.KeyValue {
 	if b.ParentGoroutine != 0 {
 		a = append(a, attrParentGoroutine.Int64(int64(b.ParentGoroutine)))
 	}
+	if len(b.Stack) > 0 {
+		a = append(a, attrStack.StringSlice(frameStrings(b.Stack)))
+	}
+	if after := b.After(); after > 0 {
+		a = append(a, attrAfter.Int64(int64(after)))
+	}
 	if len(b.Spawn) > 0 {
-		stack := make([]string, len(b.Spawn))
-		for i, f := range b.Spawn {
-			stack[i] = f.String()
-		}
+		stack := frameStrings(b.Spawn)
 		a = append(a,
 			attrSpawnFunction.String(b.Spawn[0].Function),
 			attrSpawnFile.String(b.Spawn[0].File),
@@ -119,4 +124,13 @@ func (idGenerator) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
 	var sid trace.SpanID
 	binary.BigEndian.PutUint64(sid[:], rand.Uint64()|1) // never the invalid zero id
 	return sid
+}
+
+// frameStrings spells frames as "function (file:line)", innermost first.
+func frameStrings(frames []analysis.Frame) []string {
+	out := make([]string, len(frames))
+	for i, f := range frames {
+		out[i] = f.String()
+	}
+	return out
 }

@@ -28,7 +28,9 @@ type jsonBreak struct {
 	Goroutine       uint64           `json:"goroutine"`
 	ParentGoroutine uint64           `json:"parent_goroutine,omitempty"`
 	Site            analysis.Frame   `json:"site"`
+	Stack           []analysis.Frame `json:"stack,omitempty"`
 	Spawn           []analysis.Frame `json:"spawn,omitempty"`
+	AfterNS         uint64           `json:"after_ns,omitempty"`
 }
 
 // Break prints the first occurrence of each distinct break.
@@ -47,7 +49,9 @@ func (j *JSON) Break(p Process, b analysis.Break) error {
 		Goroutine:       b.Goroutine,
 		ParentGoroutine: b.ParentGoroutine,
 		Site:            b.Site,
+		Stack:           b.Stack,
 		Spawn:           b.Spawn,
+		AfterNS:         b.After(),
 	})
 }
 
@@ -72,6 +76,7 @@ type jsonSummary struct {
 	Sampled     float64               `json:"sampled_fraction"`
 	Budget      *BudgetStats          `json:"budget,omitempty"`
 	Unmatched   uint64                `json:"unmatched_checks"`
+	NeverJudged uint64                `json:"never_judged"`
 	SpawnSites  []jsonSpawnSite       `json:"spawn_sites"`
 	Breaks      []analysis.BreakCount `json:"breaks"`
 	Notes       []string              `json:"notes,omitempty"`
@@ -95,6 +100,7 @@ func (j *JSON) Summary(s Summary) error {
 		Sampled:     s.SampledFraction,
 		Budget:      s.Budget,
 		Unmatched:   s.Unmatched,
+		NeverJudged: s.NeverJudged,
 		SpawnSites:  []jsonSpawnSite{},
 		Breaks:      s.Breaks,
 		Notes:       s.Notes,

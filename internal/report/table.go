@@ -62,21 +62,20 @@ func writeSummary(w io.Writer, s Summary, what string) {
 		fmt.Fprintf(w, "%s\n\n", why)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SPAWN SITE\tTRACED\tKEPT\tLOST\tNEW-ROOT\tRETENTION")
-	shown := 0
+	fmt.Fprintln(tw, "SPAWN SITE\tTRACED\tKEPT\tLOST\tNEW-ROOT\tNOT JUDGED\tRETENTION")
 	for _, site := range s.SpawnSites {
-		r := site.Retention()
-		if r < 0 {
-			// No goroutine of the site has shown its context yet (or
-			// ever will: a transport's connection loops never check).
-			continue
+		// A site none of whose goroutines has been judged is shown too:
+		// traced spawns that no verdict covers are a gap in coverage,
+		// not a success (a fire-and-forget task that never used a
+		// context, a transport's connection loop).
+		ret := "-"
+		if r := site.Retention(); r >= 0 {
+			ret = fmt.Sprintf("%.1f%%", 100*r)
 		}
-		shown++
-		ret := fmt.Sprintf("%.1f%%", 100*r)
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", loc(site.Site), site.TracedSpawns, site.Propagated, site.Lost, site.NewRoot, ret)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", loc(site.Site), site.TracedSpawns, site.Propagated, site.Lost, site.NewRoot, site.NeverJudged, ret)
 	}
-	if shown == 0 {
-		fmt.Fprintln(tw, "(no goroutine started inside a trace has used a context yet)")
+	if len(s.SpawnSites) == 0 {
+		fmt.Fprintln(tw, "(no goroutine started inside a trace yet)")
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

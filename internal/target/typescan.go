@@ -198,3 +198,21 @@ func (b *Binary) ptrToThis(sec *elf.Section, data []byte, start, typ uint64) uin
 	}
 	return sec.Addr + start + uint64(off)
 }
+
+// TypeKind returns the kind (internal/abi.Kind) and size of the type
+// descriptor at link-time address addr, as TypeAddr returned it.
+func (b *Binary) TypeKind(addr uint64) (kind byte, size uint64, err error) {
+	sec := b.sectionAt(addr)
+	if sec == nil {
+		return 0, 0, fmt.Errorf("type descriptor at %#x: in no section of %s", addr, b.Path)
+	}
+	data, err := b.section(sec)
+	if err != nil {
+		return 0, 0, fmt.Errorf("type descriptor at %#x: %w", addr, err)
+	}
+	at := addr - sec.Addr
+	if at+abiTypeKind+1 > uint64(len(data)) {
+		return 0, 0, fmt.Errorf("type descriptor at %#x: past the end of %s", addr, sec.Name)
+	}
+	return data[at+abiTypeKind] & kindMask, binary.LittleEndian.Uint64(data[at:]), nil
+}

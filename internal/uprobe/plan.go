@@ -3,6 +3,8 @@ package uprobe
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ctxwatch/ctxwatch/internal/layout"
@@ -11,18 +13,32 @@ import (
 
 // TraceKey is a user trace key as given on the command line.
 type TraceKey struct {
-	Kind KeyKind
-	Name string // KeyType: the type's name (main.traceKey); KeyString: the key text
+	Kind KeyKind // KeyType or KeyString; NewPlan refines KeyType by the type's kind
+	Name string  // KeyType: the type's name (main.traceKey); KeyString: the key text
+	// Value, with KeyType, is the key's value (",value=trace_id"): a named
+	// string or integer type keys other values under other constants.
+	Value    string
+	HasValue bool
 }
 
-// ParseTraceKey parses --trace-key's "type=IMPORT/PATH.TypeName" or
-// "string=TEXT".
+// ParseTraceKey parses --trace-key's "type=IMPORT/PATH.TypeName",
+// "type=IMPORT/PATH.TypeName,value=VALUE" or "string=TEXT".
 func ParseTraceKey(s string) (TraceKey, error) {
 	kind, name, ok := strings.Cut(s, "=")
 	if ok && name != "" {
 		switch kind {
 		case "type":
-			return TraceKey{Kind: KeyType, Name: name}, nil
+			k := TraceKey{Kind: KeyType, Name: name}
+			if n, v, ok := strings.Cut(name, ",value="); ok {
+				if n == "" {
+					break
+				}
+				if len(v) > MaxKeyLen {
+					return TraceKey{}, fmt.Errorf("trace key %q: values of at most %d bytes are matched", s, MaxKeyLen)
+				}
+				k.Name, k.Value, k.HasValue = n, v, true
+			}
+			return k, nil
 		case "string":
 			if len(name) > MaxKeyLen {
 				return TraceKey{}, fmt.Errorf("trace key %q: string keys of at most %d bytes are matched", s, MaxKeyLen)
@@ -30,14 +46,65 @@ func ParseTraceKey(s string) (TraceKey, error) {
 			return TraceKey{Kind: KeyString, Name: name}, nil
 		}
 	}
-	return TraceKey{}, fmt.Errorf("trace key %q: want type=IMPORT/PATH.TypeName or string=TEXT", s)
+	return TraceKey{}, fmt.Errorf("trace key %q: want type=IMPORT/PATH.TypeName[,value=VALUE] or string=TEXT", s)
 }
 
 func (k TraceKey) String() string {
-	if k.Kind == KeyString {
+	switch {
+	case k.Kind == KeyString:
 		return "string=" + k.Name
+	case k.HasValue:
+		return "type=" + k.Name + ",value=" + k.Value
 	}
 	return "type=" + k.Name
+}
+
+// ErrKeyNeedsValue means a --trace-key type has more than one value, and
+// the type alone would match the keys of other values too (a user id kept
+// under a sibling constant), whose values must never be read.
+var ErrKeyNeedsValue = errors.New("the type has more than one value: name the trace key's value")
+
+// Kinds of internal/abi.Kind that a key type with a value may have.
+const (
+	abiKindInt     = 2  // int, then int8..int64 (3-6), uint..uintptr (7-12)
+	abiKindUintptr = 12 // the last integer kind
+	abiKindString  = 24
+)
+
+// resolveKey finds a --trace-key type in bin and says how the probes match
+// it: by type alone only for a type of size zero (struct{}), else by type
+// and value.
+func resolveKey(bin *target.Binary, k TraceKey) (Key, error) {
+	addr, err := bin.TypeAddr(k.Name)
+	if err != nil {
+		return Key{}, fmt.Errorf("trace key %s: %w", k, err)
+	}
+	kind, size, err := bin.TypeKind(addr)
+	if err != nil {
+		return Key{}, fmt.Errorf("trace key %s: %w", k, err)
+	}
+	if !k.HasValue {
+		if size != 0 {
+			return Key{}, fmt.Errorf("trace key %s: %w (type=%s,value=VALUE)", k, ErrKeyNeedsValue, k.Name)
+		}
+		return Key{Kind: KeyType, Type: addr}, nil
+	}
+	switch {
+	case kind == abiKindString:
+		return Key{Kind: KeyTypeString, Type: addr, Text: k.Value}, nil
+	case kind >= abiKindInt && kind <= abiKindUintptr && size >= 1 && size <= 8:
+		v, err := strconv.ParseInt(k.Value, 0, 64)
+		if err != nil {
+			u, uerr := strconv.ParseUint(k.Value, 0, 64)
+			if uerr != nil {
+				return Key{}, fmt.Errorf("trace key %s: %s is an integer type: %w", k, k.Name, err)
+			}
+			v = int64(u)
+		}
+		mask := ^uint64(0) >> (64 - 8*size)
+		return Key{Kind: KeyTypeInt, Type: addr, Int: uint64(v) & mask, IntMask: mask}, nil
+	}
+	return Key{}, fmt.Errorf("trace key %s: a value can be named for string and integer types, %s is neither", k, k.Name)
 }
 
 // Options say what to watch beyond the built-in checks.
@@ -47,12 +114,19 @@ type Options struct {
 	UserPrefixes []string // package path prefixes judged as user code
 }
 
+// contextWrapperTypes are the types outside package context, known by
+// name, whose value is a struct that embeds context.Context as its first
+// field: the probes walk through them to the context they wrap.
+// signal.NotifyContext's signalCtx is the usual root of a service.
+var contextWrapperTypes = []string{"*os/signal.signalCtx"}
+
 // Plan is what to probe in one binary, at link-time addresses.
 type Plan struct {
-	Layout   Layout
-	Keys     []Key
-	UserText []Range
-	Points   []Point
+	Layout          Layout
+	Keys            []Key
+	ContextWrappers []uint64 // link-time addresses of type descriptors (see Config)
+	UserText        []Range
+	Points          []Point
 	// Notes says what is not watched and why, for --verbose.
 	Notes []string
 	// Warnings says what a user would miss: always shown.
@@ -102,11 +176,11 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	for _, k := range opts.TraceKeys {
 		switch k.Kind {
 		case KeyType:
-			addr, err := bin.TypeAddr(k.Name)
+			key, err := resolveKey(bin, k)
 			if err != nil {
-				return nil, fmt.Errorf("trace key %s: %w", k, err)
+				return nil, err
 			}
-			p.Keys = append(p.Keys, Key{Kind: KeyType, Type: addr})
+			p.Keys = append(p.Keys, key)
 		case KeyString:
 			p.Keys = append(p.Keys, Key{Kind: KeyString, Text: k.Name})
 		}
@@ -320,51 +394,65 @@ func (p *Plan) layout(bin *target.Binary) error {
 		{&l.GM, "runtime.g", "m"},
 		{&l.GSchedBP, "runtime.g", "sched.bp"},
 		{&l.MCurg, "runtime.m", "curg"},
-		{&l.CancelErr, "context.cancelCtx", "err"},
 	} {
 		if err := field(f.dst, f.typ, f.path); err != nil {
 			return fmt.Errorf("%w: %w", err, ErrUnsupported)
 		}
 	}
-	typ := func(dst *uint64, name string, required bool) error {
+	// A context type the binary does not link only means that no context
+	// of it can occur there: a program that never calls WithCancel has no
+	// *context.cancelCtx. Each is watched if present.
+	typ := func(dst *uint64, name string) {
 		addr, err := bin.TypeAddr(name)
 		if err != nil {
-			if required {
-				return fmt.Errorf("type %s: %w: %w", name, err, ErrUnsupported)
-			}
 			p.Notes = append(p.Notes, fmt.Sprintf("type %s not in this binary", name))
-			return nil
+			return
 		}
 		*dst = addr
-		return nil
 	}
 	for _, t := range []struct {
-		dst      *uint64
-		name     string
-		required bool
+		dst  *uint64
+		name string
 	}{
-		{&l.ValueCtx, "*context.valueCtx", true},
-		{&l.CancelCtx, "*context.cancelCtx", true},
-		{&l.TimerCtx, "*context.timerCtx", false},
-		{&l.AfterFuncCtx, "*context.afterFuncCtx", false},
-		{&l.WithoutCancelCtx, "*context.withoutCancelCtx", false},
-		{&l.StopCtx, "*context.stopCtx", false},
-		{&l.BackgroundCtx, "context.backgroundCtx", false},
-		{&l.TodoCtx, "context.todoCtx", false},
-		{&l.EmptyCtx, "*context.emptyCtx", false},
-		{&l.String, "string", false},
-		{&l.Bytes, "[]uint8", false},
+		{&l.ValueCtx, "*context.valueCtx"},
+		{&l.CancelCtx, "*context.cancelCtx"},
+		{&l.TimerCtx, "*context.timerCtx"},
+		{&l.AfterFuncCtx, "*context.afterFuncCtx"},
+		{&l.WithoutCancelCtx, "*context.withoutCancelCtx"},
+		{&l.StopCtx, "*context.stopCtx"},
+		{&l.BackgroundCtx, "context.backgroundCtx"},
+		{&l.TodoCtx, "context.todoCtx"},
+		{&l.EmptyCtx, "*context.emptyCtx"},
+		{&l.String, "string"},
+		{&l.Bytes, "[]uint8"},
 	} {
-		if err := typ(t.dst, t.name, t.required); err != nil {
-			return err
+		typ(t.dst, t.name)
+	}
+	// Scope rule 1 reads a cancelCtx's err: needed when the type is there.
+	if l.CancelCtx != 0 {
+		if err := field(&l.CancelErr, "context.cancelCtx", "err"); err != nil {
+			return fmt.Errorf("%w: %w", err, ErrUnsupported)
 		}
 	}
+	// Wrappers known by name, and with DWARF every struct type whose first
+	// field is an embedded context.Context.
+	seen := map[uint64]bool{}
+	for _, name := range append(slices.Clone(contextWrapperTypes), bin.ContextWrappers()...) {
+		if addr, err := bin.TypeAddr(name); err == nil && !seen[addr] {
+			seen[addr] = true
+			p.ContextWrappers = append(p.ContextWrappers, addr)
+		}
+	}
+	if len(p.ContextWrappers) > MaxContextWrappers {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d context wrapper types, the first %d walked through", len(p.ContextWrappers), MaxContextWrappers))
+		p.ContextWrappers = p.ContextWrappers[:MaxContextWrappers]
+	}
 	// The OTel span key and span types, when the target links OTel.
-	if err := typ(&l.SpanKey, otelTrace+".traceContextKeyType", false); err != nil || l.SpanKey == 0 {
+	if typ(&l.SpanKey, otelTrace+".traceContextKeyType"); l.SpanKey == 0 {
 		return nil
 	}
-	_ = typ(&l.RecordingSpan, "*"+otelSDK+".recordingSpan", false)
-	_ = typ(&l.NonRecordingSpan, otelTrace+".nonRecordingSpan", false)
+	typ(&l.RecordingSpan, "*"+otelSDK+".recordingSpan")
+	typ(&l.NonRecordingSpan, otelTrace+".nonRecordingSpan")
 	for _, f := range []struct {
 		dst       *uint64
 		typ, path string
@@ -396,7 +484,7 @@ func (p *Plan) layout(bin *target.Binary) error {
 		l.SpanKey = 0
 	}
 	// The SDK's own span for unsampled traces; not in the layout table.
-	if err := typ(&l.SDKNonRecordingSpan, otelSDK+".nonRecordingSpan", false); err == nil && l.SDKNonRecordingSpan != 0 {
+	if typ(&l.SDKNonRecordingSpan, otelSDK+".nonRecordingSpan"); l.SDKNonRecordingSpan != 0 {
 		if off, err := bin.FieldOffset(otelSDK+".nonRecordingSpan", "sc"); err == nil {
 			l.SDKNonRecordingSpanSC = off
 		} else {
@@ -416,6 +504,9 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 		return Config{}, nil, err
 	}
 	cfg := Config{PID: pid, Layout: p.Layout, Keys: append([]Key(nil), p.Keys...)}
+	for _, a := range p.ContextWrappers {
+		cfg.ContextWrappers = append(cfg.ContextWrappers, a+bias)
+	}
 	if bias != 0 {
 		l := &cfg.Layout
 		for _, a := range []*uint64{

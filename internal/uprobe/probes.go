@@ -39,12 +39,18 @@ func (p Program) String() string {
 type KeyKind uint8
 
 const (
-	KeyType   KeyKind = 1 // by the key's type descriptor
-	KeyString KeyKind = 2 // a plain string key, by its text
+	KeyType       KeyKind = 1 // by the key's type descriptor: a type with one value (struct{})
+	KeyString     KeyKind = 2 // a plain string key, by its text
+	KeyTypeString KeyKind = 3 // a named string type, by its type and text
+	KeyTypeInt    KeyKind = 4 // a named integer type, by its type and value
 )
 
 // MaxKeys is the number of user trace keys the probes match.
 const MaxKeys = 4
+
+// MaxContextWrappers is the number of context wrapper types the probes
+// walk through (the size of bpf/ctxwatch.c's ctx_wrappers map).
+const MaxContextWrappers = 256
 
 // MaxKeyLen is the longest string key the probes match.
 const MaxKeyLen = 32
@@ -52,8 +58,11 @@ const MaxKeyLen = 32
 // Key is a user trace key.
 type Key struct {
 	Kind KeyKind
-	Type uint64 // KeyType: run-time address of the key's type descriptor
-	Text string // KeyString: the key
+	Type uint64 // KeyType, KeyTypeString, KeyTypeInt: run-time address of the key's type descriptor
+	Text string // KeyString, KeyTypeString: the key
+	// KeyTypeInt: the key's value, and the mask of the type's size (the
+	// probes read 8 bytes where the value is boxed).
+	Int, IntMask uint64
 }
 
 // Layout holds the offsets and type descriptor addresses the probes rely
@@ -98,6 +107,10 @@ type Config struct {
 	Layout   Layout
 	Keys     []Key
 	UserText []Range // sorted, disjoint
+	// ContextWrappers are run-time addresses of type descriptors whose
+	// values are structs with an embedded context.Context first (os/signal's
+	// signalCtx): the probes' context walk goes through them.
+	ContextWrappers []uint64
 }
 
 // Point is one place to attach a program.
@@ -214,10 +227,13 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		types  [MaxKeys]uint64
 		strs   [MaxKeys][MaxKeyLen]uint8
 		strlen [MaxKeys]uint32
+		ints   [MaxKeys]uint64
+		masks  [MaxKeys]uint64
 	)
 	for i, k := range cfg.Keys {
 		kinds[i] = uint8(k.Kind)
 		types[i] = k.Type
+		ints[i], masks[i] = k.Int, k.IntMask
 		if len(k.Text) > MaxKeyLen {
 			return nil, fmt.Errorf("string key %q is longer than %d bytes", k.Text, MaxKeyLen)
 		}
@@ -233,6 +249,8 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 	consts["keys_type"] = types
 	consts["keys_str"] = strs
 	consts["keys_str_len"] = strlen
+	consts["keys_int"] = ints
+	consts["keys_int_mask"] = masks
 	for name, v := range consts {
 		vs, ok := spec.Variables[name]
 		if !ok {
@@ -267,6 +285,16 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 			return nil, fmt.Errorf("load eBPF program: %+v", ve)
 		}
 		return nil, fmt.Errorf("load eBPF program: %w", err)
+	}
+	if len(cfg.ContextWrappers) > MaxContextWrappers {
+		p.Close()
+		return nil, fmt.Errorf("%d context wrapper types, at most %d", len(cfg.ContextWrappers), MaxContextWrappers)
+	}
+	for _, typ := range cfg.ContextWrappers {
+		if err := p.objs.CtxWrappers.Put(typ, uint8(1)); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("add context wrapper type %#x: %w", typ, err)
+		}
 	}
 	return p, nil
 }
