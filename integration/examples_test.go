@@ -13,6 +13,8 @@ import (
 //   - every break is at a line marked with its kind (site and spawn site),
 //     and every marked site has its break: no break on a line that keeps
 //     its context;
+//   - every line marked stack KIND is a frame of the stack (the user
+//     frames of the check) of a break of that kind;
 //   - every spawn line marked propagated has 100% retention, every one
 //     marked lost-at-spawn or new-root 0%, and no other spawn line of the
 //     example shows up inside a trace;
@@ -25,6 +27,8 @@ func TestExamples(t *testing.T) {
 	for _, name := range []string{
 		"closure", "background", "argument", "middleware", "collision",
 		"errgroup", "otelspans", "otelhttp", "storm", "worker",
+		"fireforget", "semaphore", "once", "keyvalue", "signalroot",
+		"nocancel", "lazyworker", "helpers", "deepstart",
 	} {
 		t.Run(name, func(t *testing.T) {
 			src, err := filepath.Abs(filepath.Join("..", "examples", name, "main.go"))
@@ -123,6 +127,28 @@ func checkExampleAs(t *testing.T, src, file string, r result) {
 	for line, m := range markers {
 		if m.what == "site" && !seen[line] {
 			t.Errorf("line %d marked site %s: no such break reported", line, m.kind)
+		}
+	}
+
+	// Stacks: a line marked stack KIND (where a handler took the context
+	// that a helper further down then used) is in the stack of a break of
+	// that kind, in the summary and in the break lines.
+	for line, m := range markers {
+		if m.what != "stack" {
+			continue
+		}
+		var inSum, inLines bool
+		for _, b := range sum.Breaks {
+			inSum = inSum || b.Kind == m.kind && hasFrame(b.Stack, file, line)
+		}
+		for _, b := range r.breaks {
+			inLines = inLines || b.Kind == m.kind && hasFrame(b.Stack, file, line)
+		}
+		if !inSum {
+			t.Errorf("line %d marked stack %s: in the stack of no such break of the summary %+v", line, m.kind, sum.Breaks)
+		}
+		if !inLines {
+			t.Errorf("line %d marked stack %s: in the stack of no such break line %+v", line, m.kind, r.breaks)
 		}
 	}
 

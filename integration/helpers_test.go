@@ -92,6 +92,7 @@ type breakLine struct {
 	ParentGoroutine uint64  `json:"parent_goroutine"`
 	Site            frame   `json:"site"`
 	Spawn           []frame `json:"spawn"`
+	Stack           []frame `json:"stack"` // the user frames of the check, innermost first
 }
 
 type spawnSite struct {
@@ -107,6 +108,7 @@ type breakCount struct {
 	Kind    string  `json:"kind"`
 	Site    frame   `json:"site"`
 	Spawn   []frame `json:"spawn"`
+	Stack   []frame `json:"stack"`
 	Count   uint64  `json:"count"`
 	TraceID string  `json:"trace_id"`
 }
@@ -196,11 +198,11 @@ func readReport(t *testing.T, path string) ([]breakLine, []summaryLine) {
 
 // marker is a "want:" comment in an example's source.
 type marker struct {
-	what string // "spawn" or "site"
+	what string // "spawn", "site" or "stack"
 	kind string
 }
 
-var markerRE = regexp.MustCompile(`// want:(spawn|site) ([a-z-]+)`)
+var markerRE = regexp.MustCompile(`// want:(spawn|site|stack) ([a-z-]+)`)
 
 // sourceMarkers reads the want: comments of a Go source file, by line.
 func sourceMarkers(t *testing.T, path string) map[int]marker {
@@ -298,4 +300,14 @@ func waitUntil(t *testing.T, what string, end time.Time, cond func() bool, descr
 		msg += "; " + describe()
 	}
 	t.Fatal(msg)
+}
+
+// hasFrame reports whether frames has a frame at line of file.
+func hasFrame(frames []frame, file string, line int) bool {
+	for _, f := range frames {
+		if f.File == file && f.Line == line {
+			return true
+		}
+	}
+	return false
 }

@@ -44,7 +44,7 @@ import (
 // million goroutines; TestBurstAfterQuiet needs the agent to get a CPU as
 // soon as the probes wake it (single-threaded TCG runs both guest CPUs on
 // one host thread). They run on the host (make test-host).
-const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet)$"
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin)$"
 
 func main() {
 	os.Exit(run())
