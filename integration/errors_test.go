@@ -190,8 +190,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--format", "xml", "--", "true"}, []string{`--format "xml"`, "want table or json"}},
 		{[]string{"--pid", "notanumber"}, []string{`invalid value "notanumber" for flag -pid`}},
 		// --trace-key, in the shapes a user gets wrong.
-		{[]string{"--trace-key", "nonsense", "--pid", "1"}, []string{`"nonsense"`, "want type=IMPORT/PATH.TypeName or string=TEXT"}},
-		{[]string{"--trace-key", "type=", "--pid", "1"}, []string{`"type="`, "want type=IMPORT/PATH.TypeName or string=TEXT"}},
+		{[]string{"--trace-key", "nonsense", "--pid", "1"}, []string{`"nonsense"`, "want type=IMPORT/PATH.TypeName[,value=VALUE] or string=TEXT"}},
+		{[]string{"--trace-key", "type=", "--pid", "1"}, []string{`"type="`, "want type=IMPORT/PATH.TypeName[,value=VALUE] or string=TEXT"}},
 		{[]string{"--trace-key", "string=", "--pid", "1"}, []string{`"string="`, "want type="}},
 		{[]string{"--trace-key", "=trace_id", "--pid", "1"}, []string{`"=trace_id"`, "want type="}},
 		{[]string{"--trace-key", "key=main.traceKey", "--pid", "1"}, []string{`"key=main.traceKey"`, "want type="}},

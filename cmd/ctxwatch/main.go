@@ -142,7 +142,7 @@ buffers or BTF: one line says which); 1 when ctxwatch itself failed.
 // with format as --format's default.
 func addWatchFlags(fs *flag.FlagSet, c *config, keys *[]string, format string) {
 	fs.DurationVar(&c.duration, "duration", 0, "stop watching after `D` (e.g. 30s); default: until the target exits or Ctrl-C")
-	fs.Var(listFlag{keys}, "trace-key", "a context key that holds a trace id, repeatable:\n`type=IMPORT/PATH.TypeName` (e.g. type=main.traceKey) or string=TEXT (a plain string key)")
+	fs.Var(listFlag{keys}, "trace-key", "a context key that holds a trace id, repeatable:\n`type=IMPORT/PATH.TypeName` for a key type with one value (type traceKey struct{}),\ntype=IMPORT/PATH.TypeName,value=VALUE for a named string or integer type whose other\nconstants key other values (type ctxKey string; const traceIDKey ctxKey = \"trace_id\":\ntype=main.ctxKey,value=trace_id), or string=TEXT (a plain string key)")
 	fs.Var(listFlag{&c.opts.CheckFuncs}, "check-func", "also treat calls of `FUNC` (e.g. main.process) as checks of its first context argument, repeatable")
 	fs.Var(listFlag{&c.opts.UserPrefixes}, "user-code", "judge code under package path `PREFIX` as user code too, repeatable")
 	fs.StringVar(&c.format, "format", format, "output `format`: table (live on a terminal, summary at exit) or json (JSON lines)")
