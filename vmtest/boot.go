@@ -28,8 +28,8 @@ type outcome struct {
 	// (a nested KVM that opens but cannot run the guest): boot it again
 	// under TCG.
 	kvmBroken string
-	seconds  float64
-	err      error
+	seconds   float64
+	err       error
 }
 
 func (o outcome) ok() bool {
