@@ -174,6 +174,9 @@ struct iface {
 volatile const __u32 cfg_tgid;
 volatile const __u8 cfg_spawn_g_arg; // where the spawn probe finds the new g
 volatile const __u64 off_g_goid, off_g_m, off_g_sched_bp, off_m_curg;
+// g.sched.ctxt: the closure (*funcval) a new goroutine runs, 0 when
+// registered work (AfterFunc) is not followed.
+volatile const __u64 off_g_sched_ctxt;
 volatile const __u64 typ_value_ctx, typ_cancel_ctx, typ_timer_ctx, typ_after_func_ctx;
 volatile const __u64 typ_without_cancel_ctx, typ_stop_ctx, typ_background_ctx, typ_todo_ctx, typ_empty_ctx;
 volatile const __u64 off_cancel_err;
@@ -229,6 +232,39 @@ struct {
 	__type(key, __u64); // type descriptor address
 	__type(value, __u8);
 } ctx_wrappers SEC(".maps");
+
+// Work registered inside a trace and run later on a goroutine the runtime
+// starts: time.AfterFunc's callback, started by the timer (time.goFunc:
+// `go f()`), and context.AfterFunc's, started by the goroutine that
+// cancels the context (`go a.f()`). Both hand the user's func value itself
+// to newproc, so the new goroutine's g.sched.ctxt is the funcval that was
+// registered: the key. The value is what the registering goroutine would
+// have handed a child it spawned there, and where it registered.
+struct reg_key {
+	__u64 tgid;
+	__u64 funcval;
+};
+
+struct registered {
+	struct gstate st;
+	__u64 parent_goid;
+	__u64 stack[STACK_DEPTH];
+	__u32 nstack;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct reg_key);
+	__type(value, struct registered);
+} registered SEC(".maps");
+
+volatile const struct registered zero_registered;
+
+// Set once some work was registered inside a trace: from then on, spawns
+// without a traced spawner look their funcval up in registered.
+__u32 registered_any;
 
 // Probe address -> index of the register pair holding the context argument
 // of a --check-func function.
@@ -906,6 +942,73 @@ int ctx_arg0(REGS *ctx)
 	return 0;
 }
 
+// register_work records func value fv, registered by the current goroutine
+// (time.AfterFunc, context.AfterFunc): if it has a trace in scope, the
+// goroutine that will run fv inherits it, with this call's stack as its
+// spawn stack (the user's registration line).
+static __always_inline void register_work(REGS *ctx, __u32 tgid, __u64 key, struct gstate *st, __u64 fv)
+{
+	if (!off_g_sched_ctxt || !fv || !in_scope(st))
+		return;
+	struct stack *s = user_stack(ctx);
+	if (!s)
+		return; // registered by library code
+	// Made in place from a zero value: on the program's stack, with
+	// check's walk in context_after_func, it would not fit in 512 bytes.
+	struct reg_key rk = {tgid, fv};
+	if (bpf_map_update_elem(&registered, &rk, (void *)&zero_registered, BPF_ANY) < 0) {
+		count(STAT_STATE_FULL);
+		return;
+	}
+	struct registered *r = bpf_map_lookup_elem(&registered, &rk);
+	if (!r)
+		return;
+	r->st = *st;
+	r->st.flags = G_INHERITS | G_PENDING;
+	r->parent_goid = key & GOID_MASK;
+	__builtin_memcpy(r->stack, s->pc, sizeof(r->stack));
+	r->nstack = s->n > STACK_DEPTH ? STACK_DEPTH : s->n;
+	registered_any = 1;
+}
+
+// time.AfterFunc(d Duration, f func()): f in RBX (X1).
+SEC("uprobe/time_after_func")
+int time_after_func(REGS *ctx)
+{
+	__u32 tgid = ours();
+	if (!tgid)
+		return 0;
+	hit();
+	__u64 key;
+	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
+		return 0;
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
+	if (st)
+		register_work(ctx, tgid, key, st, GO_ARG1(ctx));
+	return 0;
+}
+
+// context.AfterFunc(ctx Context, f func()): ctx in RAX/RBX, f in RCX. A
+// check of ctx too, like the WithCancel family.
+SEC("uprobe/context_after_func")
+int context_after_func(REGS *ctx)
+{
+	__u32 tgid = ours();
+	if (!tgid)
+		return 0;
+	hit();
+	__u64 key;
+	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
+		return 0;
+	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
+	if (!st)
+		return 0;
+	register_work(ctx, tgid, key, st, GO_ARG2(ctx));
+	struct iface c = {GO_ARG0(ctx), GO_ARG1(ctx)};
+	check(ctx, key, st, c, 0);
+	return 0;
+}
+
 // arg_reg returns integer argument register i of Go's register ABI. Read
 // through a helper: the verifier refuses a computed offset into the context.
 static __always_inline __u64 arg_reg(REGS *ctx, __u32 i)
@@ -952,6 +1055,43 @@ int check_func(REGS *ctx)
 	return 0;
 }
 
+// spawn_registered handles the spawn of newg if it runs registered work:
+// the goroutine inherits what its registration saw, and the spawn event
+// carries the registration's stack. It returns whether it did. Not a
+// global function: it takes no pointer, but with_value's stack and this
+// program's are separate, so inlining costs nothing there.
+static __always_inline int spawn_registered(__u32 tgid, __u64 newg)
+{
+	struct reg_key rk = {tgid, 0};
+	if (read(&rk.funcval, sizeof(rk.funcval), newg + off_g_sched_ctxt) < 0 || !rk.funcval)
+		return 0;
+	struct registered *r = bpf_map_lookup_elem(&registered, &rk);
+	if (!r)
+		return 0;
+	__u64 ckey;
+	if (gkey_of(tgid, newg, &ckey) < 0)
+		return 0;
+	struct gstate cst = r->st;
+	cst.spawn_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&goroutines, &ckey, &cst, BPF_ANY) < 0) {
+		count(STAT_STATE_FULL);
+		return 1;
+	}
+	count(STAT_STATE_NEW);
+	struct event *ev = new_event(EV_SPAWN, ckey, &cst, 0);
+	if (ev) {
+		ev->parent_goid = r->parent_goid;
+		__builtin_memcpy(ev->stack, r->stack, sizeof(ev->stack));
+		ev->nstack = r->nstack > STACK_DEPTH ? STACK_DEPTH : r->nstack;
+		ev->pc = ev->stack[0];
+		emit(ev, 0);
+	}
+	// A timer's func runs once per registration (Reset registers it
+	// anew only through another AfterFunc call).
+	bpf_map_delete_elem(&registered, &rk);
+	return 1;
+}
+
 // runtime.newproc.func1's CALL of runqput(pp, newg, next): the new g is the
 // second argument (RBX, X1). Or, as a fallback, runtime.newproc1's RETs: the
 // new g is the result (RAX, X0). Either runs on g0 (systemstack), m.curg is
@@ -963,6 +1103,15 @@ int spawn(REGS *ctx)
 	if (!tgid)
 		return 0;
 	hit();
+	// Both registers loaded, then chosen: a computed offset into the
+	// context is refused by the verifier.
+	__u64 g0 = GO_ARG0(ctx), g1 = GO_ARG1(ctx);
+	asm volatile("" : "+r"(g0), "+r"(g1));
+	__u64 newg = cfg_spawn_g_arg ? g1 : g0;
+	if (newg == 0)
+		return 0;
+	if (registered_any && spawn_registered(tgid, newg))
+		return 0;
 	__u64 m, curg, pkey;
 	if (read(&m, sizeof(m), GO_G(ctx) + off_g_m) < 0 || !m)
 		return 0;
@@ -978,13 +1127,8 @@ int spawn(REGS *ctx)
 			forget(pkey);
 		return 0;
 	}
-	// Both registers loaded, then chosen: a computed offset into the
-	// context is refused by the verifier.
-	__u64 g0 = GO_ARG0(ctx), g1 = GO_ARG1(ctx);
-	asm volatile("" : "+r"(g0), "+r"(g1));
-	__u64 newg = cfg_spawn_g_arg ? g1 : g0;
 	__u64 ckey;
-	if (newg == 0 || gkey_of(tgid, newg, &ckey) < 0)
+	if (gkey_of(tgid, newg, &ckey) < 0)
 		return 0;
 	struct gstate cst = *pst;
 	cst.flags = G_INHERITS | G_PENDING;

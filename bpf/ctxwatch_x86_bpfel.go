@@ -108,6 +108,21 @@ type CtxwatchRange struct {
 	End   uint64
 }
 
+type CtxwatchRegKey struct {
+	_       structs.HostLayout
+	Tgid    uint64
+	Funcval uint64
+}
+
+type CtxwatchRegistered struct {
+	_          structs.HostLayout
+	St         CtxwatchGstate
+	ParentGoid uint64
+	Stack      [16]uint64
+	Nstack     uint32
+	Pad        uint32
+}
+
 type CtxwatchStack struct {
 	_    structs.HostLayout
 	Pc   [16]uint64
@@ -137,11 +152,14 @@ const (
 	CtxwatchMapEvents                 = "events"
 	CtxwatchMapGoroutines             = "goroutines"
 	CtxwatchMapProcs                  = "procs"
+	CtxwatchMapRegistered             = "registered"
 	CtxwatchMapStacks                 = "stacks"
 	CtxwatchMapStats                  = "stats"
 	CtxwatchProgCheckFunc             = "check_func"
+	CtxwatchProgContextAfterFunc      = "context_after_func"
 	CtxwatchProgCtxArg0               = "ctx_arg0"
 	CtxwatchProgSpawn                 = "spawn"
+	CtxwatchProgTimeAfterFunc         = "time_after_func"
 	CtxwatchProgWithValue             = "with_value"
 	CtxwatchVarCfgSpawnG_arg          = "cfg_spawn_g_arg"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
@@ -158,12 +176,14 @@ const (
 	CtxwatchVarOffG_goid              = "off_g_goid"
 	CtxwatchVarOffG_m                 = "off_g_m"
 	CtxwatchVarOffG_schedBp           = "off_g_sched_bp"
+	CtxwatchVarOffG_schedCtxt         = "off_g_sched_ctxt"
 	CtxwatchVarOffM_curg              = "off_m_curg"
 	CtxwatchVarOffNrsSc               = "off_nrs_sc"
 	CtxwatchVarOffRsEnd               = "off_rs_end"
 	CtxwatchVarOffRsParent            = "off_rs_parent"
 	CtxwatchVarOffRsSc                = "off_rs_sc"
 	CtxwatchVarOffSdkNrsSc            = "off_sdk_nrs_sc"
+	CtxwatchVarRegisteredAny          = "registered_any"
 	CtxwatchVarRingWakeBytes          = "ring_wake_bytes"
 	CtxwatchVarTypAfterFuncCtx        = "typ_after_func_ctx"
 	CtxwatchVarTypBackgroundCtx       = "typ_background_ctx"
@@ -187,6 +207,7 @@ const (
 	CtxwatchVarUnusedOutcome          = "unused_outcome"
 	CtxwatchVarUnusedStat             = "unused_stat"
 	CtxwatchVarUserRanges             = "user_ranges"
+	CtxwatchVarZeroRegistered         = "zero_registered"
 	CtxwatchVarZeroStack              = "zero_stack"
 )
 
@@ -232,10 +253,12 @@ type CtxwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchProgramSpecs struct {
-	CheckFunc *ebpf.ProgramSpec `ebpf:"check_func"`
-	CtxArg0   *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
-	Spawn     *ebpf.ProgramSpec `ebpf:"spawn"`
-	WithValue *ebpf.ProgramSpec `ebpf:"with_value"`
+	CheckFunc        *ebpf.ProgramSpec `ebpf:"check_func"`
+	ContextAfterFunc *ebpf.ProgramSpec `ebpf:"context_after_func"`
+	CtxArg0          *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
+	Spawn            *ebpf.ProgramSpec `ebpf:"spawn"`
+	TimeAfterFunc    *ebpf.ProgramSpec `ebpf:"time_after_func"`
+	WithValue        *ebpf.ProgramSpec `ebpf:"with_value"`
 }
 
 // CtxwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -247,6 +270,7 @@ type CtxwatchMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Goroutines  *ebpf.MapSpec `ebpf:"goroutines"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
+	Registered  *ebpf.MapSpec `ebpf:"registered"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -270,12 +294,14 @@ type CtxwatchVariableSpecs struct {
 	OffG_goid              *ebpf.VariableSpec `ebpf:"off_g_goid"`
 	OffG_m                 *ebpf.VariableSpec `ebpf:"off_g_m"`
 	OffG_schedBp           *ebpf.VariableSpec `ebpf:"off_g_sched_bp"`
+	OffG_schedCtxt         *ebpf.VariableSpec `ebpf:"off_g_sched_ctxt"`
 	OffM_curg              *ebpf.VariableSpec `ebpf:"off_m_curg"`
 	OffNrsSc               *ebpf.VariableSpec `ebpf:"off_nrs_sc"`
 	OffRsEnd               *ebpf.VariableSpec `ebpf:"off_rs_end"`
 	OffRsParent            *ebpf.VariableSpec `ebpf:"off_rs_parent"`
 	OffRsSc                *ebpf.VariableSpec `ebpf:"off_rs_sc"`
 	OffSdkNrsSc            *ebpf.VariableSpec `ebpf:"off_sdk_nrs_sc"`
+	RegisteredAny          *ebpf.VariableSpec `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.VariableSpec `ebpf:"ring_wake_bytes"`
 	TypAfterFuncCtx        *ebpf.VariableSpec `ebpf:"typ_after_func_ctx"`
 	TypBackgroundCtx       *ebpf.VariableSpec `ebpf:"typ_background_ctx"`
@@ -299,6 +325,7 @@ type CtxwatchVariableSpecs struct {
 	UnusedOutcome          *ebpf.VariableSpec `ebpf:"unused_outcome"`
 	UnusedStat             *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UserRanges             *ebpf.VariableSpec `ebpf:"user_ranges"`
+	ZeroRegistered         *ebpf.VariableSpec `ebpf:"zero_registered"`
 	ZeroStack              *ebpf.VariableSpec `ebpf:"zero_stack"`
 }
 
@@ -327,6 +354,7 @@ type CtxwatchMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	Goroutines  *ebpf.Map `ebpf:"goroutines"`
 	Procs       *ebpf.Map `ebpf:"procs"`
+	Registered  *ebpf.Map `ebpf:"registered"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 }
@@ -338,6 +366,7 @@ func (m *CtxwatchMaps) Close() error {
 		m.Events,
 		m.Goroutines,
 		m.Procs,
+		m.Registered,
 		m.Stacks,
 		m.Stats,
 	)
@@ -362,12 +391,14 @@ type CtxwatchVariables struct {
 	OffG_goid              *ebpf.Variable `ebpf:"off_g_goid"`
 	OffG_m                 *ebpf.Variable `ebpf:"off_g_m"`
 	OffG_schedBp           *ebpf.Variable `ebpf:"off_g_sched_bp"`
+	OffG_schedCtxt         *ebpf.Variable `ebpf:"off_g_sched_ctxt"`
 	OffM_curg              *ebpf.Variable `ebpf:"off_m_curg"`
 	OffNrsSc               *ebpf.Variable `ebpf:"off_nrs_sc"`
 	OffRsEnd               *ebpf.Variable `ebpf:"off_rs_end"`
 	OffRsParent            *ebpf.Variable `ebpf:"off_rs_parent"`
 	OffRsSc                *ebpf.Variable `ebpf:"off_rs_sc"`
 	OffSdkNrsSc            *ebpf.Variable `ebpf:"off_sdk_nrs_sc"`
+	RegisteredAny          *ebpf.Variable `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.Variable `ebpf:"ring_wake_bytes"`
 	TypAfterFuncCtx        *ebpf.Variable `ebpf:"typ_after_func_ctx"`
 	TypBackgroundCtx       *ebpf.Variable `ebpf:"typ_background_ctx"`
@@ -391,6 +422,7 @@ type CtxwatchVariables struct {
 	UnusedOutcome          *ebpf.Variable `ebpf:"unused_outcome"`
 	UnusedStat             *ebpf.Variable `ebpf:"unused_stat"`
 	UserRanges             *ebpf.Variable `ebpf:"user_ranges"`
+	ZeroRegistered         *ebpf.Variable `ebpf:"zero_registered"`
 	ZeroStack              *ebpf.Variable `ebpf:"zero_stack"`
 }
 
@@ -398,17 +430,21 @@ type CtxwatchVariables struct {
 //
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchPrograms struct {
-	CheckFunc *ebpf.Program `ebpf:"check_func"`
-	CtxArg0   *ebpf.Program `ebpf:"ctx_arg0"`
-	Spawn     *ebpf.Program `ebpf:"spawn"`
-	WithValue *ebpf.Program `ebpf:"with_value"`
+	CheckFunc        *ebpf.Program `ebpf:"check_func"`
+	ContextAfterFunc *ebpf.Program `ebpf:"context_after_func"`
+	CtxArg0          *ebpf.Program `ebpf:"ctx_arg0"`
+	Spawn            *ebpf.Program `ebpf:"spawn"`
+	TimeAfterFunc    *ebpf.Program `ebpf:"time_after_func"`
+	WithValue        *ebpf.Program `ebpf:"with_value"`
 }
 
 func (p *CtxwatchPrograms) Close() error {
 	return _CtxwatchClose(
 		p.CheckFunc,
+		p.ContextAfterFunc,
 		p.CtxArg0,
 		p.Spawn,
+		p.TimeAfterFunc,
 		p.WithValue,
 	)
 }

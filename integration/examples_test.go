@@ -28,7 +28,7 @@ func TestExamples(t *testing.T) {
 		"closure", "background", "argument", "middleware", "collision",
 		"errgroup", "otelspans", "otelhttp", "storm", "worker",
 		"fireforget", "semaphore", "once", "keyvalue", "signalroot",
-		"nocancel", "lazyworker", "helpers", "deepstart",
+		"nocancel", "lazyworker", "helpers", "deepstart", "afterfunc",
 	} {
 		t.Run(name, func(t *testing.T) {
 			src, err := filepath.Abs(filepath.Join("..", "examples", name, "main.go"))

@@ -6,20 +6,14 @@
 //
 // ctxwatch should report the two registration lines whose callbacks use
 // the request's context as propagated, and lost-at-spawn at the two whose
-// callbacks start from Background (the registration line is the user's
-// frame of the spawn) and at those callbacks' WithCancel lines. For
-// context.AfterFunc the spawn stack also shows the cancel call that started
-// the goroutine; the registration line is the one marked.
+// callbacks start from Background (the registration line is the spawn
+// stack's first frame: ctxwatch follows the func value registered to the
+// goroutine that runs it) and at those callbacks' WithCancel lines.
 //
 // The program's own truth: each callback reads the trace back from the
 // context it made (kept, or lost when there is none); the request waits
 // for its four callbacks before the next one. The last line is
 // "afterfunc: requests N kept 2N lost 2N".
-//
-// Not yet: ctxwatch does not follow work registered with AfterFunc (it
-// sees no spawn inside a trace: the timer's goroutine is started by the
-// runtime, context.AfterFunc's under the library's sync.Once). This
-// program is the acceptance test of that work; no test runs it yet.
 //
 // ctxwatch-flags: --trace-key type=main.traceKey
 package main

@@ -204,7 +204,25 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	if err := p.entry(bin, "context.WithValue", WithValue, 0); err != nil {
 		p.Notes = append(p.Notes, err.Error())
 	}
+	// Work registered with AfterFunc runs on a goroutine the runtime
+	// starts; followed when g.sched.ctxt is known (see bpf/ctxwatch.c).
+	followed := p.Layout.GSchedCtxt != 0
+	if followed {
+		for _, r := range []struct {
+			name string
+			prog Program
+		}{{"time.AfterFunc", TimeAfterFunc}, {"context.AfterFunc", ContextAfterFunc}} {
+			if err := p.entry(bin, r.name, r.prog, 0); err != nil {
+				p.Notes = append(p.Notes, err.Error())
+			}
+		}
+	} else {
+		p.Notes = append(p.Notes, "work registered with time.AfterFunc and context.AfterFunc not followed: offset of runtime.g.sched.ctxt unknown")
+	}
 	for _, name := range contextArg0Funcs {
+		if name == "context.AfterFunc" && followed {
+			continue // its own program checks the context too
+		}
 		fn, err := bin.Func(name)
 		if err != nil {
 			p.Notes = append(p.Notes, fmt.Sprintf("%s not watched: not a function in this binary (inlined or unused)", name))
@@ -398,6 +416,10 @@ func (p *Plan) layout(bin *target.Binary) error {
 		if err := field(f.dst, f.typ, f.path); err != nil {
 			return fmt.Errorf("%w: %w", err, ErrUnsupported)
 		}
+	}
+	// Optional: without it, AfterFunc work is not followed (NewPlan).
+	if err := field(&l.GSchedCtxt, "runtime.g", "sched.ctxt"); err != nil {
+		l.GSchedCtxt = 0
 	}
 	// A context type the binary does not link only means that no context
 	// of it can occur there: a program that never calls WithCancel has no

@@ -29,10 +29,16 @@ const (
 	// Spawn goes on runtime.newproc.func1's CALL of runqput, or on every
 	// RET of runtime.newproc1 (Layout.SpawnGArg says which).
 	Spawn
+	// TimeAfterFunc goes on time.AfterFunc's entry: work registered
+	// inside a trace, run later by the timer.
+	TimeAfterFunc
+	// ContextAfterFunc goes on context.AfterFunc's entry: registered
+	// work, and a check of its context.
+	ContextAfterFunc
 )
 
 func (p Program) String() string {
-	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn"}[p]
+	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func"}[p]
 }
 
 // KeyKind says how a user trace key is matched.
@@ -70,6 +76,9 @@ type Key struct {
 // zero means "not in this binary".
 type Layout struct {
 	GGoid, GM, GSchedBP, MCurg uint64
+	// GSchedCtxt is g.sched.ctxt, the closure a new goroutine runs; 0
+	// when work registered with AfterFunc is not followed.
+	GSchedCtxt uint64
 
 	ValueCtx, CancelCtx, TimerCtx, AfterFuncCtx     uint64
 	WithoutCancelCtx, StopCtx                       uint64
@@ -197,6 +206,7 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		"off_g_m":                   l.GM,
 		"off_g_sched_bp":            l.GSchedBP,
 		"off_m_curg":                l.MCurg,
+		"off_g_sched_ctxt":          l.GSchedCtxt,
 		"typ_value_ctx":             l.ValueCtx,
 		"typ_cancel_ctx":            l.CancelCtx,
 		"typ_timer_ctx":             l.TimerCtx,
@@ -551,6 +561,10 @@ func (p *Probes) attach() error {
 			}
 		case Spawn:
 			prog = p.objs.Spawn
+		case TimeAfterFunc:
+			prog = p.objs.TimeAfterFunc
+		case ContextAfterFunc:
+			prog = p.objs.ContextAfterFunc
 		default:
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
 		}
