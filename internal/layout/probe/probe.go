@@ -25,11 +25,13 @@ type Field struct {
 func (f Field) String() string { return f.Type + " " + f.Path }
 
 // RuntimeFields are the Go runtime and package context fields ctxwatch
-// reads. runtime.g.parentGoid exists only from Go 1.21 on.
+// reads. runtime.g.parentGoid exists only from Go 1.21 on; sched.ctxt is
+// the closure a new goroutine runs (AfterFunc work is known by it).
 var RuntimeFields = []Field{
 	{"runtime.g", "goid"},
 	{"runtime.g", "m"},
 	{"runtime.g", "sched.bp"},
+	{"runtime.g", "sched.ctxt"},
 	{"runtime.g", "gopc"},
 	{"runtime.g", "parentGoid"},
 	{"runtime.m", "curg"},
