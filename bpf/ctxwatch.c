@@ -922,19 +922,28 @@ int with_value(REGS *ctx)
 	return 0;
 }
 
+// entered starts an entry probe that acts only for a goroutine with a
+// state: the watched process, the hit counted, the goroutine's key, and
+// its state (0 when it has none, or is not of a watched process).
+static __always_inline struct gstate *entered(REGS *ctx, __u32 *tgid, __u64 *key)
+{
+	*tgid = ours();
+	if (!*tgid)
+		return 0;
+	hit();
+	if (gkey_of(*tgid, GO_G(ctx), key) < 0)
+		return 0;
+	return bpf_map_lookup_elem(&goroutines, key);
+}
+
 // Functions whose first argument is the context they use: the WithCancel
 // and WithDeadline families (parent in RAX/RBX).
 SEC("uprobe/ctx_arg0")
 int ctx_arg0(REGS *ctx)
 {
-	__u32 tgid = ours();
-	if (!tgid)
-		return 0;
-	hit();
+	__u32 tgid;
 	__u64 key;
-	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
-		return 0;
-	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
+	struct gstate *st = entered(ctx, &tgid, &key);
 	if (!st)
 		return 0;
 	struct iface c = {GO_ARG0(ctx), GO_ARG1(ctx)};
@@ -975,14 +984,9 @@ static __always_inline void register_work(REGS *ctx, __u32 tgid, __u64 key, stru
 SEC("uprobe/time_after_func")
 int time_after_func(REGS *ctx)
 {
-	__u32 tgid = ours();
-	if (!tgid)
-		return 0;
-	hit();
+	__u32 tgid;
 	__u64 key;
-	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
-		return 0;
-	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
+	struct gstate *st = entered(ctx, &tgid, &key);
 	if (st)
 		register_work(ctx, tgid, key, st, GO_ARG1(ctx));
 	return 0;
@@ -993,14 +997,9 @@ int time_after_func(REGS *ctx)
 SEC("uprobe/context_after_func")
 int context_after_func(REGS *ctx)
 {
-	__u32 tgid = ours();
-	if (!tgid)
-		return 0;
-	hit();
+	__u32 tgid;
 	__u64 key;
-	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
-		return 0;
-	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
+	struct gstate *st = entered(ctx, &tgid, &key);
 	if (!st)
 		return 0;
 	register_work(ctx, tgid, key, st, GO_ARG2(ctx));
@@ -1036,14 +1035,9 @@ static __always_inline __u64 arg_reg(REGS *ctx, __u32 i)
 SEC("uprobe/check_func")
 int check_func(REGS *ctx)
 {
-	__u32 tgid = ours();
-	if (!tgid)
-		return 0;
-	hit();
+	__u32 tgid;
 	__u64 key;
-	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
-		return 0;
-	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
+	struct gstate *st = entered(ctx, &tgid, &key);
 	if (!st)
 		return 0;
 	__u64 ip = GO_PC(ctx);
@@ -1057,9 +1051,7 @@ int check_func(REGS *ctx)
 
 // spawn_registered handles the spawn of newg if it runs registered work:
 // the goroutine inherits what its registration saw, and the spawn event
-// carries the registration's stack. It returns whether it did. Not a
-// global function: it takes no pointer, but with_value's stack and this
-// program's are separate, so inlining costs nothing there.
+// carries the registration's stack. It returns whether it did.
 static __always_inline int spawn_registered(__u32 tgid, __u64 newg)
 {
 	struct reg_key rk = {tgid, 0};
