@@ -71,7 +71,7 @@ soak:
 	CTXWATCH_SOAK_CALLS=$(SOAK_CALLS) $(GO) test -count=1 -v -timeout 3h -run '^(TestSoak|TestSoakAttachDetach)$$' ./integration
 
 # The eBPF side on real kernels: Debian's 5.10, 6.1 and 6.12 booted in qemu
-# (KVM if there is /dev/kvm, else TCG), the root tests run in each; a table
+# (KVM if it runs the guest, else TCG), the root tests run in each; a table
 # at the end. Kernels are cached in $(CTXWATCH_CACHE)/vmtest. Needs
 # apt-get install qemu-system-x86 busybox-static tmux. One kernel:
 # make vmtest VMTEST_FLAGS='-kernels 5.10'. One VM at a time: under TCG,

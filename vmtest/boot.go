@@ -11,25 +11,41 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
+
+// accel is how qemu runs the guest's CPUs.
+type accel string
+
+const (
+	accelKVM accel = "kvm" // the host's CPU, through /dev/kvm
+	accelTCG accel = "tcg" // emulated: ten times slower or more
+)
+
+// vmConfig is what every boot shares.
+type vmConfig struct {
+	initrd  string
+	mem     string
+	cpus    int
+	limit   time.Duration // per boot
+	grace   time.Duration // under KVM, for the guest to start its init (kvmWatch)
+	console io.Writer     // the guests' consoles, a line at a time
+}
 
 // outcome is what one kernel's boot produced.
 type outcome struct {
 	kernel   kernel
+	accel    accel
 	passed   []string // top-level tests, as "suite.TestName"
 	failed   []string
 	skipped  []string       // with the reason, when the test gave one
 	suites   map[string]int // exit status per test binary
 	done     bool           // the init reached its end
 	timedOut bool
-	accel    string // kvm or tcg
-	// kvmBroken says why a KVM guest was given up before its tests ran
-	// (a nested KVM that opens but cannot run the guest): boot it again
-	// under TCG.
-	kvmBroken string
-	seconds   float64
-	err       error
+	seconds  float64
+	kvmFault string // under KVM: why the guest never started its init ("" when it did)
+	err      error
 }
 
 func (o outcome) ok() bool {
@@ -50,24 +66,42 @@ var (
 	testRE   = regexp.MustCompile(`^--- (PASS|FAIL|SKIP): (Test\S*)`)
 )
 
-// qemuArgs is the command line that boots k with the initramfs under
-// accel (kvm or tcg).
-func qemuArgs(k kernel, initrd string, mem string, cpus int, accel string) []string {
+// initMarker is the first line init.sh prints: the guest's kernel booted
+// and unpacked the initramfs.
+const initMarker = "VMTEST-INIT"
+
+// kvmInternal begins what qemu prints when KVM cannot run a guest
+// instruction (an emulation failure); qemu then pauses the guest and waits.
+const kvmInternal = "KVM internal error"
+
+// kvmGrace is how long a KVM guest has to print initMarker (vmConfig.grace). Under working
+// KVM the kernel boots and unpacks the initramfs in a few seconds. Where
+// /dev/kvm opens but cannot run a stock kernel (nested KVM without
+// hardware virtualization, such as a PVM host), the guest dies in its
+// first instructions, or crawls through the instruction emulator.
+const kvmGrace = 30 * time.Second
+
+// tcgSlow is $CTXWATCH_TEST_SLOW under TCG: it stretches the integration
+// tests' waits (30s for an attach) 4 times.
+const tcgSlow = "4"
+
+// qemuArgs is the command line that boots k with the initramfs under a.
+func qemuArgs(k kernel, vm vmConfig, a accel) []string {
 	cmdline := "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4 random.trust_cpu=on"
-	if accel == "tcg" {
-		// The kernel hands parameters it does not know to init as
-		// environment: the tests stretch their waits (30s for an
-		// attach) 4 times under emulation.
-		cmdline += " CTXWATCH_TEST_SLOW=4"
+	if a == accelTCG {
+		// The kernel hands a parameter it does not know (without a dot)
+		// to init as an environment variable: the same initramfs serves
+		// both accelerators.
+		cmdline += " CTXWATCH_TEST_SLOW=" + tcgSlow
 	}
 	args := []string{
 		"-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
 		"-serial", "stdio",
-		"-m", mem, "-smp", strconv.Itoa(cpus),
-		"-kernel", k.vmlinuz, "-initrd", initrd,
+		"-m", vm.mem, "-smp", strconv.Itoa(vm.cpus),
+		"-kernel", k.vmlinuz, "-initrd", vm.initrd,
 		"-append", cmdline,
 	}
-	if accel == "kvm" {
+	if a == accelKVM {
 		return append(args, "-accel", "kvm", "-cpu", "host")
 	}
 	// TCG: single-threaded (multi-threaded TCG let a guest CPU run a stale
@@ -76,22 +110,84 @@ func qemuArgs(k kernel, initrd string, mem string, cpus int, accel string) []str
 	return append(args, "-accel", "tcg,thread=single", "-cpu", "max")
 }
 
-// kvmStartLimit is how long a KVM guest may take to reach its first test
-// suite. Under KVM that takes seconds; a guest that has not by then, or
-// whose qemu reports a KVM internal error (nested KVM that opens but
-// cannot emulate what the guest kernel runs: a lock cmpxchg16b on 5.10,
-// after which qemu sits paused), is given up and booted under TCG.
-const kvmStartLimit = 3 * time.Minute
+// kvmWatch decides from a KVM guest's console whether KVM runs it: it does
+// once the init prints initMarker; it does not when qemu reports a KVM
+// internal error first, when qemu ends first, or when the grace time
+// passes first. Its methods are safe to call from a timer. (qemu's own
+// messages share the pipe with the serial console, so a marker is looked
+// for anywhere in a line.)
+type kvmWatch struct {
+	mu      sync.Mutex
+	started bool   // initMarker seen
+	fault   string // why KVM does not run the guest; "" while it may
+	said    string // before initMarker: qemu's first error line, else the last line
+}
 
-// boot runs one kernel to its end or its time limit, streaming the console
-// with a prefix and collecting the results.
-func boot(k kernel, initrd, mem string, cpus int, accel string, limit time.Duration, console io.Writer) outcome {
-	o := outcome{kernel: k, suites: map[string]int{}, accel: accel}
-	timed, cancelTimed := context.WithTimeout(context.Background(), limit)
-	defer cancelTimed()
-	ctx, cancel := context.WithCancelCause(timed)
-	defer cancel(nil)
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", qemuArgs(k, initrd, mem, cpus, accel)...)
+// line takes one console line and says whether to kill qemu: after a KVM
+// internal error the guest is paused for good, before or after its init
+// started.
+func (w *kvmWatch) line(s string) (kill bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if strings.Contains(s, initMarker) {
+		w.started = true
+		return false
+	}
+	if !w.started && strings.TrimSpace(s) != "" && !strings.Contains(w.said, "error") {
+		w.said = strings.TrimSpace(s)
+	}
+	if !strings.Contains(s, kvmInternal) {
+		return false
+	}
+	if !w.started && w.fault == "" {
+		w.fault = "qemu: " + strings.TrimSpace(s)
+	}
+	return true
+}
+
+// expire is called when grace has passed since qemu started, and says
+// whether to kill qemu.
+func (w *kvmWatch) expire(grace time.Duration) (kill bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started || w.fault != "" {
+		return false
+	}
+	w.fault = fmt.Sprintf("no init within %v", grace)
+	return true
+}
+
+// ended is called when qemu has exited, with what Wait returned, and says
+// why KVM did not run the guest: "" when the init started.
+func (w *kvmWatch) ended(err error) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.started {
+		return ""
+	}
+	if w.fault == "" {
+		w.fault = "qemu ended before the init started"
+		if err != nil {
+			w.fault = fmt.Sprintf("qemu ended (%v) before the init started", err)
+		}
+		if w.said != "" {
+			w.fault += fmt.Sprintf(", saying %q", w.said)
+		}
+	}
+	return w.fault
+}
+
+// boot runs one kernel under a to its end or its time limit, streaming the
+// console with a prefix and collecting the results. Under KVM, a guest
+// that does not start its init (kvmWatch) is killed at once, with
+// outcome.kvmFault saying why.
+func boot(k kernel, vm vmConfig, a accel) outcome {
+	o := outcome{kernel: k, accel: a, suites: map[string]int{}}
+	ctx, cancel := context.WithTimeout(context.Background(), vm.limit)
+	defer cancel()
+	qctx, kill := context.WithCancel(ctx)
+	defer kill()
+	cmd := exec.CommandContext(qctx, "qemu-system-x86_64", qemuArgs(k, vm, a)...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -104,31 +200,30 @@ func boot(k kernel, initrd, mem string, cpus int, accel string, limit time.Durat
 		o.err = fmt.Errorf("qemu-system-x86_64 (apt-get install qemu-system-x86): %w", err)
 		return o
 	}
-	prefix := "[" + k.series + "] "
-	suite, lastLine := "", ""
-	var giveUp *time.Timer
-	if accel == "kvm" {
-		giveUp = time.AfterFunc(kvmStartLimit, func() {
-			cancel(kvmBrokenError(fmt.Sprintf("no test suite started within %v", kvmStartLimit)))
+	var watch *kvmWatch
+	if a == accelKVM {
+		watch = &kvmWatch{}
+		t := time.AfterFunc(vm.grace, func() {
+			if watch.expire(vm.grace) {
+				kill()
+			}
 		})
-		defer giveUp.Stop()
+		defer t.Stop()
 	}
+	prefix := "[" + k.series + "] "
+	suite := ""
 	sc := bufio.NewScanner(out)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
-		fmt.Fprintf(console, "%s%s\n", prefix, line) // one write per line: VMs in parallel do not mix lines
-		if line != "" {
-			lastLine = " (last said: " + line + ")"
-		}
-		if accel == "kvm" && strings.Contains(line, "KVM internal error") && suite == "" {
-			giveUp.Stop()
-			cancel(kvmBrokenError("qemu: " + strings.TrimSpace(line)))
+		fmt.Fprintf(vm.console, "%s%s\n", prefix, line) // one write per line: VMs in parallel do not mix lines
+		if watch != nil && watch.line(line) {
+			if o.err == nil {
+				o.err = fmt.Errorf("qemu: %s (killed: the guest stays paused)", line)
+			}
+			kill()
 		}
 		if m := startRE.FindStringSubmatch(line); m != nil {
-			if giveUp != nil {
-				giveUp.Stop()
-			}
 			suite = m[1]
 			o.suites[suite] = -1 // started, not finished
 		}
@@ -152,26 +247,16 @@ func boot(k kernel, initrd, mem string, cpus int, accel string, limit time.Durat
 	}
 	err = cmd.Wait()
 	o.seconds = time.Since(start).Seconds()
-	if accel == "kvm" && suite == "" {
-		// Never reached its tests: KVM that opens but does not work
-		// (qemu aborts setting an MSR, or the guest dies on an
-		// emulation failure and qemu sits paused).
-		var broken kvmBrokenError
-		switch {
-		case errors.As(context.Cause(ctx), &broken):
-			o.kvmBroken = string(broken)
-		case err != nil:
-			o.kvmBroken = "qemu: " + err.Error() + lastLine
-		default:
-			o.kvmBroken = "the guest stopped before its tests" + lastLine
+	if watch != nil {
+		if o.kvmFault = watch.ended(err); o.kvmFault != "" {
+			o.err = fmt.Errorf("KVM does not run the guest: %s", o.kvmFault)
+			return o
 		}
-		o.err = fmt.Errorf("KVM guest given up: %s", o.kvmBroken)
-		return o
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		o.timedOut = true
-		o.err = fmt.Errorf("time limit %v reached", limit)
-	} else if err != nil && !o.done {
+		o.err = fmt.Errorf("time limit %v reached", vm.limit)
+	} else if err != nil && !o.done && o.err == nil {
 		o.err = fmt.Errorf("qemu: %w", err)
 	}
 	if !o.done && o.err == nil {
@@ -180,17 +265,12 @@ func boot(k kernel, initrd, mem string, cpus int, accel string, limit time.Durat
 	return o
 }
 
-// kvmBrokenError is why a KVM guest was given up.
-type kvmBrokenError string
-
-func (e kvmBrokenError) Error() string { return string(e) }
-
-// haveKVM says whether qemu can use KVM here.
-func haveKVM() bool {
+// kvmUsable says why qemu cannot use KVM here, or nil when /dev/kvm opens
+// (which does not yet mean that KVM runs a guest: see kvmWatch).
+func kvmUsable() error {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
-		return false
+		return err
 	}
-	f.Close()
-	return true
+	return f.Close()
 }

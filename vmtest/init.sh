@@ -2,6 +2,9 @@
 # /init of vmtest's initramfs: mount what ctxwatch and its tests use, run
 # the test binaries, print one marker line per binary and power off.
 # vmtest (on the host) reads the markers from the serial console.
+# The first, before anything else: under KVM, a guest that has not printed
+# it within 30s is one KVM does not run (boot.go's kvmWatch).
+echo VMTEST-INIT
 /bin/busybox --install -s /bin
 export PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME=/root SHELL=/bin/sh TERM=linux LANG=C.UTF-8
 export CTXWATCH_TEST_BIN=/ctxwatch/bin GOTOOLCHAIN=local
@@ -27,6 +30,8 @@ if [ -e /sys/kernel/btf/vmlinux ]; then
 else
 	echo "vmtest: no /sys/kernel/btf/vmlinux"
 fi
+# From the kernel command line (vmtest's qemuArgs): set under TCG only.
+echo "vmtest: CTXWATCH_TEST_SLOW=${CTXWATCH_TEST_SLOW:-unset}"
 
 # run_suite NAME DIR BINARY ARGS...: run a test binary in DIR.
 run_suite() {

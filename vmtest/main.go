@@ -8,18 +8,25 @@
 //
 //	go run ./vmtest                    # all three kernels (make vmtest)
 //	go run ./vmtest -kernels 6.1       # one
+//	go run ./vmtest -accel tcg         # emulated, even where KVM works
 //
 // Inside the VM there is no go command, so the integration tests that run
 // it are left out by name with -skip (default vmSkip: TestGoRun,
 // TestGoTestExec, TestCompat, TestTooOldGo, TestSpawnProbeOnRunqputCall);
-// every other test runs as on the host, with CTXWATCH_TEST_BIN naming the prebuilt binaries and, under
-// TCG, CTXWATCH_TEST_SLOW=4 stretching the tests' waits.
+// every other test runs as on the host, with CTXWATCH_TEST_BIN naming the
+// prebuilt binaries and, under TCG, CTXWATCH_TEST_SLOW=4 stretching the
+// tests' waits (on the kernel command line: it follows the accelerator
+// each boot used).
 //
 // Needs: apt-get, dpkg-deb, qemu-system-x86_64 (qemu-system-x86),
-// /bin/busybox static (busybox-static), tmux, and go. KVM is used when
-// /dev/kvm can be opened and a guest boots with it (a KVM guest that does
-// not reach its tests is booted again under TCG), TCG otherwise; -accel
-// forces either.
+// /bin/busybox static (busybox-static), tmux, and go. With -accel auto
+// (the default) a kernel boots under KVM when /dev/kvm opens, and again
+// under TCG when KVM does not run it: qemu reports a KVM internal error,
+// or ends, or the guest's init has not started within 30s (kvmWatch).
+// Some hosts open /dev/kvm and cannot run a stock kernel: a nested KVM
+// without hardware virtualization (PVM) refuses qemu's MSRs for -cpu host,
+// or its instruction emulator fails on the guest (cmpxchg16b, xrstor,
+// shlx). -accel kvm or -accel tcg uses that one only.
 package main
 
 import (
@@ -69,20 +76,24 @@ func run() int {
 		skipRE   = flag.String("skip", vmSkip, "-test.skip for the test binaries")
 		quiet    = flag.Bool("q", false, "do not stream the guest consoles")
 		parallel = flag.Int("parallel", 1, "VMs booted at once")
-		accelF   = flag.String("accel", "auto", "auto: KVM when /dev/kvm opens, and TCG again for a KVM guest that does not reach its tests; kvm or tcg: that one only")
+		mode     = flag.String("accel", "auto", "auto: KVM when /dev/kvm opens, and TCG again for a guest KVM does not run; kvm or tcg: that one only")
 	)
 	flag.Parse()
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "vmtest: "+format+"\n", args...) }
-	accel := *accelF
-	switch accel {
+	switch *mode {
 	case "auto":
-		accel = "tcg"
-		if haveKVM() {
-			accel = "kvm"
+		if err := kvmUsable(); err != nil {
+			logf("no KVM (%v): booting under TCG", err)
+			*mode = string(accelTCG)
 		}
-	case "kvm", "tcg":
+	case string(accelKVM):
+		if err := kvmUsable(); err != nil {
+			logf("-accel kvm: %v", err)
+			return 1
+		}
+	case string(accelTCG):
 	default:
-		logf("-accel %q: want auto, kvm or tcg", *accelF)
+		logf("-accel %q: want auto, kvm or tcg", *mode)
 		return 2
 	}
 
@@ -146,9 +157,8 @@ func run() int {
 		{name: "integration", dir: filepath.Join(repo, "integration"), args: common},
 	}
 	// The export test runs Jaeger from the cache (make jaeger), at the
-	// same path inside the VM.
-	// (Under TCG, qemuArgs adds CTXWATCH_TEST_SLOW on the kernel's
-	// command line.)
+	// same path inside the VM. CTXWATCH_TEST_SLOW comes with each boot's
+	// kernel command line (qemuArgs): one initramfs serves KVM and TCG.
 	env := map[string]string{"CTXWATCH_CACHE": cacheDefault}
 	extra, _ := filepath.Glob(filepath.Join(cacheDefault, "jaeger-*", "jaeger"))
 	initrd := filepath.Join(work, "initramfs.cpio")
@@ -159,9 +169,9 @@ func run() int {
 	st, _ := os.Stat(initrd)
 	logf("built binaries and a %d MB initramfs in %.0fs", st.Size()>>20, time.Since(t0).Seconds())
 
-	console := io.Writer(os.Stdout)
+	vm := vmConfig{initrd: initrd, mem: *mem, cpus: *cpus, limit: *limit, grace: kvmGrace, console: os.Stdout}
 	if *quiet {
-		console = io.Discard
+		vm.console = io.Discard
 	}
 	// Under TCG each VM keeps one host CPU busy: -parallel 2 on a 2-core
 	// machine halves the matrix's wall time.
@@ -174,13 +184,7 @@ func run() int {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			args := qemuArgs(k, initrd, *mem, *cpus, accel)
-			logf("booting %s: qemu-system-x86_64 %s", k.release, strings.Join(args[len(args)-4:], " "))
-			o := boot(k, initrd, *mem, *cpus, accel, *limit, console)
-			if o.kvmBroken != "" && *accelF == "auto" {
-				logf("kernel %s: KVM does not work here (%s): booting again under TCG", k.release, o.kvmBroken)
-				o = boot(k, initrd, *mem, *cpus, "tcg", *limit, console)
-			}
+			o := bootKernel(k, vm, *mode, logf)
 			results[i] = o
 			if !o.ok() {
 				logf("kernel %s failed: %s", k.release, describe(o))
@@ -212,6 +216,24 @@ func run() int {
 		fmt.Printf("not run in the VMs (no go command there): -test.skip=%s\n", *skipRE)
 	}
 	return code
+}
+
+// bootKernel boots k under mode's accelerator: under "auto", KVM first,
+// and TCG again when KVM does not run the guest (outcome.kvmFault).
+func bootKernel(k kernel, vm vmConfig, mode string, logf func(string, ...any)) outcome {
+	a := accelTCG
+	if mode != string(accelTCG) {
+		a = accelKVM
+	}
+	args := qemuArgs(k, vm, a)
+	logf("booting %s: qemu-system-x86_64 %s", k.release, strings.Join(args[len(args)-4:], " "))
+	o := boot(k, vm, a)
+	if o.kvmFault == "" || mode != "auto" {
+		return o
+	}
+	logf("kernel %s: KVM does not run it (%s, after %.1fs): booting again under TCG (-accel tcg skips the try)",
+		k.release, o.kvmFault, o.seconds)
+	return boot(k, vm, accelTCG)
 }
 
 func describe(o outcome) string {
