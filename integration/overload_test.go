@@ -202,7 +202,10 @@ func TestAgentMemory(t *testing.T) {
 	}
 	t.Cleanup(func() { storm.Process.Kill() })
 
-	cmd, out, stderr := watchPID(t, storm.Process.Pid)
+	// No overhead budget (--pid has one by default): its duty cycle would
+	// leave spawns unseen, and this test is about what ctxwatch keeps when
+	// it sees them all.
+	cmd, out, stderr := watchPID(t, storm.Process.Pid, "--overhead-budget", "0")
 	t.Cleanup(func() { cmd.Process.Kill() })
 	fmt.Fprintln(stormIn, "go")
 	stormIn.Close()
