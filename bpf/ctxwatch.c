@@ -238,11 +238,16 @@ struct {
 // `go f()`), and context.AfterFunc's, started by the goroutine that
 // cancels the context (`go a.f()`). Both hand the user's func value itself
 // to newproc, so the new goroutine's g.sched.ctxt is the funcval that was
-// registered: the key. The value is what the registering goroutine would
-// have handed a child it spawned there, and where it registered.
+// registered: the key, with the funcval's code pointer (its first word).
+// The address alone is not enough: a timer stopped before it fired leaves
+// its entry, and the garbage collector hands the funcval's memory to
+// another closure, which a later go statement starts (found by TestSoak).
+// The value is what the registering goroutine would have handed a child
+// it spawned there, and where it registered.
 struct reg_key {
 	__u64 tgid;
 	__u64 funcval;
+	__u64 fn;
 };
 
 struct registered {
@@ -960,11 +965,15 @@ static __always_inline void register_work(REGS *ctx, __u32 tgid, __u64 key, stru
 	if (!off_g_sched_ctxt || !fv || !in_scope(st))
 		return;
 	struct stack *s = user_stack(ctx);
-	if (!s)
-		return; // registered by library code
+	// Work the user registered: the caller is user code. Not a library's
+	// own timer (context.WithDeadline's, under a user's call).
+	if (!s || !s->n || !user_pc(s->pc[0] - 1))
+		return;
+	struct reg_key rk = {tgid, fv, 0};
+	if (read(&rk.fn, sizeof(rk.fn), fv) < 0)
+		return;
 	// Made in place from a zero value: on the program's stack, with
 	// check's walk in context_after_func, it would not fit in 512 bytes.
-	struct reg_key rk = {tgid, fv};
 	if (bpf_map_update_elem(&registered, &rk, (void *)&zero_registered, BPF_ANY) < 0) {
 		count(STAT_STATE_FULL);
 		return;
@@ -1054,8 +1063,10 @@ int check_func(REGS *ctx)
 // carries the registration's stack. It returns whether it did.
 static __always_inline int spawn_registered(__u32 tgid, __u64 newg)
 {
-	struct reg_key rk = {tgid, 0};
+	struct reg_key rk = {tgid, 0, 0};
 	if (read(&rk.funcval, sizeof(rk.funcval), newg + off_g_sched_ctxt) < 0 || !rk.funcval)
+		return 0;
+	if (read(&rk.fn, sizeof(rk.fn), rk.funcval) < 0)
 		return 0;
 	struct registered *r = bpf_map_lookup_elem(&registered, &rk);
 	if (!r)

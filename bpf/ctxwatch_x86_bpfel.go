@@ -112,6 +112,7 @@ type CtxwatchRegKey struct {
 	_       structs.HostLayout
 	Tgid    uint64
 	Funcval uint64
+	Fn      uint64
 }
 
 type CtxwatchRegistered struct {
