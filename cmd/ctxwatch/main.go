@@ -47,8 +47,12 @@ What is watched (uprobes, filtered by process):
   WithoutCancel, AfterFunc
                          checks: the context a goroutine really uses (those the
                          compiler inlined cannot be watched; --verbose lists them)
+  time.AfterFunc,        work your code registers inside a trace: the goroutine
+  context.AfterFunc      the runtime later starts for it inherits the trace, as
+                         a spawn at the registration line
   OTel SDK tracer Start  seen through the context.WithValue that stores the new
-                         span: the span the SDK made is the ground truth
+                         span: the span the SDK made is the ground truth, also
+                         for contexts ctxwatch cannot walk (*gin.Context)
   --check-func functions checks on your own functions' context argument
 
 Break kinds:
@@ -58,7 +62,13 @@ Break kinds:
                  while T was still in scope (request not finished, span open)
   overwritten    WithValue replaced a trace value under the same key
 Only checks with your code on the stack are judged (package main, the main
-module, --user-code prefixes); the line reported is your innermost frame.
+module, --user-code prefixes); the line reported is your innermost frame, and
+every break carries your frames of the check ("stack").
+What a goroutine inherited is judged at its first trace-bearing act (a span
+start, a trace key set, a --check-func call), even after its spawner returned.
+With OTel, a traceless WithCancel/WithTimeout alone is no break: the work that
+follows decides, or, if none follows, the end of the watch. Goroutines started
+under sync.Once (lazy singletons) inherit nothing.
 
 Flags:
 `
