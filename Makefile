@@ -90,7 +90,7 @@ vmtest: jaeger
 # through a small ring, which needs the agent to get a CPU at once (TCG
 # runs both CPUs on one host thread). They run on the host in make
 # test-host.
-VMTEST_CI_SKIP := ^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin)$$
+VMTEST_CI_SKIP := ^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber)$$
 vmtest-ci: jaeger
 	$(GO) run ./vmtest -kernels 5.10 -skip '$(VMTEST_CI_SKIP)'
 

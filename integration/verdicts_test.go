@@ -10,31 +10,53 @@ import (
 )
 
 // TestGin: gin's *gin.Context is a context ctxwatch cannot walk; the span
-// the OTel SDK makes from it decides. testdata/gin (a module of its own,
-// so that gin stays out of ctxwatch's go.mod) serves an otelgin engine
-// without ContextWithFallback, where tracer.Start(c, ...) is a new root
-// while the server span is open (dropped), and one with it, where the same
-// call makes a child (nothing).
+// the OTel SDK makes from it decides. testdata/gin serves an otelgin
+// engine without ContextWithFallback, where tracer.Start(c, ...) is a new
+// root while the server span is open (dropped), and one with it, where the
+// same call makes a child (nothing).
 func TestGin(t *testing.T) {
+	frameworkExample(t, "gin")
+}
+
+// TestFiber: fiber's c.Context(), a *fasthttp.RequestCtx, is a context
+// ctxwatch cannot walk, and it never holds the span otelfiber put into
+// c.UserContext(). testdata/fiber serves an otelfiber app where
+// tracer.Start(c.Context(), ...) is a new root while the server span is
+// open (dropped), and tracer.Start(c.UserContext(), ...) a child
+// (nothing).
+func TestFiber(t *testing.T) {
+	frameworkExample(t, "fiber")
+}
+
+// frameworkExample builds testdata/name (a module of its own, so that the
+// framework stays out of ctxwatch's go.mod), runs it under ctxwatch, and
+// checks the program's own account, "name: requests N dropped N/2
+// children N/2", and the breaks against its markers.
+func frameworkExample(t *testing.T, name string) {
+	t.Helper()
 	requireRoot(t)
-	dir, err := filepath.Abs(filepath.Join("testdata", "gin"))
+	dir, err := filepath.Abs(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe := filepath.Join(bin, "gin")
+	exe := filepath.Join(bin, name)
 	// -mod=mod: go.sum may be completed from the module proxy.
 	build := exec.Command("go", "build", "-mod=mod", "-o", exe, ".")
 	build.Dir = dir
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build testdata/gin: %v\n%s", err, out)
+		t.Fatalf("build testdata/%s: %v\n%s", name, err, out)
 	}
 	r := ctxwatch(t, "--", exe)
 	if r.code != 0 {
 		t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
 	}
-	// The program's own account: each engine did what this test is about
-	// (a gin release that changed ContextWithFallback would show here).
+	// The program's own account: each handler did what this test is about
+	// (a framework release that changed where the span is found would show
+	// here).
 	out := strings.TrimSpace(r.stdout)
+	if !strings.Contains(out, name+": requests ") {
+		t.Fatalf("the program's summary line is not in its output: %q", out)
+	}
 	requests, _ := selfCount(out, "requests")
 	dropped, _ := selfCount(out, "dropped")
 	children, _ := selfCount(out, "children")

@@ -46,14 +46,15 @@ import (
 // have: TestGoRun and TestGoTestExec run `go run` and `go test -exec` under
 // ctxwatch; TestCompat and TestTooOldGo build targets with other Go
 // toolchains; TestSpawnProbeOnRunqputCall builds the binary it inspects
-// (no kernel involved). And those that count on the host's speed, which
-// TCG emulation divides by ten or more: TestOverheadBudget counts detach
-// cycles in a fixed run; TestSoak and TestSoakAttachDetach make 10^7
-// probed calls and 50 attaches of a busy target; TestAgentMemory spawns a
-// million goroutines; TestBurstAfterQuiet needs the agent to get a CPU as
-// soon as the probes wake it (single-threaded TCG runs both guest CPUs on
-// one host thread). They run on the host (make test-host).
-const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin)$"
+// (no kernel involved); TestGin and TestFiber build the modules of
+// testdata/gin and testdata/fiber. And those that count on the host's
+// speed, which TCG emulation divides by ten or more: TestOverheadBudget
+// counts detach cycles in a fixed run; TestSoak and TestSoakAttachDetach
+// make 10^7 probed calls and 50 attaches of a busy target; TestAgentMemory
+// spawns a million goroutines; TestBurstAfterQuiet needs the agent to get
+// a CPU as soon as the probes wake it (single-threaded TCG runs both guest
+// CPUs on one host thread). They run on the host (make test-host).
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber)$"
 
 func main() {
 	os.Exit(run())
