@@ -93,6 +93,8 @@ type breakLine struct {
 	Site            frame   `json:"site"`
 	Spawn           []frame `json:"spawn"`
 	Stack           []frame `json:"stack"` // the user frames of the check, innermost first
+	OtherTraceID    string  `json:"other_trace_id"`
+	AfterNS         uint64  `json:"after_ns"`
 }
 
 type spawnSite struct {
@@ -127,6 +129,7 @@ type summaryLine struct {
 	Forgotten  uint64       `json:"pending_forgotten"`
 	Evicted    uint64       `json:"states_evicted"`
 	Notes      []string     `json:"notes"`
+	Export     *exportStats `json:"export"`
 }
 
 // result is what one ctxwatch run produced.

@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
@@ -259,54 +258,8 @@ func outsideRequests(traces map[string]jaegerTrace, reqs []driven) (nTraces, nSp
 	return nTraces, nSpans
 }
 
-// realBreak is a break line of the report, with what the shared breakLine
+// breakLine is a break line of the report, with what the shared breakLine
 // leaves out.
-type realBreak struct {
-	breakLine
-	OtherTraceID string `json:"other_trace_id"`
-	AfterNS      uint64 `json:"after_ns"`
-}
-
-type realSummary struct {
-	summaryLine
-	Export *exportStats `json:"export"`
-}
-
-func readRealReport(t *testing.T, path string) ([]realBreak, []realSummary) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read report: %v", err)
-	}
-	var breaks []realBreak
-	var sums []realSummary
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var typ struct {
-			Type string `json:"type"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &typ); err != nil {
-			t.Fatalf("report line is not JSON: %v: %s", err, sc.Text())
-		}
-		switch typ.Type {
-		case "break":
-			var b realBreak
-			if err := json.Unmarshal(sc.Bytes(), &b); err != nil {
-				t.Fatal(err)
-			}
-			breaks = append(breaks, b)
-		case "summary":
-			var s realSummary
-			if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("ctxwatch's summary: %s", sc.Text())
-			sums = append(sums, s)
-		}
-	}
-	return breaks, sums
-}
 
 // service is a running service, with or without ctxwatch in front.
 type service struct {
@@ -394,8 +347,8 @@ type realRun struct {
 	reqs    []driven
 	traces  map[string]jaegerTrace
 	orphans []orphan
-	breaks  []realBreak
-	summary *realSummary
+	breaks  []breakLine
+	summary *summaryLine
 }
 
 // finish waits for the service's spans in j (until none came for quiet),
@@ -407,7 +360,7 @@ func (r *realRun) finish(t *testing.T, j *jaeger, s *service, quiet time.Duratio
 	r.traces = j.settled(t, r.reqs, quiet)
 	s.stop(t)
 	if s.report != "" {
-		breaks, sums := readRealReport(t, s.report)
+		breaks, sums := readReport(t, s.report)
 		if len(sums) != 1 {
 			t.Fatalf("want 1 summary, got %d", len(sums))
 		}
