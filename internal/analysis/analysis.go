@@ -353,6 +353,10 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		case event.NewRoot:
 			s.NewRoot++
 			return a.report(NewRoot, e, &p, stack), true
+		case event.Other:
+			// Its first act carried another trace (a worker started
+			// lazily, taking another request's job): not judged against
+			// this one, counted as never judged.
 		}
 	case event.Dropped:
 		return a.report(Dropped, e, nil, nil), true
