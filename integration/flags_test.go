@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -143,4 +144,60 @@ func inTmux(t *testing.T, cmd string) (tmux func(args ...string) string, session
 	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd)
 	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", session).Run() })
 	return tmux, session
+}
+
+// TestVerboseStacks: with --verbose the table shows, under a break, the
+// user frames of its check: for a Start inside a shared helper, the line
+// three calls up where the handler took context.Background().
+func TestVerboseStacks(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs(filepath.Join("..", "examples", "deepstart", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var site, took int
+	for line, m := range sourceMarkers(t, src) {
+		switch m {
+		case marker{"site", "dropped"}:
+			site = line
+		case marker{"stack", "dropped"}:
+			took = line
+		}
+	}
+	if site == 0 || took == 0 {
+		t.Fatalf("deepstart lacks its markers (site %d, stack %d)", site, took)
+	}
+	out := filepath.Join(t.TempDir(), "table.txt")
+	cmd := exec.Command(filepath.Join(bin, "ctxwatch"), append(sourceFlags(t, src), "--verbose", "--output", out, "--", filepath.Join(bin, "deepstart"))...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ctxwatch: %v\n%s", err, b)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := string(data)
+	head := fmt.Sprintf("dropped at main.query main.go:%d\n", site)
+	i := strings.Index(table, head)
+	if i < 0 {
+		t.Fatalf("no stack section %q in the table:\n%s", head, table)
+	}
+	section := table[i+len(head):]
+	if j := strings.Index(section, "\n\n"); j >= 0 {
+		section = section[:j]
+	}
+	want := []string{
+		fmt.Sprintf("    main.query main.go:%d", site),
+		fmt.Sprintf("    main.handler main.go:%d", took),
+	}
+	lines := strings.Split(section, "\n")
+	k := 0
+	for _, l := range lines {
+		if k < len(want) && l == want[k] {
+			k++
+		}
+	}
+	if k != len(want) {
+		t.Errorf("stack under %q lacks, in order, %q:\n%s", head, want, section)
+	}
 }

@@ -63,7 +63,8 @@ Break kinds:
   overwritten    WithValue replaced a trace value under the same key
 Only checks with your code on the stack are judged (package main, the main
 module, --user-code prefixes); the line reported is your innermost frame, and
-every break carries your frames of the check ("stack").
+every break carries your frames of the check ("stack"; the table lists them
+under --verbose).
 What a goroutine inherited is judged at its first trace-bearing act (a span
 start, a trace key set, a --check-func call), even after its spawner returned.
 With OTel, a traceless WithCancel/WithTimeout alone is no break: the work that
@@ -261,6 +262,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		sink = report.NewJSON(out)
 	} else {
 		t := report.NewTable(out, cfg.output == "" && isTerminal(os.Stdout))
+		t.Stacks = cfg.verbose
 		sink, live = t, t
 	}
 	if cfg.export.Enabled() {

@@ -51,3 +51,36 @@ func TestTableEscapes(t *testing.T) {
 		t.Errorf("%d lines, want 9 (rows not split):\n%s", lines, out)
 	}
 }
+
+// TestTableStacks: --verbose's stacks list the check's frames, then the
+// spawn's, each escaped and on its own line.
+func TestTableStacks(t *testing.T) {
+	site := analysis.Frame{Function: "main.query", File: "/src/main.go", Line: 60}
+	caller := analysis.Frame{Function: "main.handler\x1b[2J", File: "/src/main.go", Line: 44}
+	spawn := analysis.Frame{Function: "main.serve", File: "/src/main.go", Line: 20}
+	s := Summary{Process: Process{PID: 1, Executable: "exe"}}
+	s.Breaks = []analysis.BreakCount{
+		{Kind: analysis.LostAtSpawn, Site: site, Stack: []analysis.Frame{site, caller}, Spawn: []analysis.Frame{spawn}, Count: 2},
+		{Kind: analysis.Dropped, Site: site, Count: 1}, // no stack: no section
+	}
+	for _, stacks := range []bool{false, true} {
+		var b strings.Builder
+		tb := NewTable(&b, false)
+		tb.Stacks = stacks
+		if err := tb.Summary(s); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		want := "\nlost-at-spawn at main.query main.go:60\n" +
+			"    main.query main.go:60\n" +
+			"    main.handler\\x1b[2J main.go:44\n" +
+			"  spawned at\n" +
+			"    main.serve main.go:20\n"
+		if got := strings.Contains(out, want); got != stacks {
+			t.Errorf("Stacks=%v: stack section present %v, want %v:\n%s", stacks, got, stacks, out)
+		}
+		if strings.Contains(out, "dropped at ") {
+			t.Errorf("Stacks=%v: a section for a break without stacks:\n%s", stacks, out)
+		}
+	}
+}

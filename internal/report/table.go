@@ -15,6 +15,10 @@ import (
 type Table struct {
 	w    io.Writer
 	live bool
+	// Stacks adds, under the break table, each break's check stack and
+	// spawn stack (--verbose): the line to fix is often frames above the
+	// site, where a caller took context.Background().
+	Stacks bool
 }
 
 // NewTable writes tables to w; live redraws the screen on Refresh.
@@ -31,7 +35,7 @@ func (t *Table) Refresh(sums []Summary) error {
 	var b strings.Builder
 	b.WriteString("\x1b[H\x1b[2J") // home, clear screen
 	for _, s := range sums {
-		writeSummary(&b, s, "watching")
+		writeSummary(&b, s, "watching", t.Stacks)
 	}
 	b.WriteString("Ctrl-C to stop\n")
 	_, err := io.WriteString(t.w, b.String())
@@ -41,7 +45,7 @@ func (t *Table) Refresh(sums []Summary) error {
 // Summary prints the final table of a process.
 func (t *Table) Summary(s Summary) error {
 	var b strings.Builder
-	writeSummary(&b, s, "summary")
+	writeSummary(&b, s, "summary", t.Stacks)
 	_, err := io.WriteString(t.w, b.String())
 	return err
 }
@@ -51,7 +55,7 @@ func loc(f analysis.Frame) string {
 	return fmt.Sprintf("%s %s:%d", Printable(f.Function), Printable(filepath.Base(f.File)), f.Line)
 }
 
-func writeSummary(w io.Writer, s Summary, what string) {
+func writeSummary(w io.Writer, s Summary, what string, stacks bool) {
 	sampled := ""
 	if s.Budget != nil {
 		sampled = fmt.Sprintf(", probes in %.1f%% of the time (budget %g%%)", 100*s.SampledFraction, 100*s.Budget.Budget)
@@ -92,8 +96,31 @@ func writeSummary(w io.Writer, s Summary, what string) {
 		fmt.Fprintln(tw, "(no break)")
 	}
 	tw.Flush()
+	if stacks {
+		writeStacks(w, s.Breaks)
+	}
 	for _, n := range s.Notes {
 		fmt.Fprintf(w, "note: %s\n", Printable(n))
 	}
 	fmt.Fprintln(w)
+}
+
+// writeStacks lists each break's check stack (user frames, innermost
+// first) and, for a goroutine's break, the stack of its spawn.
+func writeStacks(w io.Writer, breaks []analysis.BreakCount) {
+	for _, br := range breaks {
+		if len(br.Stack) == 0 && len(br.Spawn) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s at %s\n", br.Kind, loc(br.Site))
+		for _, f := range br.Stack {
+			fmt.Fprintf(w, "    %s\n", loc(f))
+		}
+		if len(br.Spawn) > 0 {
+			fmt.Fprintf(w, "  spawned at\n")
+			for _, f := range br.Spawn {
+				fmt.Fprintf(w, "    %s\n", loc(f))
+			}
+		}
+	}
 }
