@@ -1,12 +1,14 @@
 package uprobe_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/ctxwatch/ctxwatch/bpf"
 	"github.com/ctxwatch/ctxwatch/internal/event"
+	"github.com/ctxwatch/ctxwatch/internal/uprobe"
 )
 
 // field is a member the agent decodes at a fixed offset.
@@ -59,8 +61,18 @@ func checkStruct(t *testing.T, s *btf.Struct, size int, fields []field) {
 		t.Errorf("sizeof(struct %s) = %d in BTF, agent assumes %d", s.Name, s.Size, size)
 	}
 	members := map[string]btf.Member{}
+	decoded := map[string]bool{}
+	for _, f := range fields {
+		decoded[f.name] = true
+	}
 	for _, m := range s.Members {
 		members[m.Name] = m
+		// A member the agent does not decode is padding, named so: a
+		// field added to the C record, even into its padding, fails here
+		// until Decode reads it.
+		if !decoded[m.Name] && !strings.HasPrefix(m.Name, "_pad") {
+			t.Errorf("struct %s has member %s, which the agent does not decode", s.Name, m.Name)
+		}
 	}
 	for _, f := range fields {
 		m, ok := members[f.name]
@@ -129,6 +141,61 @@ func TestEventLayoutMatchesBTF(t *testing.T) {
 		}
 		if s, ok := btf.UnderlyingType(m.Type).(*btf.Struct); !ok || s.Name != "trace" {
 			t.Errorf("event.%s is %v, want struct trace", m.Name, m.Type)
+		}
+	}
+}
+
+// TestEnumsMatchObject pins the agent's names for the values the probes
+// write (event types, outcomes, key kinds) to the enums bpf2go generated
+// from bpf/ctxwatch.c, both ways: a value added in C and not in Go fails.
+func TestEnumsMatchObject(t *testing.T) {
+	kinds := map[event.Kind]bpf.CtxwatchEventType{
+		event.Spawn:       bpf.CtxwatchEventTypeEV_SPAWN,
+		event.FirstCheck:  bpf.CtxwatchEventTypeEV_FIRST_CHECK,
+		event.Dropped:     bpf.CtxwatchEventTypeEV_DROPPED,
+		event.Overwritten: bpf.CtxwatchEventTypeEV_OVERWRITTEN,
+	}
+	outcomes := map[event.Outcome]bpf.CtxwatchOutcome{
+		event.Propagated: bpf.CtxwatchOutcomeOUT_PROPAGATED,
+		event.Lost:       bpf.CtxwatchOutcomeOUT_LOST,
+		event.NewRoot:    bpf.CtxwatchOutcomeOUT_NEW_ROOT,
+		event.Other:      bpf.CtxwatchOutcomeOUT_OTHER,
+		event.Traceless:  bpf.CtxwatchOutcomeOUT_TRACELESS,
+	}
+	keys := map[uprobe.KeyKind]bpf.CtxwatchKeyKind{
+		uprobe.KeyType:       bpf.CtxwatchKeyKindKEY_TYPE,
+		uprobe.KeyString:     bpf.CtxwatchKeyKindKEY_STRING,
+		uprobe.KeyTypeString: bpf.CtxwatchKeyKindKEY_TYPE_STRING,
+		uprobe.KeyTypeInt:    bpf.CtxwatchKeyKindKEY_TYPE_INT,
+	}
+	for g, c := range kinds {
+		if uint32(g) != uint32(c) {
+			t.Errorf("event.%v = %d, the probes write %d", g, g, c)
+		}
+	}
+	for g, c := range outcomes {
+		if uint32(g) != uint32(c) {
+			t.Errorf("outcome %d in Go, the probes write %d", g, c)
+		}
+	}
+	for g, c := range keys {
+		if uint32(g) != uint32(c) {
+			t.Errorf("key kind %d in Go, the probes read %d", g, c)
+		}
+	}
+
+	// Both ways: every enumerator in the object's BTF has its Go name.
+	spec, err := bpf.LoadCtxwatch()
+	if err != nil {
+		t.Fatalf("LoadCtxwatch: %v", err)
+	}
+	for name, n := range map[string]int{"event_type": len(kinds), "outcome": len(outcomes), "key_kind": len(keys) + 1} {
+		var e *btf.Enum
+		if err := spec.Types.TypeByName(name, &e); err != nil {
+			t.Fatalf("enum %s in the object's BTF: %v", name, err)
+		}
+		if len(e.Values) != n {
+			t.Errorf("enum %s has %d values in C, the agent names %d", name, len(e.Values), n)
 		}
 	}
 }

@@ -598,18 +598,23 @@ type Stats struct {
 }
 
 // Hits reads the probe hit counter alone, for the overhead budget's
-// frequent checks: one read of the program's global data.
+// frequent checks: one read of the program's global data. The counter
+// (hits in bpf/ctxwatch.c) has one slot per CPU, hitStride words apart so
+// that CPUs do not share a cache line; its size is the variable's own.
 func (p *Probes) Hits() (uint64, error) {
-	var hits [512 * 8]uint64
-	if err := p.objs.Hits.Get(&hits); err != nil {
+	hits := make([]uint64, p.objs.Hits.Size()/8)
+	if err := p.objs.Hits.Get(hits); err != nil {
 		return 0, fmt.Errorf("read probe hits: %w", err)
 	}
 	var n uint64
-	for i := 0; i < len(hits); i += 8 {
+	for i := 0; i < len(hits); i += hitStride {
 		n += hits[i]
 	}
 	return n, nil
 }
+
+// hitStride is the distance, in counters, between two CPUs' slots of hits.
+const hitStride = 8
 
 // Stats reads the program's counters.
 func (p *Probes) Stats() (Stats, error) {
@@ -618,14 +623,17 @@ func (p *Probes) Stats() (Stats, error) {
 	if s.Hits, err = p.Hits(); err != nil {
 		return s, err
 	}
-	dst := []*uint64{&s.EventsLost, &s.ReadFaults, &s.WalkDeep, nil, &s.StateFull, &s.StatesCreated, &s.StatesDeleted}
-	for i, d := range dst {
-		if d == nil {
-			continue
-		}
+	for idx, d := range map[bpf.CtxwatchStat]*uint64{
+		bpf.CtxwatchStatSTAT_EVENTS_LOST:   &s.EventsLost,
+		bpf.CtxwatchStatSTAT_READ_FAULT:    &s.ReadFaults,
+		bpf.CtxwatchStatSTAT_WALK_DEEP:     &s.WalkDeep,
+		bpf.CtxwatchStatSTAT_STATE_FULL:    &s.StateFull,
+		bpf.CtxwatchStatSTAT_STATE_NEW:     &s.StatesCreated,
+		bpf.CtxwatchStatSTAT_STATE_DELETED: &s.StatesDeleted,
+	} {
 		var per []uint64
-		if err := p.objs.Stats.Lookup(uint32(i), &per); err != nil {
-			return s, fmt.Errorf("read counter %d: %w", i, err)
+		if err := p.objs.Stats.Lookup(uint32(idx), &per); err != nil {
+			return s, fmt.Errorf("read counter %d: %w", idx, err)
 		}
 		for _, v := range per {
 			*d += v
