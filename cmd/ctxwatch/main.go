@@ -11,20 +11,17 @@ import (
 	"log"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctxwatch/ctxwatch/internal/agent"
 	"github.com/ctxwatch/ctxwatch/internal/export"
-	"github.com/ctxwatch/ctxwatch/internal/follow"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 	"github.com/ctxwatch/ctxwatch/internal/report"
-	"github.com/ctxwatch/ctxwatch/internal/target"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
 )
 
@@ -75,8 +72,7 @@ Flags:
 `
 
 type config struct {
-	pid         int
-	cmd         []string
+	target      agent.Target
 	duration    time.Duration
 	format      string
 	output      string
@@ -86,7 +82,7 @@ type config struct {
 	budgetPct   float64 // --overhead-budget; -1: the default of the mode
 	opts        uprobe.Options
 	export      export.Config
-	node        *nodeOptions // ctxwatch node; nil otherwise
+	logFormat   string // ctxwatch node: standard error's format
 }
 
 type listFlag struct {
@@ -119,7 +115,7 @@ program ctxwatch can watch, missing privileges, a kernel that lacks BPF ring
 buffers or BTF: one line says which); 1 when ctxwatch itself failed.
 `)
 	}
-	fs.IntVar(&c.pid, "pid", 0, "watch the running Go process `PID`")
+	fs.IntVar(&c.target.PID, "pid", 0, "watch the running Go process `PID`")
 	addWatchFlags(fs, &c, &keys, "table")
 	fs.Float64Var(&c.budgetPct, "overhead-budget", -1, fmt.Sprintf("keep the estimated cost of the probes under `PCT` percent of the target's CPUs\n"+
 		"(probe hits × a per-hit cost measured at start; probes are detached while over budget,\n"+
@@ -131,18 +127,18 @@ buffers or BTF: one line says which); 1 when ctxwatch itself failed.
 		}
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	c.cmd = fs.Args()
+	c.target.Command = fs.Args()
 	switch {
-	case c.pid == 0 && len(c.cmd) == 0:
+	case c.target.PID == 0 && len(c.target.Command) == 0:
 		return c, fmt.Errorf("%w: give --pid PID or -- CMD [ARGS]", errUsage)
-	case c.pid != 0 && len(c.cmd) != 0:
+	case c.target.PID != 0 && len(c.target.Command) != 0:
 		return c, fmt.Errorf("%w: give --pid or a command, not both", errUsage)
-	case c.pid < 0:
-		return c, fmt.Errorf("%w: --pid %d is not a process id", errUsage, c.pid)
+	case c.target.PID < 0:
+		return c, fmt.Errorf("%w: --pid %d is not a process id", errUsage, c.target.PID)
 	}
 	if c.budgetPct == -1 {
 		c.budgetPct = 0
-		if c.pid != 0 {
+		if c.target.PID != 0 {
 			c.budgetPct = defaultPIDBudget
 		}
 	}
@@ -214,7 +210,7 @@ func run(args []string) int {
 		return 2
 	}
 	errLog := log.New(stderr, "ctxwatch: ", 0)
-	if cfg.node != nil && cfg.node.logFormat == "json" {
+	if cfg.target.Node != nil && cfg.logFormat == "json" {
 		// A service's logs: one JSON object per line, for the cluster's
 		// log pipeline.
 		h := slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})
@@ -226,7 +222,7 @@ func run(args []string) int {
 	code, err := watch(cfg, logger, errLog)
 	if err != nil {
 		errLog.Print(err)
-		if errors.Is(err, errBadInput) {
+		if errors.Is(err, agent.ErrBadInput) {
 			return 2
 		}
 		return 1
@@ -234,19 +230,11 @@ func run(args []string) int {
 	return code
 }
 
+// defaultPIDBudget is --overhead-budget's default with --pid, in percent.
+const defaultPIDBudget = 5
+
+// watch sets up the outputs, runs the agent, and returns the exit status.
 func watch(cfg config, logger, errLog *log.Logger) (int, error) {
-	if missing, err := missingCaps(cfg.node == nil); err != nil {
-		return 0, err
-	} else if len(missing) > 0 {
-		return 0, badInput(fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", ")))
-	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return 0, fmt.Errorf("raise locked memory limit: %w", err)
-	}
-	// -- CMD and node follow execs (tp_btf programs: BTF).
-	if err := checkKernel(hostKernel(), len(cfg.cmd) > 0 || cfg.node != nil); err != nil {
-		return 0, badInput(err)
-	}
 	out := io.Writer(os.Stdout)
 	if cfg.output != "" {
 		f, err := os.Create(cfg.output)
@@ -256,8 +244,8 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		defer f.Close()
 		out = f
 	}
-	var sink report.Sink
-	var live report.Live
+	var sink findings.Sink
+	var live findings.Live
 	if cfg.format == "json" {
 		sink = report.NewJSON(out)
 	} else {
@@ -280,159 +268,33 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		}()
 		sink = exp
 		if live != nil {
-			live = report.MultiLive{live, exp}
+			live = findings.MultiLive{live, exp}
 		} else {
 			live = exp
 		}
-	}
-	w, err := newWatcher(cfg.opts, cfg.ringSize, sink, live, logger, errLog)
-	if err != nil {
-		return 0, err
-	}
-	defer w.close()
-	if cfg.budgetPct > 0 {
-		w.budget = startOverheadBudget(cfg.budgetPct, logger.Printf)
-	}
-
-	stop := make(chan struct{})
-	loopDone := make(chan error, 1)
-	go func() { loopDone <- w.loop(stop) }()
-	finish := func(code int, err error) (int, error) {
-		// Probes out first: the loop summarises after the ring buffer
-		// has been quiet for a while, which a busy target would put off.
-		w.detachAll()
-		close(stop)
-		if lerr := <-loopDone; lerr != nil && err == nil {
-			err = lerr
-		}
-		if err == nil && cfg.failOnBreak && w.breaks > 0 && (code == 0 || cfg.pid != 0) {
-			code = 3
-		}
-		return code, err
 	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	var timeout <-chan time.Time
-	if cfg.duration > 0 {
-		timeout = time.After(cfg.duration)
+	res, err := agent.Run(agent.Config{
+		Probes:   cfg.opts,
+		RingSize: cfg.ringSize,
+		Budget:   cfg.budgetPct,
+		Duration: cfg.duration,
+		Sink:     sink,
+		Live:     live,
+		Log:      logger,
+		Warn:     errLog,
+		Signals:  sigs,
+	}, cfg.target)
+	code := res.Code
+	// A gate fails on a break; with a command, only if the command passed
+	// (its own failure comes first).
+	if err == nil && cfg.failOnBreak && res.Breaks > 0 && (code == 0 || cfg.target.PID != 0) {
+		code = 3
 	}
-
-	if cfg.node != nil {
-		w.node = &nodeIdentity{nodeName: cfg.node.nodeName, procfs: "/proc"}
-		return watchNode(cfg, w, logger, errLog, sigs, timeout, finish)
-	}
-	if cfg.pid != 0 {
-		if err := checkPID(cfg.pid); err != nil {
-			return finish(0, badInput(err))
-		}
-		// The user named this process: a --check-func it lacks is a
-		// mistake to report, not a binary to pass over.
-		w.requireCheckFuncs = true
-		return watchPID(cfg, w, logger, errLog, sigs, timeout, finish)
-	}
-	return runCommand(cfg, w, logger, errLog, sigs, timeout, finish)
-}
-
-// runCommand starts cfg.cmd with every Go program it executes (itself
-// included) stopped at exec until its probes are in place.
-func runCommand(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.Signal, timeout <-chan time.Time,
-	finish func(int, error) (int, error)) (int, error) {
-	f, err := follow.New(follow.Options{})
-	if err != nil {
-		return finish(0, fmt.Errorf("follow the processes of %s: %w", cfg.cmd[0], err))
-	}
-	defer f.Close()
-	if err := f.Add(os.Getpid()); err != nil {
-		return finish(0, err)
-	}
-	var unwatched atomic.Int64 // Go programs that ran without probes
-	go func() {
-		err := f.Run(func(ex follow.Exec) {
-			if ex.PID == os.Getpid() {
-				return
-			}
-			if err := w.attach(ex.PID); err != nil {
-				// Programs that are not Go and the Go toolchain are
-				// expected; a Go program that cannot be watched is news.
-				if errors.Is(err, target.ErrNotGo) || errors.Is(err, errSkipped) {
-					logger.Printf("pid %d not watched: %v", ex.PID, err)
-				} else {
-					errLog.Printf("pid %d not watched: %v", ex.PID, err)
-					unwatched.Add(1)
-				}
-			}
-			if ex.Stopped {
-				if err := follow.Resume(ex.PID); err != nil {
-					logger.Print(err)
-				}
-			}
-		})
-		if err != nil {
-			logger.Print(err)
-		}
-	}()
-
-	cmd := exec.Command(cfg.cmd[0], cfg.cmd[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return finish(0, badInput(startError(cmd.Path, err)))
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	var werr error
-	for done := false; !done; {
-		select {
-		case werr = <-waited:
-			done = true
-		case sig := <-sigs:
-			// The terminal sends Ctrl-C to the command too; pass on the
-			// rest, and report once it has exited.
-			if sig != os.Interrupt {
-				_ = cmd.Process.Signal(sig)
-			}
-		case <-timeout:
-			timeout = nil
-			logger.Printf("--duration reached: the command keeps running unwatched")
-			w.detachAll()
-		}
-	}
-	code := 0
-	var ee *exec.ExitError
-	switch {
-	case errors.As(werr, &ee):
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			code = 128 + int(ws.Signal())
-		} else {
-			code = ee.ExitCode()
-		}
-	case werr != nil:
-		return finish(0, fmt.Errorf("wait for %s: %w", cfg.cmd[0], werr))
-	}
-	// A gate must not pass because nothing was watched.
-	if n := unwatched.Load(); n > 0 && code == 0 {
-		return finish(0, fmt.Errorf("%d Go program(s) ran unwatched (see above)", n))
-	}
-	return finish(code, nil)
-}
-
-// waitExit returns when process pid has exited.
-func waitExit(pid int) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		for unix.Kill(pid, 0) == nil {
-			time.Sleep(100 * time.Millisecond)
-		}
-		return
-	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(fds, -1); !errors.Is(err, unix.EINTR) {
-			return
-		}
-	}
+	return code, err
 }
 
 func isTerminal(f *os.File) bool {

@@ -24,7 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
-	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 const (
@@ -45,11 +45,11 @@ var (
 	retryHTTP = otlptracehttp.RetryConfig(retryGRPC)
 )
 
-// Exporter is a report.Sink that exports breaks and passes everything on
+// Exporter is a findings.Sink that exports breaks and passes everything on
 // to the next sink. Break, Refresh and Summary are called from one
 // goroutine, as the watcher does.
 type Exporter struct {
-	next report.Sink
+	next findings.Sink
 	// newSpanExporter makes the span exporter of one process; nil when
 	// traces are not exported.
 	newSpanExporter func(context.Context) (sdktrace.SpanExporter, error)
@@ -73,7 +73,7 @@ type procTraces struct {
 }
 
 // New returns an Exporter for cfg in front of next. Close it at the end.
-func New(ctx context.Context, cfg Config, next report.Sink) (*Exporter, error) {
+func New(ctx context.Context, cfg Config, next findings.Sink) (*Exporter, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -94,7 +94,7 @@ func New(ctx context.Context, cfg Config, next report.Sink) (*Exporter, error) {
 	return e, nil
 }
 
-func newExporter(cfg Config, next report.Sink, spans func(context.Context) (sdktrace.SpanExporter, error)) (*Exporter, error) {
+func newExporter(cfg Config, next findings.Sink, spans func(context.Context) (sdktrace.SpanExporter, error)) (*Exporter, error) {
 	offset, err := monotonicOffset()
 	if err != nil {
 		return nil, err
@@ -166,7 +166,7 @@ func (c Config) spanExporter(ctx context.Context, proto Protocol) (sdktrace.Span
 // resource describes the watched process, not ctxwatch: the break spans
 // belong to its traces. Its own OTEL_SERVICE_NAME wins over ctxwatch's
 // OTEL_RESOURCE_ATTRIBUTES, which add to it.
-func (e *Exporter) resource(ctx context.Context, p report.Process) (*resource.Resource, error) {
+func (e *Exporter) resource(ctx context.Context, p findings.Process) (*resource.Resource, error) {
 	name := p.ServiceName
 	if name == "" {
 		name = p.Executable
@@ -197,7 +197,7 @@ func (e *Exporter) resource(ctx context.Context, p report.Process) (*resource.Re
 	return r, nil
 }
 
-func (e *Exporter) traces(p report.Process) (*procTraces, error) {
+func (e *Exporter) traces(p findings.Process) (*procTraces, error) {
 	if pt, ok := e.procs[p.PID]; ok {
 		return pt, nil
 	}
@@ -223,7 +223,7 @@ func (e *Exporter) traces(p report.Process) (*procTraces, error) {
 }
 
 // Break exports b as a span, unless its site is over its rate.
-func (e *Exporter) Break(p report.Process, b analysis.Break) error {
+func (e *Exporter) Break(p findings.Process, b analysis.Break) error {
 	err := e.next.Break(p, b)
 	if e.metrics != nil {
 		e.metrics.addBreak(p, b)
@@ -255,7 +255,7 @@ func (e *Exporter) Break(p report.Process, b analysis.Break) error {
 }
 
 // Refresh keeps the metrics current while processes run.
-func (e *Exporter) Refresh(sums []report.Summary) error {
+func (e *Exporter) Refresh(sums []findings.Summary) error {
 	if e.metrics != nil {
 		for _, s := range sums {
 			e.metrics.update(s)
@@ -266,10 +266,10 @@ func (e *Exporter) Refresh(sums []report.Summary) error {
 
 // Summary flushes the process's spans, adds what became of them to the
 // summary, and passes it on.
-func (e *Exporter) Summary(s report.Summary) error {
+func (e *Exporter) Summary(s findings.Summary) error {
 	var errs []error
 	if e.newSpanExporter != nil {
-		st := report.ExportStats{}
+		st := findings.ExportStats{}
 		if pt, ok := e.procs[s.Process.PID]; ok {
 			delete(e.procs, s.Process.PID)
 			st, errs = pt.shutdown()
@@ -287,7 +287,7 @@ func (e *Exporter) Summary(s report.Summary) error {
 	return errors.Join(append(errs, e.next.Summary(s))...)
 }
 
-func (pt *procTraces) shutdown() (report.ExportStats, []error) {
+func (pt *procTraces) shutdown() (findings.ExportStats, []error) {
 	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 	defer cancel()
 	var errs []error
@@ -295,7 +295,7 @@ func (pt *procTraces) shutdown() (report.ExportStats, []error) {
 		errs = append(errs, fmt.Errorf("flush break spans: %w", err))
 	}
 	sent := pt.exp.sent.Load()
-	return report.ExportStats{Sent: sent, Dropped: pt.ended - min(sent, pt.ended), Suppressed: pt.suppressed}, errs
+	return findings.ExportStats{Sent: sent, Dropped: pt.ended - min(sent, pt.ended), Suppressed: pt.suppressed}, errs
 }
 
 // Close flushes what is left (processes never summarised, last metrics)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
 	"github.com/ctxwatch/ctxwatch/internal/event"
-	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 // recorder keeps what it is given, across Shutdown.
@@ -35,10 +35,10 @@ func (r *recorder) ExportSpans(_ context.Context, s []sdktrace.ReadOnlySpan) err
 }
 func (r *recorder) Shutdown(context.Context) error { return nil }
 
-type sinkRecorder struct{ sums []report.Summary }
+type sinkRecorder struct{ sums []findings.Summary }
 
-func (s *sinkRecorder) Break(report.Process, analysis.Break) error { return nil }
-func (s *sinkRecorder) Summary(sum report.Summary) error {
+func (s *sinkRecorder) Break(findings.Process, analysis.Break) error { return nil }
+func (s *sinkRecorder) Summary(sum findings.Summary) error {
 	s.sums = append(s.sums, sum)
 	return nil
 }
@@ -82,7 +82,7 @@ func TestNewRootSpan(t *testing.T) {
 	rec := &recorder{}
 	e, next := newTest(t, 0, rec)
 	// As ctxwatch node describes a process: with its container, pod and node.
-	proc := report.Process{PID: 42, Executable: "svc", ServiceName: "checkout", GoVersion: "go1.26.8",
+	proc := findings.Process{PID: 42, Executable: "svc", ServiceName: "checkout", GoVersion: "go1.26.8",
 		ContainerID: "3f1c2a9d8b7e", PodUID: "6b2e1f0c-9a8d-4e7f-b6a5-c4d3e2f1a0b9", NodeName: "node-7"}
 	now := time.Now()
 	var ts unixTS
@@ -103,7 +103,7 @@ func TestNewRootSpan(t *testing.T) {
 	if err := e.Break(proc, b); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Summary(report.Summary{Process: proc}); err != nil {
+	if err := e.Summary(findings.Summary{Process: proc}); err != nil {
 		t.Fatal(err)
 	}
 	if len(rec.spans) != 1 {
@@ -168,7 +168,7 @@ func TestNewRootSpan(t *testing.T) {
 	if _, ok := res[semconv.HostNameKey]; !ok {
 		t.Error("resource has no host.name")
 	}
-	if st := next.sums[0].Export; st == nil || *st != (report.ExportStats{Sent: 1}) {
+	if st := next.sums[0].Export; st == nil || *st != (findings.ExportStats{Sent: 1}) {
 		t.Errorf("summary export stats %+v, want 1 sent", st)
 	}
 }
@@ -178,7 +178,7 @@ func TestNewRootSpan(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	rec := &recorder{}
 	e, next := newTest(t, 2, rec)
-	proc := report.Process{PID: 7, Executable: "svc"}
+	proc := findings.Process{PID: 7, Executable: "svc"}
 	b := analysis.Break{Kind: analysis.Dropped, PID: 7, Trace: otelTrace(t, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"),
 		Site: analysis.Frame{Function: "main.h", File: "main.go", Line: 3}, Time: 1e12}
 	for range 5 {
@@ -191,7 +191,7 @@ func TestRateLimit(t *testing.T) {
 	e.Break(proc, other)
 	b.Time += 1e9 // a second later: two tokens back
 	e.Break(proc, b)
-	if err := e.Summary(report.Summary{Process: proc}); err != nil {
+	if err := e.Summary(findings.Summary{Process: proc}); err != nil {
 		t.Fatal(err)
 	}
 	var suppressed []int64
@@ -203,7 +203,7 @@ func TestRateLimit(t *testing.T) {
 	if len(rec.spans) != 4 || len(suppressed) != 3 || suppressed[2] != 3 {
 		t.Errorf("%d spans, suppressed counts at site 3: %v; want 4 spans, [0 0 3]", len(rec.spans), suppressed)
 	}
-	if st := next.sums[0].Export; st == nil || *st != (report.ExportStats{Sent: 4, Suppressed: 3}) {
+	if st := next.sums[0].Export; st == nil || *st != (findings.ExportStats{Sent: 4, Suppressed: 3}) {
 		t.Errorf("summary export stats %+v, want 4 sent, 3 suppressed", st)
 	}
 }
@@ -216,9 +216,9 @@ func TestCustomKey(t *testing.T) {
 	var tr event.Trace
 	tr.Len = uint8(copy(tr.ID[:], "4bf92f3577b34da6a3ce929d0e0e4736"))
 	tr.Key = 1
-	proc := report.Process{PID: 9, Executable: "svc"}
+	proc := findings.Process{PID: 9, Executable: "svc"}
 	e.Break(proc, analysis.Break{Kind: analysis.Dropped, PID: 9, Trace: tr, Site: analysis.Frame{Function: "main.h"}, Time: 1e12})
-	e.Summary(report.Summary{Process: proc})
+	e.Summary(findings.Summary{Process: proc})
 	if len(rec.spans) != 1 {
 		t.Fatalf("exported %d spans, want 1", len(rec.spans))
 	}
@@ -238,10 +238,10 @@ func TestCustomKey(t *testing.T) {
 func TestDroppedCounted(t *testing.T) {
 	rec := &recorder{fail: true}
 	e, next := newTest(t, 0, rec)
-	proc := report.Process{PID: 7, Executable: "svc"}
+	proc := findings.Process{PID: 7, Executable: "svc"}
 	e.Break(proc, analysis.Break{Kind: analysis.Dropped, PID: 7, Trace: otelTrace(t, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"), Time: 1e12})
-	e.Summary(report.Summary{Process: proc})
-	if st := next.sums[0].Export; st == nil || *st != (report.ExportStats{Dropped: 1}) {
+	e.Summary(findings.Summary{Process: proc})
+	if st := next.sums[0].Export; st == nil || *st != (findings.ExportStats{Dropped: 1}) {
 		t.Errorf("summary export stats %+v, want 1 dropped", st)
 	}
 }

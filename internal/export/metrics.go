@@ -21,7 +21,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
-	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 // metrics counts breaks and spawns per site through the OTel metrics SDK,
@@ -175,7 +175,7 @@ func (m *metrics) instruments() error {
 	return nil
 }
 
-func (m *metrics) addBreak(p report.Process, b analysis.Break) {
+func (m *metrics) addBreak(p findings.Process, b analysis.Break) {
 	m.breaks.Add(context.Background(), 1, processAttrs(p.PID, p.Executable, p.ContainerID, p.PodUID,
 		attribute.String(string(attrKind), string(b.Kind)),
 		semconv.CodeFunctionName(b.Site.Function),
@@ -185,7 +185,7 @@ func (m *metrics) addBreak(p report.Process, b analysis.Break) {
 
 // update takes a process's latest counts per spawn site. A process that
 // exited keeps its last counts: counters must not go back.
-func (m *metrics) update(s report.Summary) {
+func (m *metrics) update(s findings.Summary) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, site := range s.SpawnSites {

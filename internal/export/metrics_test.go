@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
-	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 // TestPrometheus scrapes --metrics-addr as Prometheus would.
@@ -19,11 +19,11 @@ func TestPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.close(ctx)
-	proc := report.Process{PID: 42, Executable: "svc"}
+	proc := findings.Process{PID: 42, Executable: "svc"}
 	b := analysis.Break{Kind: analysis.LostAtSpawn, Site: analysis.Frame{Function: "main.audit", File: "main.go", Line: 24}}
 	m.addBreak(proc, b)
 	m.addBreak(proc, b)
-	m.update(report.Summary{Process: proc, Snapshot: analysis.Snapshot{SpawnSites: []analysis.SpawnSite{
+	m.update(findings.Summary{Process: proc, Snapshot: analysis.Snapshot{SpawnSites: []analysis.SpawnSite{
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 21}, TracedSpawns: 10, Propagated: 8, Lost: 2},
 	}}})
 	resp, err := http.Get("http://" + m.addr.String() + "/metrics")

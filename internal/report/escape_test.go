@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 func TestPrintable(t *testing.T) {
@@ -28,7 +29,7 @@ func TestPrintable(t *testing.T) {
 // so no row carries a control character and each row stays one line.
 func TestTableEscapes(t *testing.T) {
 	evil := analysis.Frame{Function: "main.h\x1b[31m", File: "/src/x\x1b[2J\ny.go", Line: 7}
-	s := Summary{Process: Process{PID: 1, Executable: "exe\x1b]0;title\x07\nname"}}
+	s := findings.Summary{Process: findings.Process{PID: 1, Executable: "exe\x1b]0;title\x07\nname"}}
 	s.SpawnSites = []analysis.SpawnSite{{Site: evil, TracedSpawns: 1, Lost: 1}}
 	s.Breaks = []analysis.BreakCount{{Kind: analysis.LostAtSpawn, Site: evil, Spawn: []analysis.Frame{evil}, Count: 1}}
 	s.Notes = []string{"note\x1b[1m"}
@@ -58,7 +59,7 @@ func TestTableStacks(t *testing.T) {
 	site := analysis.Frame{Function: "main.query", File: "/src/main.go", Line: 60}
 	caller := analysis.Frame{Function: "main.handler\x1b[2J", File: "/src/main.go", Line: 44}
 	spawn := analysis.Frame{Function: "main.serve", File: "/src/main.go", Line: 20}
-	s := Summary{Process: Process{PID: 1, Executable: "exe"}}
+	s := findings.Summary{Process: findings.Process{PID: 1, Executable: "exe"}}
 	s.Breaks = []analysis.BreakCount{
 		{Kind: analysis.LostAtSpawn, Site: site, Stack: []analysis.Frame{site, caller}, Spawn: []analysis.Frame{spawn}, Count: 2},
 		{Kind: analysis.Dropped, Site: site, Count: 1}, // no stack: no section

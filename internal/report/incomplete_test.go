@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 // TestIncomplete: a summary with lost events or unmatched first checks
@@ -14,8 +15,8 @@ import (
 // JSON; one without says nothing of the kind.
 func TestIncomplete(t *testing.T) {
 	site := analysis.Frame{Function: "main.main", File: "/src/main.go", Line: 9}
-	base := Summary{
-		Process:  Process{PID: 7, Executable: "storm"},
+	base := findings.Summary{
+		Process:  findings.Process{PID: 7, Executable: "storm"},
 		Snapshot: analysis.Snapshot{Events: 40, SpawnSites: []analysis.SpawnSite{{Site: site, TracedSpawns: 20, Lost: 20}}},
 	}
 	for _, c := range []struct {
@@ -31,7 +32,7 @@ func TestIncomplete(t *testing.T) {
 		s.EventsLost, s.Unmatched = c.lost, c.unmatched
 
 		var live, final bytes.Buffer
-		if err := NewTable(&live, true).Refresh([]Summary{s}); err != nil {
+		if err := NewTable(&live, true).Refresh([]findings.Summary{s}); err != nil {
 			t.Fatal(err)
 		}
 		if err := NewTable(&final, false).Summary(s); err != nil {

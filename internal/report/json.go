@@ -1,3 +1,5 @@
+// Package report writes ctxwatch's findings for people (a table) and for
+// scripts (JSON lines, the contract of docs/design.md).
 package report
 
 import (
@@ -6,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 // JSON writes one object per line: a "break" line at the first occurrence
@@ -34,7 +37,7 @@ type jsonBreak struct {
 }
 
 // Break prints the first occurrence of each distinct break.
-func (j *JSON) Break(p Process, b analysis.Break) error {
+func (j *JSON) Break(p findings.Process, b analysis.Break) error {
 	if !b.First {
 		return nil
 	}
@@ -74,17 +77,17 @@ type jsonSummary struct {
 	Forgotten   uint64                `json:"pending_forgotten"`
 	ProbeHits   uint64                `json:"probe_hits"`
 	Sampled     float64               `json:"sampled_fraction"`
-	Budget      *BudgetStats          `json:"budget,omitempty"`
+	Budget      *findings.BudgetStats `json:"budget,omitempty"`
 	Unmatched   uint64                `json:"unmatched_checks"`
 	NeverJudged uint64                `json:"never_judged"`
 	SpawnSites  []jsonSpawnSite       `json:"spawn_sites"`
 	Breaks      []analysis.BreakCount `json:"breaks"`
 	Notes       []string              `json:"notes,omitempty"`
-	Export      *ExportStats          `json:"export,omitempty"`
+	Export      *findings.ExportStats `json:"export,omitempty"`
 }
 
 // Summary prints the summary line of a process.
-func (j *JSON) Summary(s Summary) error {
+func (j *JSON) Summary(s findings.Summary) error {
 	out := jsonSummary{
 		Type:        "summary",
 		PID:         s.Process.PID,

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 )
 
 // Table shows spawn sites sorted by breaks with their retention, and the
@@ -25,10 +26,10 @@ type Table struct {
 func NewTable(w io.Writer, live bool) *Table { return &Table{w: w, live: live} }
 
 // Break is shown by the table, not printed line by line.
-func (t *Table) Break(Process, analysis.Break) error { return nil }
+func (t *Table) Break(findings.Process, analysis.Break) error { return nil }
 
 // Refresh redraws the live view.
-func (t *Table) Refresh(sums []Summary) error {
+func (t *Table) Refresh(sums []findings.Summary) error {
 	if !t.live {
 		return nil
 	}
@@ -43,7 +44,7 @@ func (t *Table) Refresh(sums []Summary) error {
 }
 
 // Summary prints the final table of a process.
-func (t *Table) Summary(s Summary) error {
+func (t *Table) Summary(s findings.Summary) error {
 	var b strings.Builder
 	writeSummary(&b, s, "summary", t.Stacks)
 	_, err := io.WriteString(t.w, b.String())
@@ -55,7 +56,7 @@ func loc(f analysis.Frame) string {
 	return fmt.Sprintf("%s %s:%d", Printable(f.Function), Printable(filepath.Base(f.File)), f.Line)
 }
 
-func writeSummary(w io.Writer, s Summary, what string, stacks bool) {
+func writeSummary(w io.Writer, s findings.Summary, what string, stacks bool) {
 	sampled := ""
 	if s.Budget != nil {
 		sampled = fmt.Sprintf(", probes in %.1f%% of the time (budget %g%%)", 100*s.SampledFraction, 100*s.Budget.Budget)

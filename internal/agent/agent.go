@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"debug/elf"
@@ -9,19 +9,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/internal/analysis"
 	"github.com/ctxwatch/ctxwatch/internal/container"
 	"github.com/ctxwatch/ctxwatch/internal/event"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 	"github.com/ctxwatch/ctxwatch/internal/follow"
-	"github.com/ctxwatch/ctxwatch/internal/pcln"
-	"github.com/ctxwatch/ctxwatch/internal/report"
 	"github.com/ctxwatch/ctxwatch/internal/target"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
 )
@@ -32,7 +28,7 @@ var errSkipped = errors.New("not watched")
 
 // session is one watched process.
 type session struct {
-	proc    report.Process
+	proc    findings.Process
 	probes  *uprobe.Probes
 	bin     *target.Binary // its line table symbolizes the events
 	an      *analysis.Analyzer
@@ -54,9 +50,9 @@ type watcher struct {
 	opts   uprobe.Options
 	log    *log.Logger // --verbose
 	warn   *log.Logger // always shown
-	sink   report.Sink
-	live   report.Live
-	ring   *ebpf.Map
+	sink   findings.Sink
+	live   findings.Live
+	ring   *uprobe.Ring
 	breaks int             // read after loop returns
 	budget *overheadBudget // nil: probes stay attached
 	// requireCheckFuncs refuses a process that lacks a --check-func
@@ -84,10 +80,10 @@ type nodeIdentity struct {
 }
 
 // process describes pid for the reports.
-func (w *watcher) process(pid int, name, goVersion string) report.Process {
+func (w *watcher) process(pid int, name, goVersion string) findings.Process {
 	// The kernel marks an executable deleted since exec: the name is still
 	// the program's.
-	p := report.Process{PID: uint32(pid), Executable: filepath.Base(strings.TrimSuffix(name, " (deleted)")), GoVersion: goVersion,
+	p := findings.Process{PID: uint32(pid), Executable: filepath.Base(strings.TrimSuffix(name, " (deleted)")), GoVersion: goVersion,
 		ServiceName: environValue(pid, "OTEL_SERVICE_NAME")}
 	if w.node != nil {
 		p.NodeName = w.node.nodeName
@@ -100,39 +96,21 @@ func (w *watcher) process(pid int, name, goVersion string) report.Process {
 	return p
 }
 
-func newWatcher(opts uprobe.Options, ringSize int, sink report.Sink, live report.Live, logger, warn *log.Logger) (*watcher, error) {
-	ring, err := ebpf.NewMap(&ebpf.MapSpec{Name: "events", Type: ebpf.RingBuf, MaxEntries: uint32(ringSize)})
+func newWatcher(cfg Config) (*watcher, error) {
+	ring, err := uprobe.NewRing(cfg.RingSize)
 	if err != nil {
-		return nil, fmt.Errorf("create ring buffer of %d bytes: %w", ringSize, err)
+		return nil, err
 	}
 	return &watcher{
-		opts:     opts,
-		log:      logger,
-		warn:     warn,
-		sink:     sink,
-		live:     live,
+		opts:     cfg.Probes,
+		log:      cfg.Log,
+		warn:     cfg.Warn,
+		sink:     cfg.Sink,
+		live:     cfg.Live,
 		ring:     ring,
 		sessions: map[uint32]*session{},
 		groups:   map[exeKey]*group{},
 	}, nil
-}
-
-// resolver symbolizes a process's return addresses with its pclntab.
-type resolver struct {
-	table *pcln.Table
-	bias  uint64
-}
-
-func (r resolver) FramesForReturn(ret uint64) []analysis.Frame {
-	frames, err := r.table.FramesForReturn(ret - r.bias)
-	if err != nil || len(frames) == 0 {
-		return []analysis.Frame{{Function: fmt.Sprintf("?%#x", ret)}}
-	}
-	out := make([]analysis.Frame, len(frames))
-	for i, f := range frames {
-		out[i] = analysis.Frame{Function: f.Function, File: f.File, Line: f.Line}
-	}
-	return out
 }
 
 // attach inspects process pid's executable and attaches the probes. The
@@ -234,7 +212,7 @@ func (w *watcher) attachAfter(pid int, ready func()) error {
 	if gm.err != nil {
 		return gm.err
 	}
-	probes, err := uprobe.Load(cfg, uprobe.Maps{Events: w.ring, Goroutines: gm.m})
+	probes, err := uprobe.Load(cfg, uprobe.Maps{Events: w.ring.Map(), Goroutines: gm.m})
 	gm.m.Close() // the program holds its own reference
 	if err != nil {
 		return err
@@ -322,7 +300,7 @@ func (w *watcher) attachAfter(pid int, ready func()) error {
 func (w *watcher) analyzer(pid int, bin *target.Binary, bias uint64) *analysis.Analyzer {
 	mainModule, prefixes := bin.MainModule, w.opts.UserPrefixes
 	return analysis.New(uint32(pid), analysis.Options{
-		Resolver: resolver{table: bin.LineTable(), bias: bias},
+		Resolver: bin.Resolver(bias),
 		IsUser:   func(fn string) bool { return target.IsUserFunc(fn, mainModule, prefixes) },
 	})
 }
@@ -519,19 +497,7 @@ const (
 )
 
 func (w *watcher) loop(stop <-chan struct{}) error {
-	rd, err := ringbuf.NewReader(w.ring)
-	if err != nil {
-		return fmt.Errorf("read ring buffer: %w", err)
-	}
-	defer rd.Close()
-	wake, err := newRingWaiter(w.ring)
-	if err != nil {
-		return err
-	}
-	defer wake.close()
 	var (
-		rec         ringbuf.Record
-		ev          event.Event
 		lastRefresh time.Time
 		idle        bool // the last drain found nothing
 	)
@@ -548,34 +514,16 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 		// (below), so that each wake-up reads a batch. When idle, wait in
 		// the reader (see ringIdleWait). Before summarising, wait for 50 ms
 		// of quiet as well.
-		quiet := stopping || len(retired) > 0
-		deadline := func() time.Time {
-			if quiet {
-				return time.Now().Add(50 * time.Millisecond)
-			}
-			return time.Now()
+		var quiet time.Duration
+		if stopping || len(retired) > 0 {
+			quiet = 50 * time.Millisecond
 		}
-		if idle && !quiet && len(drains) == 0 {
-			wake.wait(ringIdleWait)
+		if idle && quiet == 0 && len(drains) == 0 {
+			w.ring.Wait(ringIdleWait)
 		}
-		rd.SetDeadline(deadline())
-		read := 0
-		for {
-			err := rd.ReadInto(&rec)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("read ring buffer: %w", err)
-			}
-			if err := event.Decode(rec.RawSample, &ev); err != nil {
-				return err
-			}
-			w.handle(&ev)
-			read++
-			if quiet {
-				rd.SetDeadline(deadline())
-			}
+		read, err := w.ring.Read(quiet, w.handle)
+		if err != nil {
+			return err
 		}
 		for _, d := range drains {
 			close(d)
@@ -607,53 +555,6 @@ func (w *watcher) loop(stop <-chan struct{}) error {
 	}
 }
 
-// ringWaiter waits for the probes to wake the ring buffer's reader,
-// through the Go runtime's poller on a duplicate of the ring's descriptor:
-// the ring buffer reader would block a thread in epoll_wait, and the
-// runtime's monitor then wakes up every few milliseconds while it does
-// (twice the context switches of an idle node agent, measured).
-type ringWaiter struct {
-	f  *os.File
-	rc syscall.RawConn
-}
-
-func newRingWaiter(ring *ebpf.Map) (*ringWaiter, error) {
-	fd, err := unix.FcntlInt(uintptr(ring.FD()), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("duplicate the ring buffer's descriptor: %w", err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("poll the ring buffer: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "ring buffer") // non-blocking: in the runtime's poller
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("poll the ring buffer: %w", err)
-	}
-	return &ringWaiter{f: f, rc: rc}, nil
-}
-
-// wait returns when the probes wake the reader (or woke it since the last
-// wait), or after d.
-func (r *ringWaiter) wait(d time.Duration) {
-	if err := r.f.SetReadDeadline(time.Now().Add(d)); err != nil {
-		time.Sleep(d) // not pollable: no wake-ups, only the pause
-		return
-	}
-	asked := false
-	// The first call says "not ready", so the runtime parks until the
-	// descriptor is signalled readable or the deadline passes.
-	r.rc.Read(func(uintptr) bool {
-		done := asked
-		asked = true
-		return done
-	})
-}
-
-func (r *ringWaiter) close() { r.f.Close() }
-
 func (w *watcher) handle(ev *event.Event) {
 	s := w.session(ev.PID)
 	if s == nil {
@@ -669,8 +570,8 @@ func (w *watcher) handle(ev *event.Event) {
 	}
 }
 
-func (w *watcher) summary(s *session) report.Summary {
-	sum := report.Summary{
+func (w *watcher) summary(s *session) findings.Summary {
+	sum := findings.Summary{
 		Process:   s.proc,
 		Snapshot:  s.an.Snapshot(),
 		DurationS: time.Since(s.started).Seconds(),
@@ -683,7 +584,7 @@ func (w *watcher) summary(s *session) report.Summary {
 	s.cycle.account(&sum)
 	sum.ProbeHits = st.Hits
 	if st.EventsLost > 0 {
-		sum.Notes = append(sum.Notes, fmt.Sprintf("%d events found the ring buffer full (--ring-size %d)", st.EventsLost, w.ring.MaxEntries()))
+		sum.Notes = append(sum.Notes, fmt.Sprintf("%d events found the ring buffer full (--ring-size %d)", st.EventsLost, w.ring.Size()))
 	}
 	if st.StateFull > 0 {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("%d goroutine states not stored (map full)", st.StateFull))
@@ -767,7 +668,7 @@ func (w *watcher) finish(s *session) {
 
 func (w *watcher) refresh() {
 	w.mu.Lock()
-	var sums []report.Summary
+	var sums []findings.Summary
 	for _, s := range w.sessions {
 		sums = append(sums, w.summary(s))
 	}

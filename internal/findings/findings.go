@@ -1,6 +1,8 @@
-// Package report writes ctxwatch's findings for people (a table) and for
-// scripts (JSON lines, the contract of DESIGN.md section 3).
-package report
+// Package findings is what ctxwatch found, as every output takes it: the
+// breaks as they happen and a summary per process at its end. The table
+// and JSON lines (internal/report) and the OTLP exporter and metrics
+// (internal/export) are its Sinks, side by side.
+package findings
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"fmt"
@@ -8,12 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/internal/budget"
-	"github.com/ctxwatch/ctxwatch/internal/report"
+	"github.com/ctxwatch/ctxwatch/internal/findings"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
 )
-
-// defaultPIDBudget is --overhead-budget's default with --pid, in percent.
-const defaultPIDBudget = 5
 
 // overheadBudget is --overhead-budget. What a probe hit costs on this
 // machine is measured in the background from start-up (it takes some
@@ -145,14 +142,14 @@ func (d *dutyCycle) halt() {
 }
 
 // account fills the budget part of a summary.
-func (d *dutyCycle) account(sum *report.Summary) {
+func (d *dutyCycle) account(sum *findings.Summary) {
 	if d == nil {
 		sum.SampledFraction = 1
 		return
 	}
 	st := d.ctl.Stats()
 	sum.SampledFraction = st.SampledFraction
-	sum.Budget = &report.BudgetStats{
+	sum.Budget = &findings.BudgetStats{
 		Budget:    d.ctl.Budget(),
 		Overhead:  st.Overhead,
 		HitCostNS: float64(d.cost.Nanoseconds()),

@@ -1,13 +1,10 @@
-package main
+package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"log"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,15 +21,13 @@ import (
 // never goes on to watch (or leave probes in) a stranger. Its execs are
 // reported (not stopped) by the exec follower: a Go program it executes is
 // watched afresh, as a new session; any other program ends the watch.
-func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.Signal, timeout <-chan time.Time,
-	finish func(int, error) (int, error)) (int, error) {
-	pid := cfg.pid
+func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signal) error {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, unix.ESRCH) {
-		return finish(0, badInput(fmt.Errorf("no process with pid %d (it exited, or never existed)", pid)))
+		return badInput(fmt.Errorf("no process with pid %d (it exited, or never existed)", pid))
 	}
 	if err != nil {
-		return finish(0, fmt.Errorf("open pid %d: %w", pid, err))
+		return fmt.Errorf("open pid %d: %w", pid, err)
 	}
 	defer unix.Close(pidfd)
 	// The exec follower (some 40 ms to load) is made while the binary is
@@ -60,7 +55,7 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 			ferr = f.Watch(pid)
 		}
 		if ferr != nil {
-			errLog.Printf("pid %d: an exec of another program will not be noticed: %v", pid, ferr)
+			w.warn.Printf("pid %d: an exec of another program will not be noticed: %v", pid, ferr)
 		}
 		followed = true
 	}
@@ -89,7 +84,7 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 			}
 		})
 		if err != nil {
-			logger.Print(err)
+			w.log.Print(err)
 		}
 	}()
 
@@ -98,30 +93,31 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 	// which the probes may have gone into: out with them.
 	if exited(pidfd) && (aerr != nil || started == 0 || startTime(pid) != started && startTime(pid) != 0) {
 		w.execd(pid, follow.Now())
-		return finish(0, badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid)))
+		return badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid))
 	}
 	if aerr != nil {
-		return finish(0, aerr)
+		return aerr
 	}
 	// --duration is how long the process is watched: count it from
 	// the attach, which takes seconds on a slow machine (under TCG,
 	// vmtest saw --duration 2s end before the probes were in).
-	if cfg.duration > 0 {
-		timeout = time.After(cfg.duration)
+	var timeout <-chan time.Time
+	if duration > 0 {
+		timeout = time.After(duration)
 	}
 	gone := make(chan struct{})
 	go func() { waitPidfd(pidfd); close(gone) }()
 	for {
 		select {
 		case <-gone:
-			errLog.Printf("pid %d exited", pid)
-			return finish(0, nil)
+			w.warn.Printf("pid %d exited", pid)
+			return nil
 		case at := <-execs:
 			if exited(pidfd) {
 				// The exec of a process that took the pid after it: the
 				// exec follower knows pids, the pidfd knows the process.
-				errLog.Printf("pid %d exited", pid)
-				return finish(0, nil)
+				w.warn.Printf("pid %d exited", pid)
+				return nil
 			}
 			path, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 			// Its probes and goroutine states belong to the old program.
@@ -131,21 +127,21 @@ func watchPID(cfg config, w *watcher, logger, errLog *log.Logger, sigs chan os.S
 			err := w.attach(pid)
 			switch {
 			case exited(pidfd):
-				errLog.Printf("pid %d executed %s and exited", pid, path)
+				w.warn.Printf("pid %d executed %s and exited", pid, path)
 				w.execd(pid, follow.Now())
-				return finish(0, nil)
+				return nil
 			case err == nil:
-				errLog.Printf("pid %d executed %s: watching the new program", pid, path)
+				w.warn.Printf("pid %d executed %s: watching the new program", pid, path)
 			case errors.Is(err, target.ErrNotGo) || errors.Is(err, errSkipped):
-				errLog.Printf("pid %d executed %s: stopped watching (not a Go program to watch)", pid, path)
-				return finish(0, nil)
+				w.warn.Printf("pid %d executed %s: stopped watching (not a Go program to watch)", pid, path)
+				return nil
 			default:
-				return finish(0, fmt.Errorf("pid %d executed %s: stopped watching: %w", pid, path, err))
+				return fmt.Errorf("pid %d executed %s: stopped watching: %w", pid, path, err)
 			}
 		case <-sigs:
-			return finish(0, nil)
+			return nil
 		case <-timeout:
-			return finish(0, nil)
+			return nil
 		}
 	}
 }
@@ -157,17 +153,11 @@ func startTime(pid int) uint64 {
 	if err != nil {
 		return 0
 	}
-	// The command name, in parentheses, may hold spaces: fields count
-	// from the last ')'. starttime is field 22; state, field 3, is f[0].
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(stat[i+1:]))
+	f := statFields(stat)
 	if len(f) < 20 {
 		return 0
 	}
-	t, _ := strconv.ParseUint(f[19], 10, 64)
+	t, _ := strconv.ParseUint(f[19], 10, 64) // starttime, field 22
 	return t
 }
 
@@ -176,6 +166,19 @@ func exited(pidfd int) bool {
 	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
 	n, err := unix.Poll(fds, 0)
 	return err == nil && n > 0
+}
+
+// waitExit returns when process pid has exited.
+func waitExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		for unix.Kill(pid, 0) == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	waitPidfd(fd)
 }
 
 // waitPidfd returns when the process of pidfd has exited.

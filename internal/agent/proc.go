@@ -1,4 +1,4 @@
-package main
+package agent
 
 import (
 	"bufio"
@@ -88,15 +88,9 @@ func checkPID(pid int) error {
 // pfKthread is PF_KTHREAD (linux/sched.h) in the flags of /proc/PID/stat.
 const pfKthread = 0x00200000
 
-// parseStat returns the state and the flags of a /proc/PID/stat line. The
-// command name, in parentheses, may itself hold spaces and parentheses:
-// the fields start after the last ')'.
+// parseStat returns the state and the flags of a /proc/PID/stat line.
 func parseStat(stat []byte) (state byte, flags uint64, ok bool) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(stat[i+1:]))
+	f := statFields(stat)
 	if len(f) < 7 || len(f[0]) != 1 {
 		return 0, 0, false
 	}
@@ -105,4 +99,15 @@ func parseStat(stat []byte) (state byte, flags uint64, ok bool) {
 		return 0, 0, false
 	}
 	return f[0][0], flags, true
+}
+
+// statFields splits a /proc/PID/stat line into its fields from the third
+// on (state is [0]): the command name before them, in parentheses, may
+// itself hold spaces and parentheses, so they start after the last ')'.
+func statFields(stat []byte) []string {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(stat[i+1:]))
 }
