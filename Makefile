@@ -58,7 +58,7 @@ fuzz-ci:
 
 # Without root: inspection, analysis and reports only.
 unit:
-	$(GO) test -count=1 ./internal/analysis ./internal/event ./internal/pcln ./internal/report ./internal/target ./internal/layout ./internal/compat ./internal/export ./internal/fuzzseed
+	$(GO) test -count=1 ./cmd/ctxwatch ./internal/analysis ./internal/budget ./internal/container ./internal/event ./internal/export ./internal/findings ./internal/layout ./internal/pcln ./internal/report ./internal/target ./internal/testkit/... ./integration/internal/...
 
 integration:
 	$(GO) test -count=1 -v ./integration

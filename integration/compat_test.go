@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ctxwatch/ctxwatch/internal/compat"
+	"github.com/ctxwatch/ctxwatch/integration/internal/compat"
 )
 
 // The compatibility matrix: the example suite, checked as TestExamples
@@ -408,7 +408,7 @@ func compatDoc(toolchains []string, res *compatResults, took time.Duration) []by
 		b.WriteString("\n")
 	}
 	b.WriteString("\nToolchains before Go 1.22 build the examples after a line-preserving rewrite\n")
-	b.WriteString("(`internal/compat`: range over int, per-iteration loop variables, `atomic.Int64`),\n")
+	b.WriteString("(`integration/internal/compat`: range over int, per-iteration loop variables, `atomic.Int64`),\n")
 	b.WriteString("and errgroup with golang.org/x/sync v0.1.0.\n")
 	b.WriteString("Toolchains before the Go of go.mod build the OTel examples against the newest OTel release\n")
 	b.WriteString("of ctxwatch's layout table that they build:")

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ctxwatch/ctxwatch/internal/testkit"
 )
 
 // bin holds ctxwatch and the example programs, built once, or prebuilt in
@@ -72,9 +74,7 @@ func run(m *testing.M) int {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("integration tests attach uprobes: run them as root (sudo make test)")
-	}
+	testkit.RequireBPF(t, "the integration tests (they attach uprobes)", nil)
 }
 
 type frame struct {

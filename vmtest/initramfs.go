@@ -41,7 +41,7 @@ func build(root, out string, logf func(string, ...any)) error {
 		// of those files).
 		{"test", "-count=1", "-run=^$", "./integration"},
 		{"test", "-c", "-o", filepath.Join(out, "tests", "integration.test"), "./integration"},
-		{"test", "-c", "-o", filepath.Join(out, "tests", "ctxwatch.test"), "./cmd/ctxwatch"},
+		{"test", "-c", "-o", filepath.Join(out, "tests", "agent.test"), "./internal/agent"},
 		{"test", "-c", "-o", filepath.Join(out, "tests", "uprobe.test"), "./internal/uprobe"},
 	} {
 		logf("go %s", strings.Join(args, " "))

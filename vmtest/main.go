@@ -153,7 +153,7 @@ func run() int {
 		common = append(common, "-test.skip="+*skipRE)
 	}
 	runs := []suiteRun{
-		{name: "ctxwatch", dir: filepath.Join(repo, "cmd/ctxwatch"), args: common},
+		{name: "agent", dir: filepath.Join(repo, "internal/agent"), args: common},
 		{name: "uprobe", dir: filepath.Join(repo, "internal/uprobe"), args: common},
 		{name: "integration", dir: filepath.Join(repo, "integration"), args: common},
 	}

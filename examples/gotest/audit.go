@@ -9,6 +9,7 @@ package gotest
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 type traceKey struct{}
@@ -18,14 +19,22 @@ func WithTrace(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, traceKey{}, id)
 }
 
-// Handle does a unit of work and audits it in the background.
-func Handle(ctx context.Context, wg *sync.WaitGroup) {
-	wg.Add(1)
-	go audit(context.Background(), wg) // want:spawn lost-at-spawn
+// TraceOf returns the trace id ctx carries, or "".
+func TraceOf(ctx context.Context) string {
+	id, _ := ctx.Value(traceKey{}).(string)
+	return id
 }
 
-func audit(ctx context.Context, wg *sync.WaitGroup) {
+// Handle does a unit of work and audits it in the background; audited
+// counts the audits done.
+func Handle(ctx context.Context, wg *sync.WaitGroup, audited *atomic.Int64) {
+	wg.Add(1)
+	go audit(context.Background(), wg, audited) // want:spawn lost-at-spawn
+}
+
+func audit(ctx context.Context, wg *sync.WaitGroup, audited *atomic.Int64) {
 	defer wg.Done()
+	audited.Add(1)
 	ctx, cancel := context.WithCancel(ctx) // want:site lost-at-spawn
 	defer cancel()
 	_ = ctx

@@ -10,15 +10,14 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
+	"github.com/ctxwatch/ctxwatch/internal/testkit"
 )
 
 // TestCheckKernel: the ring buffer probe passes on a kernel that has ring
 // buffers (5.8 and later) and refuses, naming the version needed, on one
 // that has not. vmtest runs it on 5.10, 6.1 and 6.12.
 func TestCheckKernel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("probing the kernel loads a BPF map: run as root")
-	}
+	testkit.RequireRoot(t, "probing the kernel (it loads a BPF map)")
 	code, err := features.LinuxVersionCode()
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/ctxwatch/ctxwatch/internal/follow"
+	"github.com/ctxwatch/ctxwatch/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -29,9 +30,7 @@ func TestMain(m *testing.M) {
 
 func newFollower(t *testing.T, opts follow.Options) *follow.Follower {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("loading eBPF programs needs root: run as root (sudo make test)")
-	}
+	testkit.RequireBPF(t, "following execs (tp_btf programs)", testkit.HaveBTF)
 	f, err := follow.New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ctxwatch/ctxwatch/internal/fuzzseed"
+	"github.com/ctxwatch/ctxwatch/internal/testkit/fuzzseed"
 )
 
 // seeds are the seed program's builds, shared by the fuzz tests; TestMain

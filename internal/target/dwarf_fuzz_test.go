@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ctxwatch/ctxwatch/internal/fuzzseed"
+	"github.com/ctxwatch/ctxwatch/internal/testkit/fuzzseed"
 )
 
 // dwarfSeedSource declares struct types shaped like those whose offsets

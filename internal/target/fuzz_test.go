@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/ctxwatch/ctxwatch/internal/fuzzseed"
+	"github.com/ctxwatch/ctxwatch/internal/testkit/fuzzseed"
 )
 
 // seeds are the fuzz seeds' builds of the seed program; TestMain removes

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ctxwatch/ctxwatch/internal/fuzzseed"
+	"github.com/ctxwatch/ctxwatch/internal/testkit/fuzzseed"
 )
 
 // allocated returns the bytes f allocates.

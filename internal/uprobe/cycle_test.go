@@ -8,14 +8,13 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/ctxwatch/ctxwatch/bpf"
+	"github.com/ctxwatch/ctxwatch/internal/testkit"
 )
 
 // TestResetGoroutines: Reattach starts from an empty goroutine map, since
 // the states went stale while the probes were out.
 func TestResetGoroutines(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loading eBPF programs needs root")
-	}
+	testkit.RequireBPF(t, "loading eBPF programs", nil)
 	p, err := Load(Config{PID: os.Getpid()}, Maps{})
 	if err != nil {
 		t.Fatal(err)
@@ -43,9 +42,7 @@ func TestResetGoroutines(t *testing.T) {
 // TestMeasureHitCost only checks that the measurement runs and gives
 // usable numbers; what they are on this machine is for the benchmark.
 func TestMeasureHitCost(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("uprobes need root")
-	}
+	testkit.RequireBPF(t, "attaching uprobes", nil)
 	hc, err := MeasureHitCost()
 	if err != nil {
 		t.Fatal(err)
@@ -139,9 +136,7 @@ func TestSharedProcesses(t *testing.T) {
 // goroutine map of its own, both closed at the end of tb.
 func sharedProgram(tb testing.TB) (*ebpf.Map, *Probes) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("loading eBPF programs needs root")
-	}
+	testkit.RequireBPF(tb, "loading eBPF programs", nil)
 	m, err := NewGoroutineMap()
 	if err != nil {
 		tb.Fatal(err)

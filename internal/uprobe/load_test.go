@@ -8,14 +8,13 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/ctxwatch/ctxwatch/internal/testkit"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loading eBPF programs needs root")
-	}
+	testkit.RequireBPF(t, "loading eBPF programs", nil)
 }
 
 // TestLoadVerifies loads every program of bpf/ctxwatch.c into the kernel:

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ctxwatch/ctxwatch/internal/fuzzseed"
+	"github.com/ctxwatch/ctxwatch/internal/testkit/fuzzseed"
 	"github.com/ctxwatch/ctxwatch/internal/pcln"
 )
 
