@@ -11,7 +11,7 @@ import (
 // recorder is a TB that records what a check did to it.
 type recorder struct{ fatal, skip string }
 
-func (r *recorder) Helper()                          {}
+func (r *recorder) Helper()                           {}
 func (r *recorder) Fatalf(format string, args ...any) { r.fatal = fmt.Sprintf(format, args...) }
 func (r *recorder) Skipf(format string, args ...any)  { r.skip = fmt.Sprintf(format, args...) }
 

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ctxwatch/ctxwatch/internal/testkit/fuzzseed"
 	"github.com/ctxwatch/ctxwatch/internal/pcln"
+	"github.com/ctxwatch/ctxwatch/internal/testkit/fuzzseed"
 )
 
 // TestCutFrames checks that a cut table is the real one for the functions
