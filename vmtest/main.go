@@ -12,7 +12,8 @@
 //
 // Inside the VM there is no go command, so the integration tests that run
 // it are left out by name with -skip (default vmSkip: TestGoRun,
-// TestGoTestExec, TestCompat, TestTooOldGo, TestSpawnProbeOnRunqputCall);
+// TestGoTestExec, TestCompat, TestTooOldGo, TestSpawnProbeOnRunqputCall,
+// TestAssumptionsChecked);
 // every other test runs as on the host, with CTXWATCH_TEST_BIN naming the
 // prebuilt binaries and, under TCG, CTXWATCH_TEST_SLOW=4 stretching the
 // tests' waits (on the kernel command line: it follows the accelerator
@@ -45,8 +46,8 @@ import (
 // vmSkip are the tests that need the go command, which the VMs do not
 // have: TestGoRun and TestGoTestExec run `go run` and `go test -exec` under
 // ctxwatch; TestCompat and TestTooOldGo build targets with other Go
-// toolchains; TestSpawnProbeOnRunqputCall builds the binary it inspects
-// (no kernel involved); TestGin and TestFiber build the modules of
+// toolchains; TestSpawnProbeOnRunqputCall and TestAssumptionsChecked build
+// the binary they inspect (no kernel involved); TestGin and TestFiber build the modules of
 // testdata/gin and testdata/fiber. And those that count on the host's
 // speed, which TCG emulation divides by ten or more: TestOverheadBudget
 // counts detach cycles in a fixed run; TestSoak and TestSoakAttachDetach
@@ -54,7 +55,7 @@ import (
 // spawns a million goroutines; TestBurstAfterQuiet needs the agent to get
 // a CPU as soon as the probes wake it (single-threaded TCG runs both guest
 // CPUs on one host thread). They run on the host (make test-host).
-const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber)$"
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestAssumptionsChecked|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber)$"
 
 func main() {
 	os.Exit(run())

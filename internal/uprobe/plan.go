@@ -173,6 +173,9 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	if err := p.layout(bin); err != nil {
 		return nil, err
 	}
+	if _, err := checkAssumptions(bin, runtimeAssumptions); err != nil {
+		return nil, err
+	}
 	for _, k := range opts.TraceKeys {
 		switch k.Kind {
 		case KeyType:

@@ -1,0 +1,122 @@
+// The stack walk: the goroutine's return addresses by frame pointers, and
+// whether user code is among them. Part of ctxwatch.c, after its
+// configuration and maps.
+#ifndef CTXWATCH_STACK_H
+#define CTXWATCH_STACK_H
+
+static __always_inline int user_pc(__u64 pc)
+{
+	__u32 lo = 0, hi = n_ranges;
+	for (int i = 0; i < RANGE_STEPS; i++) {
+		if (lo >= hi)
+			return 0;
+		__u32 mid = ((lo + hi) / 2) & (MAX_RANGES - 1); // no-op mask, for the verifier
+		if (pc < user_ranges[mid].start)
+			hi = mid;
+		else if (pc >= user_ranges[mid].end)
+			lo = mid + 1;
+		else
+			return 1;
+	}
+	return 0;
+}
+
+struct stack {
+	__u64 pc[STACK_DEPTH];
+	__u32 n;
+	__u32 user; // a frame of user code is on it
+};
+
+// One stack slot per thread. Not per CPU: uprobe programs run with
+// migration, not preemption, disabled, so another task's program on the
+// same CPU could overwrite a per-CPU slot half-way. A thread never runs two
+// of these programs at once (uprobes fire from user mode only).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32); // thread id
+	__type(value, struct stack);
+} stacks SEC(".maps");
+
+// A new slot's value. A global, not a local: the caller's stack and this
+// function's share 512 bytes, and with_value's leaves too few for it.
+volatile const struct stack zero_stack;
+
+// frame records frame i of a stack walk and steps to its caller through
+// the frame record at *fp ([fp] = caller's fp, [fp+8] = return address).
+// It returns whether there is a caller to record.
+static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp)
+{
+	if (*pc == 0)
+		return 0;
+	s->pc[i & (STACK_DEPTH - 1)] = *pc;
+	s->n = i + 1;
+	if (!s->user && user_pc(*pc - 1))
+		s->user = 1;
+	__u64 rec[2];
+	if (*fp == 0 || bpf_probe_read_user(rec, sizeof(rec), (void *)*fp) < 0)
+		return 0;
+	*fp = rec[0];
+	*pc = rec[1];
+	return 1;
+}
+
+// walk_stack captures the calling thread's goroutine stack into its slot in
+// stacks, from a return address and a frame pointer, following Go's frame
+// pointer chain ([fp] = caller's fp, [fp+8] = return address). It returns 1
+// when a frame of user code is on it, 0 when none is, -1 when there is no
+// slot. A global function, so the verifier checks it once, not once per
+// caller: inlined into each place an event is sent, its 16 frames times a
+// 13-step search made with_value too big for 5.10's verifier (1M insns).
+__attribute__((noinline)) int walk_stack(__u64 first, __u64 fp)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
+	if (!s) {
+		bpf_map_update_elem(&stacks, &tid, (void *)&zero_stack, BPF_ANY);
+		s = bpf_map_lookup_elem(&stacks, &tid);
+		if (!s)
+			return -1;
+	}
+	s->n = 0;
+	s->user = 0;
+	// Unrolled by hand: as a loop, clang enters it from the middle, and
+	// 5.10's verifier refuses the fall-through that closes it as a
+	// back-edge (bpf/cfg_test.go checks for that).
+	__u64 pc = first;
+	if (frame(s, 0, &pc, &fp) && frame(s, 1, &pc, &fp) && frame(s, 2, &pc, &fp) && frame(s, 3, &pc, &fp) &&
+	    frame(s, 4, &pc, &fp) && frame(s, 5, &pc, &fp) && frame(s, 6, &pc, &fp) && frame(s, 7, &pc, &fp) &&
+	    frame(s, 8, &pc, &fp) && frame(s, 9, &pc, &fp) && frame(s, 10, &pc, &fp) && frame(s, 11, &pc, &fp) &&
+	    frame(s, 12, &pc, &fp) && frame(s, 13, &pc, &fp) && frame(s, 14, &pc, &fp))
+		frame(s, 15, &pc, &fp);
+	return s->user;
+}
+
+// this_stack returns the stack walk_stack captured on this thread. A second
+// lookup of the slot walk_stack used: a global function returns a scalar,
+// never a pointer. Paid only when an event is sent.
+static __always_inline struct stack *this_stack(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	return bpf_map_lookup_elem(&stacks, &tid);
+}
+
+// user_stack captures the stack at an entry probe, where [SP] (amd64) or LR
+// (arm64) is the return address into the caller and the frame pointer is
+// still the caller's. It returns the stack if user code is on it: a check
+// made only by library code is not judged.
+static __always_inline struct stack *user_stack(REGS *ctx)
+{
+	__u64 ret;
+#if defined(__TARGET_ARCH_arm64)
+	ret = ctx->regs[30];
+#else
+	if (read(&ret, sizeof(ret), ctx->rsp) < 0)
+		return 0;
+#endif
+	if (walk_stack(ret, GO_FP(ctx)) != 1)
+		return 0;
+	return this_stack();
+}
+
+#endif // CTXWATCH_STACK_H

@@ -1,0 +1,39 @@
+package uprobe
+
+import (
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/ctxwatch/ctxwatch/internal/target"
+)
+
+// TestAssumptionsChecked: the layouts bpf/goabi.h assumes hold in a real
+// program with DWARF (examples/semaphore, which links every context type
+// checked, built by the local toolchain): each one is found and compared,
+// and a wrong assumption is refused.
+func TestAssumptionsChecked(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "semaphore")
+	build := exec.Command("go", "build", "-o", exe, "./examples/semaphore")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the target: %v\n%s", err, out)
+	}
+	bin, err := target.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	n, err := checkAssumptions(bin, runtimeAssumptions)
+	if err != nil {
+		t.Fatalf("%s: %v", bin.GoVersion, err)
+	}
+	if n != len(runtimeAssumptions) {
+		t.Errorf("%d of %d assumptions checked: some type or field was not found under any of its names", n, len(runtimeAssumptions))
+	}
+	wrong := []assumption{{[]string{"context.valueCtx"}, "val", 24}}
+	if _, err := checkAssumptions(bin, wrong); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("valueCtx.val assumed at 24: %v, want ErrUnsupported", err)
+	}
+}
