@@ -201,36 +201,36 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 	}
 	l := cfg.Layout
 	consts := map[string]any{
-		"cfg_tgid":                  uint32(cfg.PID),
-		"off_g_goid":                l.GGoid,
-		"off_g_m":                   l.GM,
-		"off_g_sched_bp":            l.GSchedBP,
-		"off_m_curg":                l.MCurg,
-		"off_g_sched_ctxt":          l.GSchedCtxt,
-		"typ_value_ctx":             l.ValueCtx,
-		"typ_cancel_ctx":            l.CancelCtx,
-		"typ_timer_ctx":             l.TimerCtx,
-		"typ_after_func_ctx":        l.AfterFuncCtx,
-		"typ_without_cancel_ctx":    l.WithoutCancelCtx,
-		"typ_stop_ctx":              l.StopCtx,
-		"typ_background_ctx":        l.BackgroundCtx,
-		"typ_todo_ctx":              l.TodoCtx,
-		"typ_empty_ctx":             l.EmptyCtx,
-		"off_cancel_err":            l.CancelErr,
-		"typ_string":                l.String,
-		"typ_bytes":                 l.Bytes,
-		"typ_span_key":              l.SpanKey,
-		"typ_recording_span":        l.RecordingSpan,
-		"typ_nonrecording_span":     l.NonRecordingSpan,
-		"off_rs_sc":                 l.RecordingSpanSC,
-		"off_rs_parent":             l.RecordingSpanParent,
-		"off_rs_end":                l.RecordEnd,
-		"off_nrs_sc":                l.NonRecordingSpanSC,
-		"typ_sdk_nonrecording_span": l.SDKNonRecordingSpan,
-		"off_sdk_nrs_sc":            l.SDKNonRecordingSpanSC,
-		"cfg_spawn_g_arg":           uint8(l.SpawnGArg),
-		"n_keys":                    uint32(len(cfg.Keys)),
-		"n_ranges":                  uint32(len(cfg.UserText)),
+		bpf.CtxwatchVarCfgTgid:                uint32(cfg.PID),
+		bpf.CtxwatchVarOffG_goid:              l.GGoid,
+		bpf.CtxwatchVarOffG_m:                 l.GM,
+		bpf.CtxwatchVarOffG_schedBp:           l.GSchedBP,
+		bpf.CtxwatchVarOffM_curg:              l.MCurg,
+		bpf.CtxwatchVarOffG_schedCtxt:         l.GSchedCtxt,
+		bpf.CtxwatchVarTypValueCtx:            l.ValueCtx,
+		bpf.CtxwatchVarTypCancelCtx:           l.CancelCtx,
+		bpf.CtxwatchVarTypTimerCtx:            l.TimerCtx,
+		bpf.CtxwatchVarTypAfterFuncCtx:        l.AfterFuncCtx,
+		bpf.CtxwatchVarTypWithoutCancelCtx:    l.WithoutCancelCtx,
+		bpf.CtxwatchVarTypStopCtx:             l.StopCtx,
+		bpf.CtxwatchVarTypBackgroundCtx:       l.BackgroundCtx,
+		bpf.CtxwatchVarTypTodoCtx:             l.TodoCtx,
+		bpf.CtxwatchVarTypEmptyCtx:            l.EmptyCtx,
+		bpf.CtxwatchVarOffCancelErr:           l.CancelErr,
+		bpf.CtxwatchVarTypString:              l.String,
+		bpf.CtxwatchVarTypBytes:               l.Bytes,
+		bpf.CtxwatchVarTypSpanKey:             l.SpanKey,
+		bpf.CtxwatchVarTypRecordingSpan:       l.RecordingSpan,
+		bpf.CtxwatchVarTypNonrecordingSpan:    l.NonRecordingSpan,
+		bpf.CtxwatchVarOffRsSc:                l.RecordingSpanSC,
+		bpf.CtxwatchVarOffRsParent:            l.RecordingSpanParent,
+		bpf.CtxwatchVarOffRsEnd:               l.RecordEnd,
+		bpf.CtxwatchVarOffNrsSc:               l.NonRecordingSpanSC,
+		bpf.CtxwatchVarTypSdkNonrecordingSpan: l.SDKNonRecordingSpan,
+		bpf.CtxwatchVarOffSdkNrsSc:            l.SDKNonRecordingSpanSC,
+		bpf.CtxwatchVarCfgSpawnG_arg:          uint8(l.SpawnGArg),
+		bpf.CtxwatchVarN_keys:                 uint32(len(cfg.Keys)),
+		bpf.CtxwatchVarN_ranges:               uint32(len(cfg.UserText)),
 	}
 	var (
 		kinds  [MaxKeys]uint8
@@ -254,13 +254,13 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 	for i, r := range cfg.UserText {
 		ranges[i] = [2]uint64{r.Start, r.End}
 	}
-	consts["user_ranges"] = ranges
-	consts["keys_kind"] = kinds
-	consts["keys_type"] = types
-	consts["keys_str"] = strs
-	consts["keys_str_len"] = strlen
-	consts["keys_int"] = ints
-	consts["keys_int_mask"] = masks
+	consts[bpf.CtxwatchVarUserRanges] = ranges
+	consts[bpf.CtxwatchVarKeysKind] = kinds
+	consts[bpf.CtxwatchVarKeysType] = types
+	consts[bpf.CtxwatchVarKeysStr] = strs
+	consts[bpf.CtxwatchVarKeysStrLen] = strlen
+	consts[bpf.CtxwatchVarKeysInt] = ints
+	consts[bpf.CtxwatchVarKeysIntMask] = masks
 	for name, v := range consts {
 		vs, ok := spec.Variables[name]
 		if !ok {
@@ -278,7 +278,7 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 	}
 	// An event wakes the reader once the ring is a sixteenth full: the
 	// agent drains it in about a millisecond, with the rest to spare.
-	wake := spec.Variables["ring_wake_bytes"]
+	wake := spec.Variables[bpf.CtxwatchVarRingWakeBytes]
 	if wake == nil {
 		return nil, fmt.Errorf("eBPF variable ring_wake_bytes missing from object")
 	}
