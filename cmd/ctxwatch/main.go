@@ -288,6 +288,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		Warn:     errLog,
 		Signals:  sigs,
 	}, cfg.target)
+	logger.Printf("stopped: %s", res.Stop)
 	code := res.Code
 	// A gate fails on a break; with a command, only if the command passed
 	// (its own failure comes first).

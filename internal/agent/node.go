@@ -68,16 +68,16 @@ type discovery struct {
 const maxIgnored = 4096
 
 // watchNode watches the machine's Go processes until a signal or timeout.
-func (w *watcher) watchNode(n *Node, sigs <-chan os.Signal, timeout <-chan time.Time) error {
+func (w *watcher) watchNode(n *Node, sigs <-chan os.Signal, timeout <-chan time.Time) (Stop, error) {
 	// Execs first, then the scan: a process started in between is seen
 	// by one or the other (or both: considering a pid twice is harmless).
 	f, err := follow.New(follow.Options{AllExecs: true})
 	if err != nil {
-		return fmt.Errorf("watch the execs of this machine: %w", err)
+		return StopFailed, fmt.Errorf("watch the execs of this machine: %w", err)
 	}
 	defer f.Close()
 	if w.goroutines, err = uprobe.NewGoroutineMap(); err != nil {
-		return err
+		return StopFailed, err
 	}
 	d := &discovery{opts: n, w: w, log: w.log, warn: w.warn, self: os.Getpid(), ignored: map[exeKey]bool{},
 		fatal: make(chan error, 1)}
@@ -100,18 +100,24 @@ func (w *watcher) watchNode(n *Node, sigs <-chan os.Signal, timeout <-chan time.
 			d.exec(ex)
 		}
 	}()
-	var ferr error
+	var (
+		stop Stop
+		ferr error
+	)
 	select {
 	case <-sigs:
+		stop = StopSignal
 	case <-timeout:
+		stop = StopDuration
 	case ferr = <-d.fatal:
+		stop = StopFailed
 	}
 	f.Close() // ends the exec loop
 	<-done
 	if n, err := f.Lost(); err == nil && n > 0 {
 		w.warn.Printf("%d execs could not be reported (the tracepoint's ring buffer was full): those processes were not considered", n)
 	}
-	return ferr
+	return stop, ferr
 }
 
 // scan considers every process running now.

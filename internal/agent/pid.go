@@ -21,13 +21,13 @@ import (
 // never goes on to watch (or leave probes in) a stranger. Its execs are
 // reported (not stopped) by the exec follower: a Go program it executes is
 // watched afresh, as a new session; any other program ends the watch.
-func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signal) error {
+func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signal) (Stop, error) {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if errors.Is(err, unix.ESRCH) {
-		return badInput(fmt.Errorf("no process with pid %d (it exited, or never existed)", pid))
+		return StopFailed, badInput(fmt.Errorf("no process with pid %d (it exited, or never existed)", pid))
 	}
 	if err != nil {
-		return fmt.Errorf("open pid %d: %w", pid, err)
+		return StopFailed, fmt.Errorf("open pid %d: %w", pid, err)
 	}
 	defer unix.Close(pidfd)
 	// The exec follower (some 40 ms to load) is made while the binary is
@@ -93,10 +93,10 @@ func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signa
 	// which the probes may have gone into: out with them.
 	if exited(pidfd) && (aerr != nil || started == 0 || startTime(pid) != started && startTime(pid) != 0) {
 		w.execd(pid, follow.Now())
-		return badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid))
+		return StopFailed, badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid))
 	}
 	if aerr != nil {
-		return aerr
+		return StopFailed, aerr
 	}
 	// --duration is how long the process is watched: count it from
 	// the attach, which takes seconds on a slow machine (under TCG,
@@ -111,13 +111,13 @@ func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signa
 		select {
 		case <-gone:
 			w.warn.Printf("pid %d exited", pid)
-			return nil
+			return StopExited, nil
 		case at := <-execs:
 			if exited(pidfd) {
 				// The exec of a process that took the pid after it: the
 				// exec follower knows pids, the pidfd knows the process.
 				w.warn.Printf("pid %d exited", pid)
-				return nil
+				return StopExited, nil
 			}
 			path, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 			// Its probes and goroutine states belong to the old program.
@@ -129,19 +129,19 @@ func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signa
 			case exited(pidfd):
 				w.warn.Printf("pid %d executed %s and exited", pid, path)
 				w.execd(pid, follow.Now())
-				return nil
+				return StopExited, nil
 			case err == nil:
 				w.warn.Printf("pid %d executed %s: watching the new program", pid, path)
 			case errors.Is(err, target.ErrNotGo) || errors.Is(err, errSkipped):
 				w.warn.Printf("pid %d executed %s: stopped watching (not a Go program to watch)", pid, path)
-				return nil
+				return StopUnwatchable, nil
 			default:
-				return fmt.Errorf("pid %d executed %s: stopped watching: %w", pid, path, err)
+				return StopFailed, fmt.Errorf("pid %d executed %s: stopped watching: %w", pid, path, err)
 			}
 		case <-sigs:
-			return nil
+			return StopSignal, nil
 		case <-timeout:
-			return nil
+			return StopDuration, nil
 		}
 	}
 }

@@ -53,8 +53,43 @@ type Target struct {
 	Node    *Node    // every Go process of the machine
 }
 
+// Stop says why a watch ended.
+type Stop int
+
+const (
+	// StopExited: the command, or the process watched, exited.
+	StopExited Stop = iota + 1
+	// StopSignal: a signal came on Config.Signals.
+	StopSignal
+	// StopDuration: Config.Duration passed.
+	StopDuration
+	// StopUnwatchable: the process executed a program that is not Go
+	// (or is the Go toolchain's own).
+	StopUnwatchable
+	// StopFailed: Run's error says why.
+	StopFailed
+)
+
+func (s Stop) String() string {
+	switch s {
+	case StopExited:
+		return "exited"
+	case StopSignal:
+		return "signal"
+	case StopDuration:
+		return "duration"
+	case StopUnwatchable:
+		return "unwatchable"
+	case StopFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("Stop(%d)", int(s))
+}
+
 // Result is how a watch ended.
 type Result struct {
+	// Stop is why.
+	Stop Stop
 	// Code is the command's exit status (128+N when a signal N killed
 	// it); 0 in the other modes.
 	Code int
@@ -83,67 +118,75 @@ func badInput(err error) error {
 }
 
 // Run watches t until it ends (the command or process exits), a signal
-// arrives, or cfg.Duration passes, then summarises every process.
+// arrives, or cfg.Duration passes, then summarises every process. The
+// Result says why it stopped.
 func Run(cfg Config, t Target) (Result, error) {
 	switch {
 	case t.PID != 0 && (len(t.Command) > 0 || t.Node != nil), len(t.Command) > 0 && t.Node != nil:
-		return Result{}, errors.New("agent: more than one target")
+		return Result{Stop: StopFailed}, errors.New("agent: more than one target")
 	case t.PID == 0 && len(t.Command) == 0 && t.Node == nil:
-		return Result{}, errors.New("agent: no target")
+		return Result{Stop: StopFailed}, errors.New("agent: no target")
 	}
 	if missing, err := missingCaps(t.Node == nil); err != nil {
-		return Result{}, err
+		return Result{Stop: StopFailed}, err
 	} else if len(missing) > 0 {
-		return Result{}, badInput(fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", ")))
+		return Result{Stop: StopFailed}, badInput(fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", ")))
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
-		return Result{}, fmt.Errorf("raise locked memory limit: %w", err)
+		return Result{Stop: StopFailed}, fmt.Errorf("raise locked memory limit: %w", err)
 	}
 	// -- CMD and node follow execs (tp_btf programs: BTF).
 	if err := checkKernel(hostKernel(), len(t.Command) > 0 || t.Node != nil); err != nil {
-		return Result{}, badInput(err)
+		return Result{Stop: StopFailed}, badInput(err)
 	}
 	w, err := newWatcher(cfg)
 	if err != nil {
-		return Result{}, err
+		return Result{Stop: StopFailed}, err
 	}
 	defer w.close()
 	if cfg.Budget > 0 {
 		w.budget = startOverheadBudget(cfg.Budget, cfg.Log.Printf)
 	}
 
-	stop := make(chan struct{})
+	stopLoop := make(chan struct{})
 	loopDone := make(chan error, 1)
-	go func() { loopDone <- w.loop(stop) }()
+	go func() { loopDone <- w.loop(stopLoop) }()
 	var timeout <-chan time.Time
 	if cfg.Duration > 0 && t.PID == 0 {
 		timeout = time.After(cfg.Duration)
 	}
 
-	var code int
+	var (
+		code int
+		stop Stop
+	)
 	switch {
 	case t.Node != nil:
 		w.node = &nodeIdentity{nodeName: t.Node.NodeName, procfs: "/proc"}
-		err = w.watchNode(t.Node, cfg.Signals, timeout)
+		stop, err = w.watchNode(t.Node, cfg.Signals, timeout)
 	case t.PID != 0:
 		if err = checkPID(t.PID); err != nil {
-			err = badInput(err)
+			stop, err = StopFailed, badInput(err)
 			break
 		}
 		// The user named this process: a check function it lacks is a
 		// mistake to report, not a binary to pass over.
 		w.requireCheckFuncs = true
-		err = w.watchPID(t.PID, cfg.Duration, cfg.Signals)
+		stop, err = w.watchPID(t.PID, cfg.Duration, cfg.Signals)
 	default:
 		code, err = w.runCommand(t.Command, cfg.Signals, timeout)
+		stop = StopExited
+		if err != nil {
+			stop = StopFailed
+		}
 	}
 
 	// Probes out first: the loop summarises after the ring buffer has been
 	// quiet for a while, which a busy target would put off.
 	w.detachAll()
-	close(stop)
+	close(stopLoop)
 	if lerr := <-loopDone; lerr != nil && err == nil {
-		err = lerr
+		stop, err = StopFailed, lerr
 	}
-	return Result{Code: code, Breaks: w.breaks}, err
+	return Result{Stop: stop, Code: code, Breaks: w.breaks}, err
 }
