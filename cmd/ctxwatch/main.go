@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -190,6 +191,15 @@ func checkWatchFlags(c *config, keys []string) error {
 }
 
 func main() {
+	// An agent beside the program it watches keeps its memory low rather
+	// than its GC rare: the heap it keeps is small (about 12 MB through a
+	// million goroutines), and at the default GOGC its peak doubled that,
+	// plus whatever the GC fell behind by on a busy machine. At 25 the
+	// peak is 9 MB lower for no measurable CPU (TestAgentMemory). GOGC in
+	// the environment still decides.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(25)
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
