@@ -48,7 +48,9 @@ import (
 // ctxwatch; TestCompat and TestTooOldGo build targets with other Go
 // toolchains; TestSpawnProbeOnRunqputCall and TestAssumptionsChecked build
 // the binary they inspect (no kernel involved); TestGin and TestFiber build the modules of
-// testdata/gin and testdata/fiber. And those that count on the host's
+// testdata/gin and testdata/fiber; TestHTMLReport reads its page with
+// Chromium and TestPrometheus scrapes with Prometheus, neither in the VM.
+// And those that count on the host's
 // speed, which TCG emulation divides by ten or more: TestOverheadBudget
 // counts detach cycles in a fixed run; TestSoak and TestSoakAttachDetach
 // make 10^7 probed calls and 50 attaches of a busy target; TestAgentMemory
