@@ -43,21 +43,21 @@ import (
 	"time"
 )
 
-// vmSkip are the tests that need the go command, which the VMs do not
-// have: TestGoRun and TestGoTestExec run `go run` and `go test -exec` under
-// ctxwatch; TestCompat and TestTooOldGo build targets with other Go
+// vmSkip are the tests that need what the VMs do not have. The go
+// command: TestGoRun and TestGoTestExec run `go run` and `go test -exec`
+// under ctxwatch; TestCompat and TestTooOldGo build targets with other Go
 // toolchains; TestSpawnProbeOnRunqputCall and TestAssumptionsChecked build
-// the binary they inspect (no kernel involved); TestGin and TestFiber build the modules of
-// testdata/gin and testdata/fiber; TestHTMLReport reads its page with
-// Chromium and TestPrometheus scrapes with Prometheus, neither in the VM.
-// And those that count on the host's
-// speed, which TCG emulation divides by ten or more: TestOverheadBudget
-// counts detach cycles in a fixed run; TestSoak and TestSoakAttachDetach
-// make 10^7 probed calls and 50 attaches of a busy target; TestAgentMemory
-// spawns a million goroutines; TestBurstAfterQuiet needs the agent to get
-// a CPU as soon as the probes wake it (single-threaded TCG runs both guest
-// CPUs on one host thread). They run on the host (make test-host).
-const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestAssumptionsChecked|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber)$"
+// the binary they inspect (no kernel involved); TestGin and TestFiber build
+// the modules of testdata/gin and testdata/fiber. Chromium and Prometheus:
+// TestHTMLReport reads its page with the one, TestPrometheus scrapes with
+// the other. And the host's speed, which TCG emulation divides by ten or
+// more: TestOverheadBudget counts detach cycles in a fixed run; TestSoak
+// and TestSoakAttachDetach make 10^7 probed calls and 50 attaches of a
+// busy target; TestAgentMemory spawns a million goroutines;
+// TestBurstAfterQuiet needs the agent to get a CPU as soon as the probes
+// wake it (single-threaded TCG runs both guest CPUs on one host thread).
+// They run on the host (make test-host).
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestAssumptionsChecked|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber|TestHTMLReport|TestPrometheus)$"
 
 func main() {
 	os.Exit(run())
