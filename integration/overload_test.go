@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -211,7 +210,10 @@ func TestAgentMemory(t *testing.T) {
 	stormIn.Close()
 
 	// Its peak resident set as the kernel keeps it (VmHWM), read until it
-	// exits, and its own rusage at the end: it has no children.
+	// exits. Not its rusage: exec sets a process's maxrss to at least the
+	// peak of the memory it replaced, which for a child of this test is
+	// this test's own (Go starts children with CLONE_VM): 72 MB after the
+	// rest of the suite had run, where ctxwatch's own peak was 50 MB.
 	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -220,7 +222,7 @@ func TestAgentMemory(t *testing.T) {
 		select {
 		case err = <-done:
 			waiting = false
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 			if kb, ok := vmHWM(status); ok {
 				hwm = kb << 10
 			}
@@ -232,7 +234,6 @@ func TestAgentMemory(t *testing.T) {
 	if err := storm.Wait(); err != nil {
 		t.Fatalf("spawnstorm: %v", err)
 	}
-	maxrss := uint64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
 	_, sums := readReport(t, out)
 	if len(sums) != 1 {
 		t.Fatalf("%d summaries; stderr:\n%s", len(sums), stderr.String())
@@ -245,8 +246,8 @@ func TestAgentMemory(t *testing.T) {
 	for _, s := range sum.SpawnSites {
 		traced += s.TracedSpawns
 	}
-	t.Logf("program: %s; %d traced spawns, %d events, %v lost, %d pending forgotten, %d states evicted; ctxwatch peak RSS %.1f MB (VmHWM), %.1f MB (rusage)",
-		strings.TrimSpace(stormOut.String()), traced, sum.Events, *sum.EventsLost, sum.Forgotten, sum.Evicted, float64(hwm)/(1<<20), float64(maxrss)/(1<<20))
+	t.Logf("program: %s; %d traced spawns, %d events, %v lost, %d pending forgotten, %d states evicted; ctxwatch peak RSS %.1f MB (VmHWM)",
+		strings.TrimSpace(stormOut.String()), traced, sum.Events, *sum.EventsLost, sum.Forgotten, sum.Evicted, float64(hwm)/(1<<20))
 	// The analysis must have had the goroutines to keep: nearly all
 	// spawns seen, and more pending than it keeps.
 	if traced < 900000 {
@@ -262,9 +263,6 @@ func TestAgentMemory(t *testing.T) {
 	}
 	if hwm == 0 || hwm >= limit {
 		t.Errorf("ctxwatch's peak RSS (VmHWM) %d bytes, want under %d", hwm, limit)
-	}
-	if maxrss >= limit {
-		t.Errorf("ctxwatch's peak RSS (rusage) %d bytes, want under %d", maxrss, limit)
 	}
 }
 
