@@ -177,7 +177,7 @@ func TestVerboseStacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	table := string(data)
-	head := fmt.Sprintf("dropped at main.query main.go:%d\n", site)
+	head := fmt.Sprintf("stack of dropped at main.query main.go:%d\n", site)
 	i := strings.Index(table, head)
 	if i < 0 {
 		t.Fatalf("no stack section %q in the table:\n%s", head, table)

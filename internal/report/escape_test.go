@@ -72,7 +72,7 @@ func TestTableStacks(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := b.String()
-		want := "\nlost-at-spawn at main.query main.go:60\n" +
+		want := "\nstack of lost-at-spawn at main.query main.go:60\n" +
 			"    main.query main.go:60\n" +
 			"    main.handler\\x1b[2J main.go:44\n" +
 			"  spawned at\n" +
@@ -80,7 +80,7 @@ func TestTableStacks(t *testing.T) {
 		if got := strings.Contains(out, want); got != stacks {
 			t.Errorf("Stacks=%v: stack section present %v, want %v:\n%s", stacks, got, stacks, out)
 		}
-		if strings.Contains(out, "dropped at ") {
+		if strings.Contains(out, "stack of dropped") {
 			t.Errorf("Stacks=%v: a section for a break without stacks:\n%s", stacks, out)
 		}
 	}

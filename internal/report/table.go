@@ -113,7 +113,7 @@ func writeStacks(w io.Writer, breaks []analysis.BreakCount) {
 		if len(br.Stack) == 0 && len(br.Spawn) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s at %s\n", br.Kind, loc(br.Site))
+		fmt.Fprintf(w, "\nstack of %s at %s\n", br.Kind, loc(br.Site))
 		for _, f := range br.Stack {
 			fmt.Fprintf(w, "    %s\n", loc(f))
 		}
