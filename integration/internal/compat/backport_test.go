@@ -18,7 +18,7 @@ var wantRE = regexp.MustCompile(`// want:\S+ \S+`)
 // uses range over int or sync/atomic's types. That the result builds and
 // behaves is shown by the compat matrix (integration/compat_test.go).
 func TestBackportKeepsLines(t *testing.T) {
-	files, err := filepath.Glob("../../examples/*/main.go")
+	files, err := filepath.Glob("../../../examples/*/main.go")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no examples: %v", err)
 	}
