@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build demo test test-host test-deploy unit integration bench generate layouts clean compat jaeger vmtest vmtest-ci soak fuzz fuzz-ci realprograms
+.PHONY: all build demo test test-host test-deploy unit integration bench generate layouts clean compat jaeger vmtest vmtest-ci soak fuzz fuzz-ci realprograms screenshot
 
 all: build
 
@@ -17,9 +17,14 @@ demo: build
 	$(BIN)/ctxwatch -- $(BIN)/otelhttp
 	$(BIN)/ctxwatch --trace-key type=main.traceKey -- $(BIN)/middleware
 
+# The README's picture of the report page (docs/report.png): the demo's
+# examples under ctxwatch --html, shot with headless Chromium (root).
+screenshot: build
+	scripts/screenshot.sh
+
 # What CI runs (.ci/run): every test on this kernel, then the eBPF side on
 # Linux 5.10 in a VM (make vmtest-ci). Needs apt-get install tmux
-# qemu-system-x86 busybox-static.
+# qemu-system-x86 busybox-static chromium prometheus.
 test: test-host fuzz-ci vmtest-ci
 
 # Every test on this kernel: unit tests and the integration tests (real

@@ -1,6 +1,7 @@
 // Package deploy holds no code. Its tests check what is beside it: the
-// Kubernetes manifests (daemonset.yaml), the Helm chart (helm/ctxwatch) and
-// the image's Dockerfile. It is a module of its own so that the Kubernetes
-// and Helm libraries the tests decode and render with stay out of
-// ctxwatch's go.mod.
+// Kubernetes manifests (daemonset.yaml), the Helm chart (helm/ctxwatch),
+// the image's Dockerfile and the Grafana dashboard (grafana/). It is a
+// module of its own so that the Kubernetes, Helm, Grafana and PromQL
+// libraries the tests decode, render and parse with stay out of ctxwatch's
+// go.mod.
 package deploy

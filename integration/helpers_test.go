@@ -46,7 +46,7 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/soak", "./testdata/checkfunc", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)

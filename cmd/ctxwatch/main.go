@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -36,6 +37,8 @@ Usage:
                                          a CI gate, like the race detector
   sudo ctxwatch node [flags]             watch every Go process of the machine, as a
                                          Kubernetes DaemonSet does (ctxwatch node --help)
+  ctxwatch report --html OUT FILE        the HTML report page of saved --format json
+                                         output (ctxwatch report --help)
 
 What is watched (uprobes, filtered by process):
   goroutine spawns       runtime.newproc's queueing of the new goroutine: which
@@ -84,6 +87,8 @@ type config struct {
 	opts        uprobe.Options
 	export      export.Config
 	logFormat   string // ctxwatch node: standard error's format
+	html        string // --html: the page's file
+	page        report.HTMLOptions
 }
 
 type listFlag struct {
@@ -163,6 +168,31 @@ func addWatchFlags(fs *flag.FlagSet, c *config, keys *[]string, format string) {
 	fs.StringVar(&c.export.Protocol, "otlp-protocol", "", "OTLP `protocol`: grpc or http/protobuf; default: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, else http/protobuf")
 	fs.Float64Var(&c.export.Rate, "otlp-rate", export.DefaultRate, "at most `N` break spans per second per break site; occurrences over it are counted on the site's next span")
 	fs.StringVar(&c.export.MetricsAddr, "metrics-addr", c.export.MetricsAddr, "serve Prometheus metrics (breaks, traced spawns, propagated, per site) on http://`ADDR`/metrics")
+	fs.StringVar(&c.html, "html", "", "also write a self-contained HTML report page to `FILE` when the watch ends")
+	addPageFlags(fs, &c.page)
+}
+
+// addPageFlags defines the flags of the HTML page, shared with ctxwatch
+// report.
+func addPageFlags(fs *flag.FlagSet, o *report.HTMLOptions) {
+	fs.StringVar(&o.SourceDir, "source", "", "HTML page: show source lines from `DIR` for module-relative file names (-trimpath builds);\ndefault: the working directory")
+	fs.StringVar(&o.TraceURL, "trace-url", "", "HTML page: link trace ids to `URL`, where {trace_id} is replaced by the id\n(e.g. 'http://jaeger:16686/trace/{trace_id}')")
+}
+
+// checkPageFlags checks the flags of addPageFlags once parsed.
+func checkPageFlags(o report.HTMLOptions) error {
+	if o.SourceDir != "" {
+		if st, err := os.Stat(o.SourceDir); err != nil || !st.IsDir() {
+			return fmt.Errorf("%w: --source %q: not a directory", errUsage, o.SourceDir)
+		}
+	}
+	if o.TraceURL != "" {
+		u, err := url.Parse(strings.ReplaceAll(o.TraceURL, "{trace_id}", "0"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !strings.Contains(o.TraceURL, "{trace_id}") {
+			return fmt.Errorf("%w: --trace-url %q: want an http(s) URL with {trace_id} in it", errUsage, o.TraceURL)
+		}
+	}
+	return nil
 }
 
 // checkWatchFlags checks the flags of addWatchFlags once parsed.
@@ -187,7 +217,10 @@ func checkWatchFlags(c *config, keys []string) error {
 	if err := c.export.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return nil
+	if c.html == "" && c.page != (report.HTMLOptions{}) {
+		return fmt.Errorf("%w: --source and --trace-url are for the HTML page: give --html FILE", errUsage)
+	}
+	return checkPageFlags(c.page)
 }
 
 func main() {
@@ -206,6 +239,9 @@ func main() {
 func run(args []string) int {
 	stderr := lineEscaper{os.Stderr} // log lines quote what the target names
 	logger := log.New(stderr, "ctxwatch: ", 0)
+	if len(args) > 0 && args[0] == "report" {
+		return runReport(args[1:], os.Stderr, logger)
+	}
 	parse := parseFlags
 	if len(args) > 0 && args[0] == "node" {
 		parse, args = parseNodeFlags, args[1:]
@@ -244,7 +280,7 @@ func run(args []string) int {
 const defaultPIDBudget = 5
 
 // watch sets up the outputs, runs the agent, and returns the exit status.
-func watch(cfg config, logger, errLog *log.Logger) (int, error) {
+func watch(cfg config, logger, errLog *log.Logger) (code int, err error) {
 	out := io.Writer(os.Stdout)
 	if cfg.output != "" {
 		f, err := os.Create(cfg.output)
@@ -262,6 +298,25 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		t := report.NewTable(out, cfg.output == "" && isTerminal(os.Stdout))
 		t.Stacks = cfg.verbose
 		sink, live = t, t
+	}
+	if cfg.html != "" {
+		// Opened now, so that a path that cannot be written fails before
+		// the target runs; written when the watch ends.
+		f, err := os.Create(cfg.html)
+		if err != nil {
+			return 0, fmt.Errorf("open HTML report file: %w", err)
+		}
+		defer f.Close()
+		page := report.NewHTML(cfg.page)
+		sink = findings.Multi{sink, page}
+		defer func() {
+			if err := writePage(page, f); err != nil {
+				errLog.Print(err)
+				if code == 0 {
+					code = 1
+				}
+			}
+		}()
 	}
 	if cfg.export.Enabled() {
 		warn := warnExportOnce(errLog)
@@ -299,7 +354,7 @@ func watch(cfg config, logger, errLog *log.Logger) (int, error) {
 		Signals:  sigs,
 	}, cfg.target)
 	logger.Printf("stopped: %s", res.Stop)
-	code := res.Code
+	code = res.Code
 	// A gate fails on a break; with a command, only if the command passed
 	// (its own failure comes first).
 	if err == nil && cfg.failOnBreak && res.Breaks > 0 && (code == 0 || cfg.target.PID != 0) {

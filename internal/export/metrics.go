@@ -33,26 +33,49 @@ type metrics struct {
 	addr   net.Addr     // where srv listens
 	served chan error
 
-	mu    sync.Mutex // sites is read by the SDK's collection goroutines
+	mu    sync.Mutex // sites and procs are read by the SDK's collection goroutines
 	sites map[spawnKey]analysis.SpawnSite
+	procs map[procKey]procStats
+}
+
+// procKey identifies a watched process in metrics.
+type procKey struct {
+	pid                  uint32
+	exe                  string
+	container, pod, node string
+}
+
+func procKeyOf(p findings.Process) procKey {
+	return procKey{pid: p.PID, exe: p.Executable, container: p.ContainerID, pod: p.PodUID, node: p.NodeName}
 }
 
 type spawnKey struct {
-	pid            uint32
-	exe            string
-	container, pod string
-	site           analysis.Frame
+	procKey
+	site analysis.Frame
 }
 
-// processAttrs identify a process in metrics: on a node, the container
-// and pod too (the collector's k8sattributes processor adds their names).
-func processAttrs(pid uint32, exe, container, pod string, rest ...attribute.KeyValue) metric.MeasurementOption {
-	attrs := append([]attribute.KeyValue{semconv.ProcessPID(int(pid)), semconv.ProcessExecutableName(exe)}, rest...)
-	if container != "" {
-		attrs = append(attrs, semconv.ContainerID(container))
+// procStats is what a process's latest summary says about the watch
+// itself rather than its goroutines.
+type procStats struct {
+	eventsLost uint64
+	sampled    float64
+	budget     *findings.BudgetStats // nil without --overhead-budget
+}
+
+// attrs identify a process in metrics: on a node, the container, pod and
+// node too. Prometheus keeps no resource attributes on the series (only
+// on target_info), so the node goes on each series, where a dashboard can
+// select by it; the collector's k8sattributes processor adds names.
+func (k procKey) attrs(rest ...attribute.KeyValue) metric.MeasurementOption {
+	attrs := append([]attribute.KeyValue{semconv.ProcessPID(int(k.pid)), semconv.ProcessExecutableName(k.exe)}, rest...)
+	if k.container != "" {
+		attrs = append(attrs, semconv.ContainerID(k.container))
 	}
-	if pod != "" {
-		attrs = append(attrs, semconv.K8SPodUID(pod))
+	if k.pod != "" {
+		attrs = append(attrs, semconv.K8SPodUID(k.pod))
+	}
+	if k.node != "" {
+		attrs = append(attrs, semconv.K8SNodeName(k.node))
 	}
 	return metric.WithAttributes(attrs...)
 }
@@ -65,7 +88,7 @@ func newMetrics(ctx context.Context, cfg Config) (*metrics, error) {
 	if !otlp && cfg.MetricsAddr == "" {
 		return nil, nil
 	}
-	m := &metrics{sites: map[spawnKey]analysis.SpawnSite{}}
+	m := &metrics{sites: map[spawnKey]analysis.SpawnSite{}, procs: map[procKey]procStats{}}
 	res, err := resource.New(ctx, resource.WithAttributes(semconv.ServiceName("ctxwatch")), resource.WithFromEnv(), resource.WithHost())
 	if err != nil {
 		return nil, fmt.Errorf("resource of ctxwatch's metrics: %w", err)
@@ -159,7 +182,7 @@ func (m *metrics) instruments() error {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		for k, s := range m.sites {
-			set := processAttrs(k.pid, k.exe, k.container, k.pod,
+			set := k.attrs(
 				semconv.CodeFunctionName(k.site.Function),
 				semconv.CodeFilePath(k.site.File),
 				semconv.CodeLineNumber(k.site.Line))
@@ -172,25 +195,69 @@ func (m *metrics) instruments() error {
 	if err != nil {
 		return fmt.Errorf("register spawn counters: %w", err)
 	}
+	return m.processInstruments(meter)
+}
+
+// processInstruments report on the watch of each process: what it could
+// not see (events lost, probes detached by the overhead budget), so that a
+// dashboard can tell few breaks from little watched.
+func (m *metrics) processInstruments(meter metric.Meter) error {
+	lost, err1 := meter.Int64ObservableCounter("ctxwatch.events.lost", metric.WithUnit("{event}"),
+		metric.WithDescription("Records the probes could not deliver (ring buffer full) or store (goroutine state map full), by process; "+
+			"in node mode the processes of one executable share the count."))
+	sampled, err2 := meter.Float64ObservableGauge("ctxwatch.sampled", metric.WithUnit("1"),
+		metric.WithDescription("Share of the watch during which the probes were attached (1 without an overhead budget): counts cover only that share."))
+	overhead, err3 := meter.Float64ObservableGauge("ctxwatch.overhead.estimated", metric.WithUnit("1"),
+		metric.WithDescription("Estimated cost of the probes, a fraction of the target's CPUs; only with an overhead budget."))
+	budget, err4 := meter.Float64ObservableGauge("ctxwatch.overhead.budget", metric.WithUnit("1"),
+		metric.WithDescription("The overhead budget (--overhead-budget), a fraction of the target's CPUs."))
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return fmt.Errorf("create process instruments: %w", err)
+	}
+	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for k, st := range m.procs {
+			set := k.attrs()
+			o.ObserveInt64(lost, int64(st.eventsLost), set)
+			o.ObserveFloat64(sampled, st.sampled, set)
+			if st.budget != nil {
+				o.ObserveFloat64(overhead, st.budget.Overhead, set)
+				o.ObserveFloat64(budget, st.budget.Budget, set)
+			}
+		}
+		return nil
+	}, lost, sampled, overhead, budget)
+	if err != nil {
+		return fmt.Errorf("register process instruments: %w", err)
+	}
 	return nil
 }
 
 func (m *metrics) addBreak(p findings.Process, b analysis.Break) {
-	m.breaks.Add(context.Background(), 1, processAttrs(p.PID, p.Executable, p.ContainerID, p.PodUID,
+	m.breaks.Add(context.Background(), 1, procKeyOf(p).attrs(
 		attribute.String(string(attrKind), string(b.Kind)),
 		semconv.CodeFunctionName(b.Site.Function),
 		semconv.CodeFilePath(b.Site.File),
 		semconv.CodeLineNumber(b.Site.Line)))
 }
 
-// update takes a process's latest counts per spawn site. A process that
-// exited keeps its last counts: counters must not go back.
+// update takes a process's latest counts per spawn site and the state of
+// its watch. A process that exited keeps its last counts: counters must
+// not go back.
 func (m *metrics) update(s findings.Summary) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	k := procKeyOf(s.Process)
 	for _, site := range s.SpawnSites {
-		m.sites[spawnKey{pid: s.Process.PID, exe: s.Executable, container: s.ContainerID, pod: s.PodUID, site: site.Site}] = site
+		m.sites[spawnKey{procKey: k, site: site.Site}] = site
 	}
+	st := procStats{eventsLost: s.EventsLost, sampled: s.SampledFraction}
+	if s.Budget != nil {
+		b := *s.Budget // the summary's copy: the caller may reuse it
+		st.budget = &b
+	}
+	m.procs[k] = st
 }
 
 // close pushes the last metrics and stops the endpoint.

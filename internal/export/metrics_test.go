@@ -51,3 +51,80 @@ func TestPrometheus(t *testing.T) {
 		}
 	}
 }
+
+// TestPrometheusProcess scrapes what the metrics say about the watch of a
+// process on a Kubernetes node: the labels that place it (node, pod,
+// container) on every series, and the state of the watch (events lost,
+// probes sampled under an overhead budget).
+func TestPrometheusProcess(t *testing.T) {
+	ctx := context.Background()
+	m, err := newMetrics(ctx, Config{MetricsAddr: "127.0.0.1:0", Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close(ctx)
+	proc := findings.Process{PID: 7, Executable: "api", ContainerID: "c0ffee", PodUID: "0000000a-0000-4000-8000-00000000000a", NodeName: "node-3"}
+	m.addBreak(proc, analysis.Break{Kind: analysis.NewRoot, Site: analysis.Frame{Function: "main.orphan", File: "main.go", Line: 9}})
+	budget := &findings.BudgetStats{Budget: 0.05, Overhead: 0.0125}
+	m.update(findings.Summary{Process: proc, EventsLost: 3, SampledFraction: 0.75, Budget: budget,
+		Snapshot: analysis.Snapshot{SpawnSites: []analysis.SpawnSite{{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 8}, TracedSpawns: 4, Propagated: 4}}}})
+	// A second process without a budget reports no overhead series; a
+	// process outside any pod carries no Kubernetes label.
+	m.update(findings.Summary{Process: findings.Process{PID: 8, Executable: "cli"}, SampledFraction: 1})
+	budget.Overhead = 1 // the summary's owner may change it afterwards
+
+	text := scrape(t, m)
+	place := `k8s_node_name="node-3"`
+	for _, want := range []struct{ metric, value string }{
+		{"ctxwatch_breaks_total{", "} 1"},
+		{"ctxwatch_spawns_traced_total{", "} 4"},
+		{"ctxwatch_events_lost_total{", "} 3"},
+		{"ctxwatch_sampled_ratio{", "} 0.75"},
+		{"ctxwatch_overhead_estimated_ratio{", "} 0.0125"},
+		{"ctxwatch_overhead_budget_ratio{", "} 0.05"},
+	} {
+		if !hasLine(text, want.metric, want.value, place, `k8s_pod_uid="`+proc.PodUID+`"`, `container_id="c0ffee"`, `process_pid="7"`) {
+			t.Errorf("no %s...%s...%s line with the process's pod, container and pid in /metrics:\n%s", want.metric, place, want.value, text)
+		}
+	}
+	if !hasLine(text, "ctxwatch_sampled_ratio{", "} 1", `process_pid="8"`) {
+		t.Errorf("no sampled line for pid 8:\n%s", text)
+	}
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, `process_pid="8"`) && (strings.HasPrefix(l, "ctxwatch_overhead") || strings.Contains(l, "k8s_")) {
+			t.Errorf("pid 8 (no budget, no pod): %s", l)
+		}
+	}
+}
+
+func scrape(t *testing.T, m *metrics) string {
+	t.Helper()
+	resp, err := http.Get("http://" + m.addr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// hasLine reports whether text has a sample line of metric (its name and
+// "{") ending in value and holding every label.
+func hasLine(text, metric, value string, labels ...string) bool {
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, metric) || !strings.HasSuffix(line, value) {
+			continue
+		}
+		all := true
+		for _, l := range labels {
+			all = all && strings.Contains(line, l)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}

@@ -67,6 +67,7 @@ type jsonSummary struct {
 	Type        string                `json:"type"`
 	PID         uint32                `json:"pid"`
 	Executable  string                `json:"executable"`
+	GoVersion   string                `json:"go_version,omitempty"`
 	ContainerID string                `json:"container_id,omitempty"`
 	PodUID      string                `json:"pod_uid,omitempty"`
 	DurationS   float64               `json:"duration_s"`
@@ -92,6 +93,7 @@ func (j *JSON) Summary(s findings.Summary) error {
 		Type:        "summary",
 		PID:         s.Process.PID,
 		Executable:  s.Executable,
+		GoVersion:   s.GoVersion,
 		ContainerID: s.ContainerID,
 		PodUID:      s.PodUID,
 		DurationS:   s.DurationS,
