@@ -286,3 +286,34 @@ func (unixTS) now(t *testing.T) uint64 {
 	}
 	return uint64(time.Now().UnixNano() - off)
 }
+
+// TestLinksToOrphans: a break that started a root links the trace that
+// split off (new-root; dropped at a span start), so every orphan can be
+// reached from its broken trace; breaks that started nothing link none.
+func TestLinksToOrphans(t *testing.T) {
+	other := otelTrace(t, "a5509ef7ed7a7d905026e01f1722f3fd", "1111111111111111")
+	for _, c := range []struct {
+		kind  analysis.Kind
+		other bool
+		want  int
+	}{
+		{analysis.NewRoot, true, 1},
+		{analysis.Dropped, true, 1},
+		{analysis.Dropped, false, 0}, // a check without a span start
+		{analysis.LostAtSpawn, false, 0},
+		{analysis.Overwritten, true, 0}, // a value replaced, not a trace split off
+	} {
+		b := analysis.Break{Kind: c.kind}
+		if c.other {
+			b.Other = other
+		}
+		l := links(b)
+		if len(l) != c.want {
+			t.Errorf("%s (other trace %v): %d links, want %d", c.kind, c.other, len(l), c.want)
+			continue
+		}
+		if c.want == 1 && (l[0].SpanContext.TraceID().String() != "a5509ef7ed7a7d905026e01f1722f3fd" || l[0].SpanContext.SpanID().String() != "1111111111111111") {
+			t.Errorf("%s: link %v, want the new trace's root span", c.kind, l[0].SpanContext)
+		}
+	}
+}

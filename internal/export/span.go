@@ -90,10 +90,11 @@ func parentContext(b analysis.Break) context.Context {
 	return context.WithValue(context.Background(), traceIDKey{}, tid)
 }
 
-// links: a new-root break points at the trace that split off, so a trace
-// view can jump from the broken trace to its orphan.
+// links: a break that started a root (new-root, or dropped at a span
+// start on a context without the trace) points at the trace that split
+// off, so a trace view can jump from the broken trace to its orphan.
 func links(b analysis.Break) []trace.Link {
-	if b.Kind != analysis.NewRoot || !b.Other.Valid() {
+	if b.Kind != analysis.NewRoot && b.Kind != analysis.Dropped || !b.Other.Valid() {
 		return nil
 	}
 	sc := trace.NewSpanContext(trace.SpanContextConfig{
