@@ -127,14 +127,15 @@ $(JAEGER):
 	mv $@.tmp $@
 
 # Real programs (root): OpenTelemetry-instrumented services that this team
-# did not write (HotROD, Jaeger itself, Caddy, Centrifugo), built once from
-# the Go module proxy at pinned versions into $(CTXWATCH_CACHE)/realprog/
-# (a first build takes minutes: hence the timeout), driven with real
+# did not write (HotROD, Jaeger itself, Caddy, Centrifugo, and SpiceDB
+# before and after the fix of a real trace break), built once from the Go
+# module proxy at pinned versions into $(CTXWATCH_CACHE)/realprog/ (a
+# first build takes minutes, SpiceDB's 5: hence the timeout), driven with real
 # requests, without ctxwatch and under it; Jaeger (make jaeger) is the
 # referee of every split trace (docs/realprograms.md). Behind the build tag
 # realprograms, so that go test ./... compiles none of it; not in make test.
 realprograms: jaeger
-	$(GO) test -tags realprograms -count=1 -timeout 30m -run 'TestReal' -v ./integration
+	$(GO) test -tags realprograms -count=1 -timeout 60m -run 'TestReal' -v ./integration
 
 # The compatibility matrix on every toolchain, Go 1.17 to 1.27 (root;
 # fetches the toolchains through the module proxy the first time), written

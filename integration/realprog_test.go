@@ -43,6 +43,11 @@ type realProgram struct {
 	name, version string
 	pkg           string // the main package, in the module at version
 	prebuilt      string // the same build elsewhere, if any, to copy
+	// module, when set, is the module of pkg, built in a copy of its own
+	// directory instead of from a scratch module: its go.mod has replace
+	// lines, which go get ignores in a dependency (the build would not be
+	// the release's).
+	module string
 }
 
 // binary returns the service's executable, building it once: a scratch
@@ -76,6 +81,10 @@ func (p realProgram) binary(t *testing.T) string {
 			return exe
 		}
 	}
+	if p.module != "" {
+		p.buildInModule(t, exe)
+		return exe
+	}
 	mod := t.TempDir()
 	for _, args := range [][]string{
 		{"mod", "init", "realprog"},
@@ -92,6 +101,60 @@ func (p realProgram) binary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return exe
+}
+
+// buildInModule builds p into exe the way its maintainers do: go mod
+// download gives the module's directory at version, a writable copy of it
+// is the main module (its go.mod and go.sum, its replace lines), and go
+// build builds pkg there.
+func (p realProgram) buildInModule(t *testing.T, exe string) {
+	t.Helper()
+	dl := exec.Command("go", "mod", "download", "-json", p.module+"@"+p.version)
+	dl.Dir = t.TempDir() // outside any module
+	out, err := dl.Output()
+	var mod struct{ Dir, Error string }
+	if jerr := json.Unmarshal(out, &mod); err != nil || jerr != nil || mod.Error != "" || mod.Dir == "" {
+		t.Fatalf("build %s %s: go mod download %s@%s: %v %v %s\n%s", p.name, p.version, p.module, p.version, err, jerr, mod.Error, out)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	if err := copyTree(mod.Dir, src); err != nil {
+		t.Fatalf("build %s %s: copy %s: %v", p.name, p.version, mod.Dir, err)
+	}
+	pkg := "./" + strings.TrimPrefix(strings.TrimPrefix(p.pkg, p.module), "/")
+	build := exec.Command("go", "build", "-o", exe+".tmp", pkg)
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s %s: go build %s in %s: %v\n%s", p.name, p.version, pkg, src, err, out)
+	}
+	if err := os.Rename(exe+".tmp", exe); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyTree copies the regular files under from to to, writable (the module
+// cache's are read-only).
+func copyTree(from, to string) error {
+	return filepath.WalkDir(from, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(from, path)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(to, rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o644)
+	})
 }
 
 // driven is one request of the driver, with the trace it carried in its
@@ -395,9 +458,9 @@ func (r *realRun) agree(t *testing.T, known knownMiss) {
 	for _, o := range r.orphans {
 		isOrphan[o.traceID] = true
 	}
-	// What ctxwatch names as split off: the link of each new-root break
-	// span (one per occurrence), and the other trace of each break line
-	// that started a root (new-root, dropped at a tracer Start).
+	// What ctxwatch names as split off: the link of each break span that
+	// started a root (new-root, dropped at a tracer Start: one per
+	// occurrence), and the other trace of each such break line.
 	named := map[string]string{}
 	breakSpans := 0
 	for _, tr := range r.traces {
@@ -409,8 +472,8 @@ func (r *realRun) agree(t *testing.T, known knownMiss) {
 			breakSpans++
 			t.Logf("break span %q in trace %s at %v:%v (spawn %v:%v)", s.OperationName, tr.TraceID,
 				s.tag("code.file.path"), s.tag("code.line.number"), s.tag("ctxwatch.spawn.file"), s.tag("ctxwatch.spawn.line"))
-			if l := s.ref("FOLLOWS_FROM"); l != nil && s.OperationName == "trace break: new-root" {
-				named[normID(l.TraceID)] = fmt.Sprintf("new-root break span %s in trace %s", s.SpanID, tr.TraceID)
+			if l := s.ref("FOLLOWS_FROM"); l != nil && (s.OperationName == "trace break: new-root" || s.OperationName == "trace break: dropped") {
+				named[normID(l.TraceID)] = fmt.Sprintf("%s span %s in trace %s", s.OperationName, s.SpanID, tr.TraceID)
 			}
 		}
 	}
@@ -889,4 +952,461 @@ func runCentrifugo(t *testing.T, exe string, watched bool) *realRun {
 	}
 	r.finish(t, j, s, 2*time.Second)
 	return r
+}
+
+// SpiceDB, the Zanzibar-style permissions database (memory datastore),
+// with its HTTP gateway in front of its gRPC API, both traced (otelhttp,
+// then otelgrpc on the gateway's client and on the server), exporting over
+// OTLP/gRPC with a parent-based sampler. Built in its own module: its
+// go.mod has replace lines.
+//
+// In v1.49.1 ReadSchema loses its trace in SpiceDB's own code:
+// internal/services/v1/schema.go:97 calls schemaReader.SchemaText(), which
+// takes no context, and LegacySchemaReaderAdapter.SchemaText
+// (internal/datastore/schema/schema.go:36) reads the namespaces and the
+// caveats on context.Background(), through the tracing datastore proxy
+// (internal/datastore/proxy/observable.go, observe): two root spans,
+// ListAllNamespaces and ListAllCaveats, per read, while the request's
+// server span is open. Fixed by authzed/spicedb#2947 (v1.50.0:
+// sr.SchemaText(ctx)); v1.56.2 is the fixed release the module proxy
+// serves (v1.50.0's zip is refused).
+var (
+	spicedbBroken = realProgram{name: "spicedb", version: "v1.49.1", pkg: "github.com/authzed/spicedb/cmd/spicedb", module: "github.com/authzed/spicedb"}
+	spicedbFixed  = realProgram{name: "spicedb", version: "v1.56.2", pkg: "github.com/authzed/spicedb/cmd/spicedb", module: "github.com/authzed/spicedb"}
+)
+
+const (
+	spicedbKey    = "ctxwatch-realprog" // the gRPC preshared key, a bearer token at the gateway
+	spicedbReads  = 6                   // POST /v1/schema/read, after one write
+	spicedbSchema = "definition user {}\ndefinition doc {\n relation viewer: user\n permission view = viewer\n}"
+)
+
+// The orphans of a read in v1.49.1, by operation name (the names observe
+// gives its spans).
+var spicedbSplitNames = []string{"ListAllNamespaces", "ListAllCaveats"}
+
+// spicedbStartup are the roots SpiceDB starts at startup, before any
+// request, on the server's own context: the datastore's Features
+// (pkg/cmd/server/server.go), Statistics (the telemetry collector) and
+// ReadyState (the health manager). Orphans by the definition, split off
+// nothing: ctxwatch has no trace to name them by, by design.
+var spicedbStartup = map[string]bool{"Features": true, "Statistics": true, "ReadyState": true}
+
+// spicedbKnown are the orphans of every SpiceDB run that ctxwatch cannot
+// name by design: its startup roots.
+func spicedbKnown() knownMiss {
+	known := knownMiss{}
+	for n := range spicedbStartup {
+		known[n] = "startup work before any request: no trace to lose"
+	}
+	return known
+}
+
+func spicedbStartupNames() []string {
+	var out []string
+	for n := range spicedbStartup {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// spicedbRun is a run of SpiceDB: the write, then the reads.
+type spicedbRun struct {
+	realRun
+	write driven
+	reads []driven
+	times map[string]spanTime // of every span in Jaeger, by trace and span id
+}
+
+// TestRealSpiceDB: SpiceDB v1.49.1's truth, established without ctxwatch
+// and written in docs/realprograms.md: each request's trace holds the
+// gateway's spans and the gRPC server's, and each read splits two traces
+// off, ListAllNamespaces and ListAllCaveats, roots started while the
+// read's gRPC server span is open. Under ctxwatch the same in Jaeger, and
+// ctxwatch reports each split as `dropped` at the tracing proxy's Start
+// (observe), its stack up to SchemaText, where the context was dropped,
+// and ReadSchema.
+//
+// Each dropped break span, in the broken read's trace, links the orphan it
+// split off, so agree names every one by trace id; checkSpiceDBBreaks also
+// places each in the read whose server span was open when it started.
+func TestRealSpiceDB(t *testing.T) {
+	requireRoot(t)
+	exe := spicedbBroken.binary(t)
+	known := spicedbKnown()
+	for _, watched := range []bool{false, true} {
+		t.Run(runName(watched), func(t *testing.T) {
+			r := runSpiceDB(t, exe, watched)
+			splits := r.logSpiceDB(t)
+			checkSpiceDBTruth(t, r, splits, true)
+			if watched {
+				r.agree(t, known)
+				checkSpiceDBBreaks(t, r, splits)
+			}
+		})
+	}
+}
+
+// TestRealSpiceDBFixed: the negative twin, v1.56.2, with the fix. Its
+// truth, established without ctxwatch: each request's trace holds all of
+// its spans, the reads' ListAllNamespaces and ListAllCaveats too; no
+// orphan. Under ctxwatch the same, and no break.
+func TestRealSpiceDBFixed(t *testing.T) {
+	requireRoot(t)
+	exe := spicedbFixed.binary(t)
+	for _, watched := range []bool{false, true} {
+		t.Run(runName(watched), func(t *testing.T) {
+			r := runSpiceDB(t, exe, watched)
+			splits := r.logSpiceDB(t)
+			checkSpiceDBTruth(t, r, splits, false)
+			if watched {
+				r.agree(t, spicedbKnown())
+				if len(r.breaks) != 0 || len(r.summary.Breaks) != 0 {
+					t.Errorf("ctxwatch reported %d break lines and %d breaks in its summary on the fixed release, want none", len(r.breaks), len(r.summary.Breaks))
+				}
+			}
+		})
+	}
+}
+
+func runSpiceDB(t *testing.T, exe string, watched bool) *spicedbRun {
+	t.Helper()
+	j := startJaeger(t)
+	ports := freePorts(t, 2) // gRPC, HTTP gateway
+	s := startService(t, j, watched, []string{"OTEL_BSP_SCHEDULE_DELAY=200"}, exe, "serve",
+		"--grpc-preshared-key", spicedbKey, "--datastore-engine", "memory",
+		"--grpc-addr", ports[0], "--http-enabled", "--http-addr", ports[1],
+		"--metrics-enabled=false", "--telemetry-endpoint=", "--skip-release-check", "--log-level", "warn",
+		"--otel-provider", "otlpgrpc", "--otel-endpoint", j.grpc, "--otel-insecure", "--otel-sample-ratio", "1")
+	s.listening(t, ports...)
+	base := "http://" + ports[1]
+	// The gateway answers /healthz from the gRPC health service, untraced
+	// on both sides: ready once it says 200.
+	waitFor(t, "SpiceDB to be healthy", 60*time.Second, func() bool {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	r := &spicedbRun{}
+	body, _ := json.Marshal(map[string]string{"schema": spicedbSchema})
+	r.write = sendSpiceDB(t, base+"/v1/schema/write", body)
+	for range spicedbReads {
+		r.reads = append(r.reads, sendSpiceDB(t, base+"/v1/schema/read", []byte("{}")))
+	}
+	r.reqs = append([]driven{r.write}, r.reads...)
+	r.finish(t, j, s, 2*time.Second)
+	r.times = j.spanTimes(t)
+	return r
+}
+
+// sendSpiceDB posts body to the gateway with the preshared key as bearer
+// token and a traceparent of its own.
+func sendSpiceDB(t *testing.T, url string, body []byte) driven {
+	t.Helper()
+	tp, id := traceparent(t)
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("traceparent", tp)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+spicedbKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: %s: %s", url, resp.Status, answer)
+	}
+	return driven{what: "POST " + url, traceID: id}
+}
+
+// spanTime is when a span ran, in µs since the epoch, as Jaeger holds it.
+type spanTime struct{ start, end int64 }
+
+func (s spanTime) holds(at int64) bool { return s.start <= at && at <= s.end }
+
+// spanTimes returns when every span Jaeger holds ran, by trace and span id
+// (jaegerSpan leaves the start out).
+func (j *jaeger) spanTimes(t *testing.T) map[string]spanTime {
+	t.Helper()
+	out := map[string]spanTime{}
+	for _, svc := range j.services(t) {
+		resp, err := http.Get("http://" + j.query + "/api/traces?limit=10000&lookback=1h&service=" + svc)
+		if err != nil {
+			t.Fatalf("query Jaeger: %v", err)
+		}
+		var body struct {
+			Data []struct {
+				Spans []struct {
+					TraceID   string `json:"traceID"`
+					SpanID    string `json:"spanID"`
+					StartTime int64  `json:"startTime"`
+					Duration  int64  `json:"duration"`
+				} `json:"spans"`
+			} `json:"data"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("decode Jaeger's traces: %v", err)
+		}
+		for _, tr := range body.Data {
+			for _, s := range tr.Spans {
+				out[normID(s.TraceID)+"/"+s.SpanID] = spanTime{s.StartTime, s.StartTime + s.Duration}
+			}
+		}
+	}
+	return out
+}
+
+// services returns the service names Jaeger holds spans of.
+func (j *jaeger) services(t *testing.T) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + j.query + "/api/services")
+	if err != nil {
+		t.Fatalf("query Jaeger: %v", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data []string `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("decode Jaeger's services: %v", err)
+	}
+	return body.Data
+}
+
+// spanNames lists a trace's operation names, sorted, with their counts.
+func spanNames(tr jaegerTrace) string {
+	n := map[string]int{}
+	for _, s := range tr.Spans {
+		kind, _ := s.tag("span.kind").(string)
+		if kind != "" {
+			kind = " [" + kind + "]"
+		}
+		n[s.OperationName+kind]++
+	}
+	var out []string
+	for name, c := range n {
+		out = append(out, fmt.Sprintf("%d × %s", c, name))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// spanParents lists each span of a trace with its parent ("-" for a
+// parent outside the trace, the driver's), by name and kind.
+func spanParents(tr jaegerTrace) string {
+	named := func(s *jaegerSpan) string { return fmt.Sprintf("%s [%v]", s.OperationName, s.tag("span.kind")) }
+	var out []string
+	for i := range tr.Spans {
+		s := &tr.Spans[i]
+		parent := "-"
+		if ref := s.ref("CHILD_OF"); ref != nil {
+			if p := tr.span(ref.SpanID); p != nil {
+				parent = named(p)
+			}
+		}
+		out = append(out, named(s)+" ← "+parent)
+	}
+	sort.Strings(out)
+	return strings.Join(out, "; ")
+}
+
+// logSpiceDB logs the run and returns its orphans by the request whose
+// gRPC server span (of SchemaService: ReadSchema, or WriteSchema) was open when each
+// started; orphans outside every request are under "".
+func (r *spicedbRun) logSpiceDB(t *testing.T) map[string][]orphan {
+	t.Helper()
+	nt, ns := outsideRequests(r.traces, r.reqs)
+	t.Logf("%d requests, %d traces, %d spans; outside the requests' traces: %d traces, %d spans; %d orphans",
+		len(r.reqs), len(r.traces), spanCount(r.traces), nt, ns, len(r.orphans))
+	t.Logf("spans by service: %v", spansByService(r.traces))
+	for i, q := range r.reqs {
+		t.Logf("%s: trace %s: %s", q.what, q.traceID, spanNames(r.traces[q.traceID]))
+		if i < 2 { // the write and the first read, span by span
+			t.Logf("  parents: %s", spanParents(r.traces[q.traceID]))
+		}
+	}
+	driver := map[string]bool{}
+	for _, q := range r.reqs {
+		driver[q.traceID] = true
+	}
+	for id, tr := range r.traces {
+		if !driver[id] {
+			t.Logf("outside the requests: trace %s: %s", id, spanNames(tr))
+		}
+	}
+	splits := map[string][]orphan{}
+	for _, o := range r.orphans {
+		at, ok := r.times[o.traceID+"/"+o.spanID]
+		owner := ""
+		for _, q := range r.reqs {
+			if s, ok2 := r.serverSpan(q); ok && ok2 && s.holds(at.start) {
+				owner = q.traceID
+			}
+		}
+		splits[owner] = append(splits[owner], o)
+		t.Logf("orphan: %s, started in the request of trace %q", o, owner)
+	}
+	return splits
+}
+
+// serverSpan returns when the gRPC server span of request q ran.
+func (r *spicedbRun) serverSpan(q driven) (spanTime, bool) {
+	tr := r.traces[q.traceID]
+	for i := range tr.Spans {
+		s := &tr.Spans[i]
+		if s.tag("span.kind") == "server" && strings.HasPrefix(s.OperationName, "authzed.api.v1.SchemaService/") {
+			st, ok := r.times[q.traceID+"/"+s.SpanID]
+			return st, ok
+		}
+	}
+	return spanTime{}, false
+}
+
+// checkSpiceDBTruth checks a run against SpiceDB's truth: broken (v1.49.1)
+// or fixed (v1.56.2).
+func checkSpiceDBTruth(t *testing.T, r *spicedbRun, splits map[string][]orphan, broken bool) {
+	t.Helper()
+	for _, q := range r.reqs {
+		tr := r.traces[q.traceID]
+		if _, ok := r.serverSpan(q); !ok {
+			t.Errorf("%s: trace %s holds no gRPC server span of SchemaService: the gateway did not carry the trace (%s)", q.what, q.traceID, spanNames(tr))
+		}
+	}
+	for _, q := range r.reads {
+		tr := r.traces[q.traceID]
+		for _, name := range spicedbSplitNames {
+			in, split := len(tr.named(name)), 0
+			for _, o := range splits[q.traceID] {
+				if o.name == name {
+					split++
+				}
+			}
+			want := [2]int{1, 0} // in the request's trace, split off
+			if broken {
+				want = [2]int{0, 1}
+			}
+			if [2]int{in, split} != want {
+				t.Errorf("%s: %d spans %q in trace %s and %d split off while it ran; the truth is %d and %d", q.what, in, name, q.traceID, split, want[0], want[1])
+			}
+		}
+	}
+	want := 0
+	if broken {
+		want = len(spicedbSplitNames) * spicedbReads
+	}
+	if n := len(r.orphans) - len(splits[""]); n != want {
+		t.Errorf("Jaeger shows %d orphan roots started in a request, the truth is %d", n, want)
+	}
+	// SpiceDB's own startup work, each once, before any request: roots of
+	// their own, split off nothing.
+	first, ok := r.serverSpan(r.write)
+	seen := map[string]int{}
+	for _, o := range splits[""] {
+		seen[o.name]++
+		at := r.times[o.traceID+"/"+o.spanID]
+		if !spicedbStartup[o.name] || seen[o.name] > 1 || !ok || at.start >= first.start {
+			t.Errorf("orphan %s started outside every request, and is not startup work of SpiceDB (%v, once, before the first request)", o, spicedbStartupNames())
+		}
+	}
+	for _, o := range splits[r.write.traceID] {
+		t.Errorf("orphan %s split off the write; the truth has none", o)
+	}
+}
+
+// checkSpiceDBBreaks checks ctxwatch's report on v1.49.1: one break line,
+// dropped at observe's tracer.Start, whose stack holds SchemaText (the line
+// to fix) and ReadSchema's call of it; as many occurrences as orphans; and
+// in each read's trace as many dropped break spans as orphans split off
+// while it ran.
+func checkSpiceDBBreaks(t *testing.T, r *spicedbRun, splits map[string][]orphan) {
+	t.Helper()
+	const (
+		siteFile   = "internal/datastore/proxy/observable.go"
+		siteFunc   = "github.com/authzed/spicedb/internal/datastore/proxy.observe"
+		schemaFile = "internal/datastore/schema/schema.go"
+		schemaFunc = "github.com/authzed/spicedb/internal/datastore/schema.(*LegacySchemaReaderAdapter).SchemaText"
+		readFile   = "internal/services/v1/schema.go"
+		readFunc   = "github.com/authzed/spicedb/internal/services/v1.(*schemaServer).ReadSchema"
+	)
+	hasFrame := func(stack []frame, fn, file string, lo, hi int) bool {
+		for _, f := range stack {
+			if f.Function == fn && strings.HasSuffix(f.File, file) && lo <= f.Line && f.Line <= hi {
+				return true
+			}
+		}
+		return false
+	}
+	checkStack := func(what string, stack []frame) {
+		if !hasFrame(stack, schemaFunc, schemaFile, 36, 51) {
+			t.Errorf("%s: stack %v has no frame of SchemaText at %s:36-51, where context.Background() was taken", what, stack, schemaFile)
+		}
+		if !hasFrame(stack, readFunc, readFile, 97, 97) {
+			t.Errorf("%s: stack %v has no frame of ReadSchema at %s:97", what, stack, readFile)
+		}
+	}
+	if len(r.breaks) != 1 {
+		t.Errorf("ctxwatch wrote %d break lines, want 1 (dropped at %s)", len(r.breaks), siteFile)
+	}
+	for _, b := range r.breaks {
+		if b.Kind != "dropped" || b.Site.Function != siteFunc || !strings.HasSuffix(b.Site.File, siteFile) {
+			t.Errorf("break %s at %s:%d (%s), want dropped at %s (observe)", b.Kind, b.Site.File, b.Site.Line, b.Site.Function, siteFile)
+			continue
+		}
+		checkStack("break line", b.Stack)
+		if b.OtherTraceID == "" {
+			t.Errorf("the dropped break line names no other trace")
+		}
+		// The other trace it names split off the very read it is in.
+		split := false
+		for _, o := range splits[b.TraceID] {
+			split = split || o.traceID == b.OtherTraceID
+		}
+		if !split {
+			t.Errorf("the dropped break in trace %s names trace %s, which Jaeger does not show split off that request", b.TraceID, b.OtherTraceID)
+		}
+	}
+	var occurrences uint64
+	for _, b := range r.summary.Breaks {
+		if b.Kind != "dropped" || b.Site.Function != siteFunc {
+			t.Errorf("summary: %d × %s at %s:%d (%s), want only dropped at %s (observe)", b.Count, b.Kind, b.Site.File, b.Site.Line, b.Site.Function, siteFile)
+			continue
+		}
+		occurrences += b.Count
+		checkStack("summary", b.Stack)
+	}
+	if split := len(r.orphans) - len(splits[""]); occurrences != uint64(split) {
+		t.Errorf("ctxwatch counted %d dropped breaks at %s, and Jaeger shows %d orphans split off the requests", occurrences, siteFile, split)
+	}
+	stacks := map[string]bool{}
+	for _, q := range r.reqs {
+		tr := r.traces[q.traceID]
+		n := 0
+		for _, s := range tr.named("trace break: dropped") {
+			n++
+			if st := fmt.Sprint(s.tag("ctxwatch.stack")); !stacks[st] {
+				stacks[st] = true
+				t.Logf("break span stack: %s", st)
+			}
+			if f, _ := s.tag("code.file.path").(string); !strings.HasSuffix(f, siteFile) {
+				t.Errorf("%s: dropped break span at %v, want %s", q.what, f, siteFile)
+			}
+			if st := fmt.Sprint(s.tag("ctxwatch.stack")); !strings.Contains(st, schemaFunc) {
+				t.Errorf("%s: dropped break span's stack %s has no SchemaText", q.what, st)
+			}
+		}
+		if n != len(splits[q.traceID]) {
+			t.Errorf("%s: trace %s holds %d dropped break spans, and %d orphans split off while it ran", q.what, q.traceID, n, len(splits[q.traceID]))
+		}
+	}
 }
