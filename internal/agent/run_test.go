@@ -1,12 +1,13 @@
 package agent
 
 import (
-	"fmt"
 	"io"
 	"log"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,11 +18,16 @@ import (
 )
 
 // The test binary is also the target: a Go program that sleeps for
-// $CTXWATCH_AGENT_SLEEP and exits with $CTXWATCH_AGENT_EXIT.
+// $CTXWATCH_AGENT_SLEEP (or until its stdin closes, for "stdin") and exits
+// with $CTXWATCH_AGENT_EXIT.
 func TestMain(m *testing.M) {
 	if d := os.Getenv("CTXWATCH_AGENT_SLEEP"); d != "" {
-		sleep, _ := time.ParseDuration(d)
-		time.Sleep(sleep)
+		if d == "stdin" {
+			io.Copy(io.Discard, os.Stdin) // until the test closes it
+		} else {
+			sleep, _ := time.ParseDuration(d)
+			time.Sleep(sleep)
+		}
 		code, _ := strconv.Atoi(os.Getenv("CTXWATCH_AGENT_EXIT"))
 		os.Exit(code)
 	}
@@ -104,16 +110,32 @@ func TestRunStops(t *testing.T) {
 	})
 
 	t.Run("process exits", func(t *testing.T) {
+		// The target exits when its stdin closes, which the test does
+		// once the agent says it watches the process: however long the
+		// attach takes (seconds under emulation), the exit comes after.
 		cmd := exec.Command(self)
-		// Long enough for the attach, which emulation (vmtest under TCG,
-		// CTXWATCH_TEST_SLOW) stretches by seconds.
-		slow, _ := strconv.Atoi(os.Getenv("CTXWATCH_TEST_SLOW"))
-		cmd.Env = append(os.Environ(), fmt.Sprintf("CTXWATCH_AGENT_SLEEP=%ds", 2*max(slow, 1)))
+		cmd.Env = append(os.Environ(), "CTXWATCH_AGENT_SLEEP=stdin")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		go cmd.Wait() // reaped, so that its pidfd says it exited
-		res, err := Run(testConfig(&summaries{}, nil), Target{PID: cmd.Process.Pid})
+		cfg := testConfig(&summaries{}, nil)
+		watching := make(chan struct{})
+		var once sync.Once
+		cfg.Log = log.New(lineFunc(func(line string) {
+			if strings.Contains(line, "watching pid") {
+				once.Do(func() { close(watching) })
+			}
+		}), "", 0)
+		go func() {
+			<-watching
+			stdin.Close()
+		}()
+		res, err := Run(cfg, Target{PID: cmd.Process.Pid})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,4 +150,13 @@ func TestRunStops(t *testing.T) {
 			t.Errorf("Run with no target = %v, %v; want failed with an error", res.Stop, err)
 		}
 	})
+}
+
+// lineFunc is a log writer that passes each line to a func; the agent logs
+// one line per Write.
+type lineFunc func(string)
+
+func (f lineFunc) Write(p []byte) (int, error) {
+	f(string(p))
+	return len(p), nil
 }
