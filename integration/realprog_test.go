@@ -209,19 +209,8 @@ func sendTraced(t *testing.T, method, url, contentType string, body []byte) driv
 // allTraces returns every trace Jaeger holds, of every service, by id.
 func (j *jaeger) allTraces(t *testing.T) map[string]jaegerTrace {
 	t.Helper()
-	resp, err := http.Get("http://" + j.query + "/api/services")
-	if err != nil {
-		t.Fatalf("query Jaeger: %v", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Data []string `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("decode Jaeger's services: %v", err)
-	}
 	all := map[string]jaegerTrace{}
-	for _, s := range body.Data {
+	for _, s := range j.services(t) {
 		for id, tr := range j.traces(t, s) {
 			all[id] = tr
 		}

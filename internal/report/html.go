@@ -61,18 +61,7 @@ func (h *HTML) Break(p findings.Process, b analysis.Break) error {
 	if !b.First {
 		return nil
 	}
-	h.BreakLine(BreakLine{
-		Process:         p,
-		Kind:            b.Kind,
-		TraceID:         b.Trace.Label(),
-		OtherTraceID:    b.Other.Label(),
-		Goroutine:       b.Goroutine,
-		ParentGoroutine: b.ParentGoroutine,
-		Site:            b.Site,
-		Stack:           b.Stack,
-		Spawn:           b.Spawn,
-		AfterNS:         b.After(),
-	})
+	h.BreakLine(lineOf(p, b))
 	return nil
 }
 

@@ -41,20 +41,21 @@ func (j *JSON) Break(p findings.Process, b analysis.Break) error {
 	if !b.First {
 		return nil
 	}
+	l := lineOf(p, b)
 	return j.enc.Encode(jsonBreak{
 		Type:            "break",
-		Kind:            b.Kind,
-		PID:             p.PID,
-		ContainerID:     p.ContainerID,
-		PodUID:          p.PodUID,
-		TraceID:         b.Trace.Label(),
-		OtherTraceID:    b.Other.Label(),
-		Goroutine:       b.Goroutine,
-		ParentGoroutine: b.ParentGoroutine,
-		Site:            b.Site,
-		Stack:           b.Stack,
-		Spawn:           b.Spawn,
-		AfterNS:         b.After(),
+		Kind:            l.Kind,
+		PID:             l.Process.PID,
+		ContainerID:     l.Process.ContainerID,
+		PodUID:          l.Process.PodUID,
+		TraceID:         l.TraceID,
+		OtherTraceID:    l.OtherTraceID,
+		Goroutine:       l.Goroutine,
+		ParentGoroutine: l.ParentGoroutine,
+		Site:            l.Site,
+		Stack:           l.Stack,
+		Spawn:           l.Spawn,
+		AfterNS:         l.AfterNS,
 	})
 }
 

@@ -83,6 +83,23 @@ func parseLine(text []byte) (Line, error) {
 	return Line{}, fmt.Errorf("unknown line type %q", typ.Type)
 }
 
+// lineOf is the break line of the first occurrence b of a break in p: what
+// the JSON writer prints and the page shows, the traces as their labels.
+func lineOf(p findings.Process, b analysis.Break) BreakLine {
+	return BreakLine{
+		Process:         p,
+		Kind:            b.Kind,
+		TraceID:         b.Trace.Label(),
+		OtherTraceID:    b.Other.Label(),
+		Goroutine:       b.Goroutine,
+		ParentGoroutine: b.ParentGoroutine,
+		Site:            b.Site,
+		Stack:           b.Stack,
+		Spawn:           b.Spawn,
+		AfterNS:         b.After(),
+	}
+}
+
 func breakFromJSON(j *jsonBreak) *BreakLine {
 	return &BreakLine{
 		Process:         findings.Process{PID: j.PID, ContainerID: j.ContainerID, PodUID: j.PodUID},
