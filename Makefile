@@ -22,10 +22,11 @@ demo: build
 screenshot: build
 	scripts/screenshot.sh
 
-# What CI runs (.ci/run): every test on this kernel, then the eBPF side on
-# Linux 5.10 in a VM (make vmtest-ci). Needs apt-get install tmux
-# qemu-system-x86 busybox-static chromium prometheus.
-test: test-host fuzz-ci vmtest-ci
+# What CI runs (.ci/run): every test on this kernel, the real programs
+# (built once into the cache, then minutes), then the eBPF side on Linux
+# 5.10 in a VM (make vmtest-ci). Needs apt-get install tmux qemu-system-x86
+# busybox-static chromium prometheus.
+test: test-host fuzz-ci realprograms vmtest-ci
 
 # Every test on this kernel: unit tests and the integration tests (real
 # uprobes: root). The export test needs Jaeger (make jaeger: built once,
@@ -133,7 +134,8 @@ $(JAEGER):
 # first build takes minutes, SpiceDB's 5: hence the timeout), driven with real
 # requests, without ctxwatch and under it; Jaeger (make jaeger) is the
 # referee of every split trace (docs/realprograms.md). Behind the build tag
-# realprograms, so that go test ./... compiles none of it; not in make test.
+# realprograms, so that go test ./... compiles none of it; make test runs it
+# as a step of its own.
 realprograms: jaeger
 	$(GO) test -tags realprograms -count=1 -timeout 60m -run 'TestReal' -v ./integration
 
