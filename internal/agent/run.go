@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/internal/findings"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
@@ -132,7 +133,11 @@ func Run(cfg Config, t Target) (Result, error) {
 	} else if len(missing) > 0 {
 		return Result{Stop: StopFailed}, badInput(fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", ")))
 	}
-	if err := rlimit.RemoveMemlock(); err != nil {
+	if err := rlimit.RemoveMemlock(); errors.Is(err, unix.EPERM) {
+		// Only kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; from
+		// 5.11 RemoveMemlock changes nothing and needs nothing.
+		return Result{Stop: StopFailed}, badInput(fmt.Errorf("missing capabilities CAP_SYS_RESOURCE: this kernel charges BPF maps to the locked memory limit, and raising it was refused: %w", err))
+	} else if err != nil {
 		return Result{Stop: StopFailed}, fmt.Errorf("raise locked memory limit: %w", err)
 	}
 	// -- CMD and node follow execs (tp_btf programs: BTF).
