@@ -156,7 +156,7 @@ func TestContainer(t *testing.T) {
 				a := startAgent(t, pm, agentImage, fewer, args)
 				tg := startHostTarget(t, hostExe)
 				a.waitWatched(t, tg.pid)
-				tg.work(t, 1)
+				tg.work(t, 2) // two: the new-root goroutine keeps the trace in odd units
 				a.waitSummary(t, tg.pid)
 				breaks, _ := a.report(t)
 				checkBreaks(t, tg, breaks[tg.pid], want)
