@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: all build demo test test-host test-deploy unit integration bench generate layouts clean compat jaeger vmtest vmtest-ci soak fuzz fuzz-ci realprograms screenshot
+.PHONY: all build demo test test-host test-deploy container-test unit integration bench generate layouts clean compat jaeger vmtest vmtest-ci soak fuzz fuzz-ci realprograms screenshot
 
 all: build
 
@@ -25,7 +25,7 @@ screenshot: build
 # What CI runs (.ci/run): every test on this kernel, the real programs
 # (built once into the cache, then minutes), then the eBPF side on Linux
 # 5.10 in a VM (make vmtest-ci). Needs apt-get install tmux qemu-system-x86
-# busybox-static chromium prometheus.
+# busybox-static chromium prometheus podman runc.
 test: test-host fuzz-ci realprograms vmtest-ci
 
 # Every test on this kernel: unit tests and the integration tests (real
@@ -37,9 +37,19 @@ test-host: jaeger test-deploy
 
 # The Kubernetes manifests, the Helm chart and the image's Dockerfile
 # (deploy/): a module of its own, which keeps the Kubernetes and Helm
-# libraries out of go.mod. No root, no cluster, no docker.
+# libraries out of go.mod. No cluster, no docker. As root it also runs
+# make container-test's TestContainer (podman and runc: about 30 seconds);
+# without root that one skips.
 test-deploy:
 	cd deploy && $(GO) test -count=1 ./...
+
+# The agent's image run in Podman as daemonset.yaml's pod template says
+# (hostPID, exactly its capabilities, its seccomp and AppArmor settings, a
+# read-only root): it must report the breaks of Go programs started after
+# it, on the host and in another container, and stop with one line naming
+# a capability taken away (root; apt-get install podman runc).
+container-test:
+	cd deploy && $(GO) test -count=1 -v -run '^TestContainer$$' .
 
 # Fuzzing of what ctxwatch reads from untrusted sources: the target's ELF
 # file, build info, pcln table, moduledata and machine code, and the event

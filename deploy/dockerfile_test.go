@@ -258,29 +258,7 @@ func TestDockerfile(t *testing.T) {
 	}
 
 	out := filepath.Join(t.TempDir(), "ctxwatch")
-	args := slices.Clone(b.args)
-	for i, a := range args {
-		if a == b.out {
-			args[i] = out
-		} else if strings.HasPrefix(a, "-o=") {
-			args[i] = "-o=" + out
-		}
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("go", append([]string{"build"}, args...)...)
-	cmd.Dir = root
-	// The golang image's defaults, not this machine's: cgo on (the image
-	// has gcc), amd64 Linux, and no VCS stamp (Dockerfile.dockerignore
-	// leaves .git out of the context). Then the Dockerfile's own.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-buildvcs=false")
-	cmd.Env = append(cmd.Env, b.env...)
-	t.Logf("%s go build %s", strings.Join(b.env, " "), strings.Join(args, " "))
-	if outb, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, outb)
-	}
+	buildImageBinary(t, b, out)
 
 	f, err := elf.Open(out)
 	if err != nil {
@@ -321,6 +299,36 @@ func TestDockerfile(t *testing.T) {
 				t.Errorf("ctxwatch %s --help: %v\n%s", strings.Join(c.Args, " "), err, lastLines(outb, 5))
 			}
 		})
+	}
+}
+
+// buildImageBinary runs the builder stage's go build line b here, in the
+// repository root as the builder's WORKDIR holds it, writing the binary to
+// out instead of the stage's -o path.
+func buildImageBinary(t *testing.T, b goBuild, out string) {
+	t.Helper()
+	args := slices.Clone(b.args)
+	for i, a := range args {
+		if a == b.out {
+			args[i] = out
+		} else if strings.HasPrefix(a, "-o=") {
+			args[i] = "-o=" + out
+		}
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", append([]string{"build"}, args...)...)
+	cmd.Dir = root
+	// The golang image's defaults, not this machine's: cgo on (the image
+	// has gcc), amd64 Linux, and no VCS stamp (Dockerfile.dockerignore
+	// leaves .git out of the context). Then the Dockerfile's own.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-buildvcs=false")
+	cmd.Env = append(cmd.Env, b.env...)
+	t.Logf("%s go build %s", strings.Join(b.env, " "), strings.Join(args, " "))
+	if outb, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", strings.Join(args, " "), err, outb)
 	}
 }
 

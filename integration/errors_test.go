@@ -443,8 +443,9 @@ func TestCheckFuncInlinedUnderCommand(t *testing.T) {
 
 // TestCapabilities: without root, or without one of the capabilities the
 // probes need, ctxwatch names exactly what is missing. setpriv drops
-// them: all (user nobody), or CAP_BPF or CAP_PERFMON alone along with
-// CAP_SYS_ADMIN, which stands in for both.
+// them: all (user nobody), or CAP_SYS_ADMIN with CAP_BPF or CAP_PERFMON
+// (both together stood in for it before kernels required CAP_SYS_ADMIN
+// for uprobes, so with one of them alone CAP_SYS_ADMIN is what to grant).
 func TestCapabilities(t *testing.T) {
 	requireRoot(t)
 	for _, c := range []struct {
@@ -454,11 +455,11 @@ func TestCapabilities(t *testing.T) {
 		notSay []string
 	}{
 		{"nobody", []string{"--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"},
-			"missing capabilities CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_KILL: run as root", nil},
+			"missing capabilities CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_KILL: run as root", nil},
 		{"no CAP_BPF", []string{"--inh-caps=-all", "--bounding-set=-sys_admin,-bpf"},
-			"missing capabilities CAP_BPF: run as root", []string{"CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_KILL"}},
+			"missing capabilities CAP_SYS_ADMIN: run as root", []string{"CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_KILL"}},
 		{"no CAP_PERFMON", []string{"--inh-caps=-all", "--bounding-set=-sys_admin,-perfmon"},
-			"missing capabilities CAP_PERFMON: run as root", []string{"CAP_BPF", "CAP_SYS_PTRACE", "CAP_KILL"}},
+			"missing capabilities CAP_SYS_ADMIN: run as root", []string{"CAP_BPF", "CAP_SYS_PTRACE", "CAP_KILL"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := append(append([]string{}, c.priv...), filepath.Join(bin, "ctxwatch"), "--pid", "1")

@@ -281,6 +281,12 @@ const defaultPIDBudget = 5
 
 // watch sets up the outputs, runs the agent, and returns the exit status.
 func watch(cfg config, logger, errLog *log.Logger) (code int, err error) {
+	// Missing capabilities or kernel features stop ctxwatch before any
+	// output exists: one line says why, not also an exporter that failed
+	// to flush into a collector on the way out.
+	if err := agent.Preflight(cfg.target); err != nil {
+		return 0, err
+	}
 	out := io.Writer(os.Stdout)
 	if cfg.output != "" {
 		f, err := os.Create(cfg.output)

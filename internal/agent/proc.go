@@ -43,13 +43,13 @@ func missingCaps(stops bool) ([]string, error) {
 	}
 	has := func(c uint) bool { return eff&(1<<c) != 0 }
 	var missing []string
-	if !has(capSysAdmin) {
-		if !has(capBPF) {
-			missing = append(missing, "CAP_BPF")
-		}
-		if !has(capPerfmon) {
-			missing = append(missing, "CAP_PERFMON")
-		}
+	// Uprobes need CAP_SYS_ADMIN since the 2025 fix "perf: Require
+	// CAP_SYS_ADMIN for uprobes" (in the stable kernels from 5.10 on), so
+	// that is what to grant. Before it, CAP_BPF and CAP_PERFMON together
+	// sufficed: a holder of both is let through, and attaching says so if
+	// its kernel wants CAP_SYS_ADMIN.
+	if !has(capSysAdmin) && !(has(capBPF) && has(capPerfmon)) {
+		missing = append(missing, "CAP_SYS_ADMIN")
 	}
 	if !has(capSysPtrace) {
 		missing = append(missing, "CAP_SYS_PTRACE")

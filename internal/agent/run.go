@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/internal/findings"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
@@ -117,6 +118,29 @@ func badInput(err error) error {
 	return inputError{err}
 }
 
+// Preflight checks what watching t needs of this process and this kernel,
+// before anything is set up: the capabilities, a locked-memory limit BPF
+// maps fit under (before Linux 5.11), and the kernel's features. Run
+// calls it; a caller that sets up outputs first (an OTLP exporter, which
+// flushes on close) calls it before them, so that a start-up failure is
+// the one line that says why.
+func Preflight(t Target) error {
+	if missing, err := missingCaps(t.Node == nil); err != nil {
+		return err
+	} else if len(missing) > 0 {
+		return badInput(fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", ")))
+	}
+	if err := rlimit.RemoveMemlock(); errors.Is(err, unix.EPERM) {
+		// Only kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; from
+		// 5.11 RemoveMemlock changes nothing and needs nothing.
+		return badInput(fmt.Errorf("missing capabilities CAP_SYS_RESOURCE: this kernel charges BPF maps to the locked memory limit, and raising it was refused: %w", err))
+	} else if err != nil {
+		return fmt.Errorf("raise locked memory limit: %w", err)
+	}
+	// -- CMD and node follow execs (tp_btf programs: BTF).
+	return badInput(checkKernel(hostKernel(), len(t.Command) > 0 || t.Node != nil))
+}
+
 // Run watches t until it ends (the command or process exits), a signal
 // arrives, or cfg.Duration passes, then summarises every process. The
 // Result says why it stopped.
@@ -127,17 +151,8 @@ func Run(cfg Config, t Target) (Result, error) {
 	case t.PID == 0 && len(t.Command) == 0 && t.Node == nil:
 		return Result{Stop: StopFailed}, errors.New("agent: no target")
 	}
-	if missing, err := missingCaps(t.Node == nil); err != nil {
+	if err := Preflight(t); err != nil {
 		return Result{Stop: StopFailed}, err
-	} else if len(missing) > 0 {
-		return Result{Stop: StopFailed}, badInput(fmt.Errorf("missing capabilities %s: run as root (sudo ctxwatch ...) or grant them", strings.Join(missing, ", ")))
-	}
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return Result{Stop: StopFailed}, fmt.Errorf("raise locked memory limit: %w", err)
-	}
-	// -- CMD and node follow execs (tp_btf programs: BTF).
-	if err := checkKernel(hostKernel(), len(t.Command) > 0 || t.Node != nil); err != nil {
-		return Result{Stop: StopFailed}, badInput(err)
 	}
 	w, err := newWatcher(cfg)
 	if err != nil {

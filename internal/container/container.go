@@ -37,6 +37,7 @@ func Of(procfs string, pid int) (Identity, error) {
 //	/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope
 //	/kubepods/besteffort/pod<uid>/<id>
 //	/system.slice/docker-<id>.scope, /docker/<id>
+//	/libpod_parent/libpod-<id>, /libpod_parent/<pod id>/libpod-<id>
 //
 // A path seen from inside another cgroup namespace starts with "/.." and
 // is read the same way.
@@ -86,15 +87,16 @@ func containerID(c string) string {
 	if strings.HasPrefix(c, "crio-conmon-") {
 		return ""
 	}
-	if s, ok := strings.CutSuffix(c, ".scope"); ok {
-		for _, p := range scopePrefixes {
-			if id, ok := strings.CutPrefix(s, p); ok && isID(id) {
-				return id
-			}
+	// The systemd driver names a scope "<prefix><id>.scope"; Podman's
+	// cgroupfs driver names the cgroup "libpod-<id>" (under libpod_parent,
+	// or under libpod_parent/<pod id> in a pod): the same without ".scope".
+	s, scope := strings.CutSuffix(c, ".scope")
+	for _, p := range scopePrefixes {
+		if id, ok := strings.CutPrefix(s, p); ok && isID(id) {
+			return id
 		}
-		return ""
 	}
-	if isID(c) { // cgroupfs driver: the bare id
+	if !scope && isID(c) { // cgroupfs driver: the bare id
 		return c
 	}
 	return ""

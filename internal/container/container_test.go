@@ -46,6 +46,18 @@ func TestParse(t *testing.T) {
 		{"docker systemd", "0::/system.slice/docker-" + cid + ".scope\n", Identity{cid, ""}},
 		{"docker cgroupfs v1", "4:memory:/docker/" + cid + "\n", Identity{cid, ""}},
 		{"podman", "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + cid + ".scope\n", Identity{cid, ""}},
+		// Podman's cgroupfs driver, as podman run and a pod of podman
+		// kube play lay it out on a cgroup v1 host (deploy/container_test.go
+		// runs the agent beside them): the pod's bare id is not the
+		// container's.
+		{"podman cgroupfs v1",
+			"9:name=systemd:/libpod_parent/libpod-" + cid + "\n8:pids:/libpod_parent/libpod-" + cid + "\n",
+			Identity{cid, ""}},
+		{"podman cgroupfs pod",
+			"0::/libpod_parent/" + strings.Repeat("ab", 32) + "/libpod-" + cid + "\n",
+			Identity{cid, ""}},
+		{"podman conmon is not the container", "0::/libpod_parent/libpod-conmon-" + cid + "\n", Identity{}},
+		{"unknown scope", "0::/system.slice/" + cid + ".scope\n", Identity{}},
 		{"host service", "0::/system.slice/ssh.service\n", Identity{}},
 		{"root", "0::/\n", Identity{}},
 		{"not hex", "0::/system.slice/docker-" + strings.Repeat("z", 64) + ".scope\n", Identity{}},
