@@ -53,6 +53,7 @@ const (
 	CtxwatchEventTypeEV_FIRST_CHECK CtxwatchEventType = 2
 	CtxwatchEventTypeEV_DROPPED     CtxwatchEventType = 3
 	CtxwatchEventTypeEV_OVERWRITTEN CtxwatchEventType = 4
+	CtxwatchEventTypeEV_LOG         CtxwatchEventType = 6
 )
 
 type CtxwatchGflags uint32
@@ -159,6 +160,8 @@ const (
 	CtxwatchProgCheckFunc             = "check_func"
 	CtxwatchProgContextAfterFunc      = "context_after_func"
 	CtxwatchProgCtxArg0               = "ctx_arg0"
+	CtxwatchProgLogFunc               = "log_func"
+	CtxwatchProgSlogHandle            = "slog_handle"
 	CtxwatchProgSpawn                 = "spawn"
 	CtxwatchProgTimeAfterFunc         = "time_after_func"
 	CtxwatchProgWithValue             = "with_value"
@@ -257,6 +260,8 @@ type CtxwatchProgramSpecs struct {
 	CheckFunc        *ebpf.ProgramSpec `ebpf:"check_func"`
 	ContextAfterFunc *ebpf.ProgramSpec `ebpf:"context_after_func"`
 	CtxArg0          *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
+	LogFunc          *ebpf.ProgramSpec `ebpf:"log_func"`
+	SlogHandle       *ebpf.ProgramSpec `ebpf:"slog_handle"`
 	Spawn            *ebpf.ProgramSpec `ebpf:"spawn"`
 	TimeAfterFunc    *ebpf.ProgramSpec `ebpf:"time_after_func"`
 	WithValue        *ebpf.ProgramSpec `ebpf:"with_value"`
@@ -434,6 +439,8 @@ type CtxwatchPrograms struct {
 	CheckFunc        *ebpf.Program `ebpf:"check_func"`
 	ContextAfterFunc *ebpf.Program `ebpf:"context_after_func"`
 	CtxArg0          *ebpf.Program `ebpf:"ctx_arg0"`
+	LogFunc          *ebpf.Program `ebpf:"log_func"`
+	SlogHandle       *ebpf.Program `ebpf:"slog_handle"`
 	Spawn            *ebpf.Program `ebpf:"spawn"`
 	TimeAfterFunc    *ebpf.Program `ebpf:"time_after_func"`
 	WithValue        *ebpf.Program `ebpf:"with_value"`
@@ -444,6 +451,8 @@ func (p *CtxwatchPrograms) Close() error {
 		p.CheckFunc,
 		p.ContextAfterFunc,
 		p.CtxArg0,
+		p.LogFunc,
+		p.SlogHandle,
 		p.Spawn,
 		p.TimeAfterFunc,
 		p.WithValue,

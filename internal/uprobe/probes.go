@@ -35,10 +35,16 @@ const (
 	// ContextAfterFunc goes on context.AfterFunc's entry: registered
 	// work, and a check of its context.
 	ContextAfterFunc
+	// SlogHandle goes on log/slog's (*Logger).log and logAttrs, at their
+	// call of the handler's Handle: a log record written.
+	SlogHandle
+	// LogFunc goes on the entry of a --log-func function.
+	LogFunc
 )
 
 func (p Program) String() string {
-	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func"}[p]
+	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func",
+		"slog_handle", "log_func"}[p]
 }
 
 // KeyKind says how a user trace key is matched.
@@ -128,7 +134,7 @@ type Point struct {
 	Func       string // for messages
 	Address    uint64 // run-time address, as the probe sees it in RIP
 	FileOffset uint64 // where the uprobe goes in the executable file
-	ContextArg int    // CheckFunc: first register of the context argument
+	ContextArg int    // CheckFunc, LogFunc: first register of the context argument
 	// Stepped says the kernel single-steps the probed instruction (a RET,
 	// or a function's first instruction) instead of emulating it: a hit
 	// costs several times more.
@@ -570,15 +576,20 @@ func (p *Probes) attach() error {
 			prog = p.objs.WithValue
 		case ContextArg0:
 			prog = p.objs.CtxArg0
-		case CheckFunc:
+		case CheckFunc, LogFunc:
 			prog = p.objs.CheckFunc
+			if pt.Program == LogFunc {
+				prog = p.objs.LogFunc
+			}
 			// The probe sees RIP at the probed instruction; key both
 			// readings kernels have given for it.
 			for _, a := range []uint64{pt.Address, pt.Address + 1} {
 				if err := p.objs.CheckFuncs.Put(a, uint32(pt.ContextArg)); err != nil {
-					return fmt.Errorf("register check function %s: %w", pt.Func, err)
+					return fmt.Errorf("register %s function %s: %w", pt.Program, pt.Func, err)
 				}
 			}
+		case SlogHandle:
+			prog = p.objs.SlogHandle
 		case Spawn:
 			prog = p.objs.Spawn
 		case TimeAfterFunc:
