@@ -308,6 +308,7 @@ func (w *watcher) analyzer(pid int, bin *target.Binary, bias uint64) *analysis.A
 	return analysis.New(uint32(pid), analysis.Options{
 		Resolver: bin.Resolver(bias),
 		IsUser:   func(fn string) bool { return target.IsUserFunc(fn, mainModule, prefixes) },
+		LogFuncs: w.opts.LogFuncs,
 	})
 }
 
