@@ -1,0 +1,192 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// logMarkers reads testdata/slogsite's markers: "// want:log with" and
+// "// want:log without" on each line that writes a record inside a trace,
+// "// want:spawn KIND" on its go statements, "// want:inner KIND" on the
+// line inside its logging helper.
+func logMarkers(t *testing.T, path string) map[int]marker {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`// want:(log|spawn|inner) ([a-z-]+)`)
+	ms := map[int]marker{}
+	for i, line := range strings.Split(string(data), "\n") {
+		if m := re.FindStringSubmatch(line); m != nil {
+			ms[i+1] = marker{what: m[1], kind: m[2]}
+		}
+	}
+	return ms
+}
+
+// TestLogWithoutTrace: testdata/slogsite's OTel handler, on a keep-alive
+// connection, logs with log/slog in every way ctxwatch tells apart. Each
+// line marked "want:log without" is a log-without-trace break written once
+// per request, at that line (slog.Info, a With logger's InfoContext on
+// Background, the --log-func helper on Background, LogAttrs in a spawned
+// goroutine, which is also its lost verdict, with its spawn stack); each
+// line marked "want:log with" counts its records with the trace; the
+// disabled Debug, the untraced requests between them on the same
+// connection and main's records outside any span are not counted at all.
+func TestLogWithoutTrace(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs("testdata/slogsite/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(bin, "slogsite")
+	markers := logMarkers(t, src)
+
+	r := ctxwatch(t, "--log-func", "main.logf", "--", exe)
+	requests := checkLogRun(t, r, src)
+	sum := r.summaries[0]
+	logged := map[int]logSite{}
+	for _, ls := range sum.LogSites {
+		where := fmt.Sprintf("log site %s:%d (%d in a trace, %d with, %d without)",
+			filepath.Base(ls.Site.File), ls.Site.Line, ls.InsideTrace, ls.WithTrace, ls.WithoutTrace)
+		m := markers[ls.Site.Line]
+		if ls.Site.File != src || m.what != "log" {
+			t.Errorf("%s: not a line marked want:log", where)
+			continue
+		}
+		logged[ls.Site.Line] = ls
+		want := logSite{Site: ls.Site, InsideTrace: requests, WithTrace: requests}
+		if m.kind == "without" {
+			want.WithTrace, want.WithoutTrace = 0, requests
+		}
+		if ls != want {
+			t.Errorf("%s: want %d in a trace, all %s it", where, requests, m.kind)
+		}
+	}
+	breaks := map[int]breakCount{}
+	for _, b := range sum.Breaks {
+		where := fmt.Sprintf("%s at %s:%d (%d times)", b.Kind, filepath.Base(b.Site.File), b.Site.Line, b.Count)
+		if b.Kind != "log-without-trace" || b.Site.File != src || markers[b.Site.Line] != (marker{"log", "without"}) {
+			t.Errorf("%s: want log-without-trace at a line marked want:log without", where)
+			continue
+		}
+		breaks[b.Site.Line] = b
+		if b.Count != requests {
+			t.Errorf("%s: want once per request, %d", where, requests)
+		}
+		if len(b.Stack) == 0 || b.Stack[0] != b.Site {
+			t.Errorf("%s: stack %v does not start at the site", where, b.Stack)
+		}
+		if len(b.Spawn) > 0 {
+			sp, ok := userFrame(b.Spawn, src)
+			if !ok || markers[sp.Line] != (marker{"spawn", "log-without-trace"}) {
+				t.Errorf("%s: spawned at %v, want the go statement marked want:spawn log-without-trace", where, b.Spawn)
+			}
+		}
+	}
+	spawned := 0
+	for line, m := range markers {
+		switch {
+		case m.what == "log":
+			if _, ok := logged[line]; !ok {
+				t.Errorf("line %d marked want:log %s: no log site", line, m.kind)
+			}
+			if _, ok := breaks[line]; ok != (m.kind == "without") {
+				t.Errorf("line %d marked want:log %s: reported %v", line, m.kind, ok)
+			}
+		case m.what == "spawn":
+			spawned++
+		}
+	}
+	// The goroutines' first records are their verdicts.
+	for _, s := range sum.SpawnSites {
+		m := markers[s.Site.Line]
+		where := fmt.Sprintf("spawn site %s:%d (%d traced, %d kept, %d lost)", filepath.Base(s.Site.File), s.Site.Line, s.TracedSpawns, s.Propagated, s.Lost)
+		switch {
+		case s.Site.File != src:
+			if s.Propagated+s.Lost+s.NewRoot != 0 {
+				t.Errorf("%s: a library's spawn judged", where)
+			}
+		case m == marker{"spawn", "propagated"}:
+			if s.TracedSpawns != requests || s.Propagated != requests {
+				t.Errorf("%s: want %d, all kept", where, requests)
+			}
+			spawned--
+		case m == marker{"spawn", "log-without-trace"}:
+			if s.TracedSpawns != requests || s.Lost != requests || s.Propagated+s.NewRoot != 0 {
+				t.Errorf("%s: want %d, all lost", where, requests)
+			}
+			spawned--
+		default:
+			t.Errorf("%s: not a marked go statement", where)
+		}
+	}
+	if spawned != 0 {
+		t.Errorf("%d marked go statements have no spawn site: %+v", spawned, sum.SpawnSites)
+	}
+	for _, b := range r.breaks {
+		if b.Kind == "log-without-trace" && len(b.Spawn) > 0 && b.ParentGoroutine == 0 {
+			t.Errorf("break line of a spawned goroutine without its parent: %+v", b)
+		}
+	}
+
+	// Without --log-func, the helper's records are slog's, at the line
+	// inside it: with the trace for one call, without for the other.
+	r = ctxwatch(t, "--", exe)
+	checkLogRun(t, r, src)
+	var inner []string
+	for _, b := range r.summaries[0].Breaks {
+		if markers[b.Site.Line].what == "inner" {
+			inner = append(inner, fmt.Sprintf("%s %d", b.Kind, b.Count))
+		}
+	}
+	for _, ls := range r.summaries[0].LogSites {
+		if markers[ls.Site.Line].what == "inner" {
+			inner = append(inner, fmt.Sprintf("%d/%d/%d", ls.InsideTrace, ls.WithTrace, ls.WithoutTrace))
+		}
+	}
+	if want := []string{fmt.Sprintf("log-without-trace %d", requests), fmt.Sprintf("%d/%d/%d", 2*requests, requests, requests)}; strings.Join(inner, ", ") != strings.Join(want, ", ") {
+		t.Errorf("without --log-func, the helper's inner line: %q, want %q", inner, want)
+	}
+
+	// A helper the binary lacks is named, and the rest is watched.
+	r = ctxwatch(t, "--log-func", "main.nosuch", "--", exe)
+	if !strings.Contains(r.stderr, "--log-func main.nosuch not watched") {
+		t.Errorf("unknown --log-func not named; stderr:\n%s", r.stderr)
+	}
+	if len(r.summaries) != 1 || len(r.summaries[0].Breaks) == 0 {
+		t.Errorf("unknown --log-func: the program was not watched: %+v", r.summaries)
+	}
+}
+
+// checkLogRun checks what every run of testdata/slogsite must show: a
+// clean exit, the program's own account, nothing lost, and a break line
+// per distinct break. It returns the number of traced requests.
+func checkLogRun(t *testing.T, r result, src string) uint64 {
+	t.Helper()
+	if r.code != 0 || len(r.summaries) != 1 {
+		t.Fatalf("exit %d, %d summaries; stderr:\n%s", r.code, len(r.summaries), r.stderr)
+	}
+	requests, ok := selfCount(r.stdout, "requests")
+	if health, _ := selfCount(r.stdout, "health"); !ok || requests == 0 || health != requests {
+		t.Fatalf("the program's account is not in its output: %q", r.stdout)
+	}
+	sum := r.summaries[0]
+	if sum.EventsLost == nil || *sum.EventsLost != 0 || sum.Unmatched != 0 {
+		t.Errorf("events_lost %v, unmatched_checks %d; want 0", sum.EventsLost, sum.Unmatched)
+	}
+	if len(r.breaks) != len(sum.Breaks) {
+		t.Errorf("%d break lines for %d distinct breaks", len(r.breaks), len(sum.Breaks))
+	}
+	for _, b := range r.breaks {
+		if b.TraceID == "" || b.Goroutine == 0 || len(b.Stack) == 0 || b.Site.File != src {
+			t.Errorf("break line lacks a trace, goroutine, stack or site in the program: %+v", b)
+		}
+	}
+	return requests
+}
