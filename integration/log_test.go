@@ -5,8 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // logMarkers reads testdata/slogsite's markers: "// want:log with" and
@@ -189,4 +191,87 @@ func checkLogRun(t *testing.T, r result, src string) uint64 {
 		}
 	}
 	return requests
+}
+
+// TestExportLogWithoutTrace: each log-without-trace of testdata/slogsite
+// becomes a break span inside the request's trace in Jaeger, child of the
+// request's server span (the service exports its own spans to the same
+// Jaeger), at the log line, with the stack: one per marked line and
+// request, and no other break span.
+func TestExportLogWithoutTrace(t *testing.T) {
+	requireRoot(t)
+	j := startJaeger(t)
+	src, err := filepath.Abs("testdata/slogsite/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	markers := logMarkers(t, src)
+	service := fmt.Sprintf("slogsite-%d", time.Now().UnixNano())
+	target := []string{"env", "OTEL_SERVICE_NAME=" + service, "OTEL_EXPORTER_OTLP_ENDPOINT=http://" + j.http,
+		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", filepath.Join(bin, "slogsite")}
+	r := ctxwatchWithEnv(t, []string{"OTEL_METRICS_EXPORTER=none"}, append([]string{"--otlp-rate", "1000",
+		"--otlp-endpoint", "http://" + j.http, "--otlp-protocol", "http/protobuf", "--log-func", "main.logf", "--"}, target...)...)
+	if r.code != 0 {
+		t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
+	}
+	requests, _ := selfCount(r.stdout, "requests")
+	without := 0
+	for _, m := range markers {
+		if m == (marker{"log", "without"}) {
+			without++
+		}
+	}
+	want := int(requests) * without
+	if requests == 0 || r.export == nil || r.export.Sent != uint64(want) || r.export.Dropped != 0 {
+		t.Fatalf("%d requests, summary export %+v; want %d sent, 0 dropped; stderr:\n%s", requests, r.export, want, r.stderr)
+	}
+
+	var traces map[string]jaegerTrace
+	count := func() (servers, breaks int) {
+		for _, tr := range traces {
+			servers += len(tr.named("work"))
+			breaks += len(tr.named("trace break: log-without-trace"))
+		}
+		return
+	}
+	waitForOr(t, "Jaeger to store every trace", 30*time.Second, func() bool {
+		traces = j.traces(t, service)
+		servers, breaks := count()
+		return servers >= int(requests) && breaks >= want
+	}, func() string {
+		servers, breaks := count()
+		return fmt.Sprintf("%d traces, %d server spans, %d break spans; the service's stderr:\n%s", len(traces), servers, breaks, r.stderr)
+	})
+	if servers, breaks := count(); servers != int(requests) || breaks != want {
+		t.Errorf("Jaeger holds %d server spans and %d break spans, want %d and %d", servers, breaks, requests, want)
+	}
+	for _, tr := range traces {
+		work := tr.named("work")
+		if len(work) != 1 {
+			continue // the test's count above says why
+		}
+		lines := map[int]int{}
+		for _, s := range tr.Spans {
+			if !strings.HasPrefix(s.OperationName, "trace break:") {
+				continue
+			}
+			line, _ := strconv.Atoi(fmt.Sprint(s.tag("code.line.number")))
+			lines[line]++
+			where := fmt.Sprintf("break span %s %q at line %d", s.SpanID, s.OperationName, line)
+			if s.OperationName != "trace break: log-without-trace" || markers[line] != (marker{"log", "without"}) {
+				t.Errorf("%s: want log-without-trace at a line marked want:log without", where)
+			}
+			if p := s.ref("CHILD_OF"); p == nil || p.SpanID != work[0].SpanID {
+				t.Errorf("%s: parent %+v, want the request's server span %s", where, p, work[0].SpanID)
+			}
+			if fmt.Sprint(s.tag("code.file.path")) != src || !strings.Contains(fmt.Sprint(s.tag("ctxwatch.stack")), fmt.Sprintf("main.go:%d", line)) {
+				t.Errorf("%s: file %v, stack %v", where, s.tag("code.file.path"), s.tag("ctxwatch.stack"))
+			}
+		}
+		for line, m := range markers {
+			if m == (marker{"log", "without"}) && lines[line] != 1 {
+				t.Errorf("trace %s: %d break spans at line %d, want 1", tr.TraceID, lines[line], line)
+			}
+		}
+	}
 }

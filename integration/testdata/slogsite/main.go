@@ -8,7 +8,9 @@
 // requests, on the same connection, an untraced one logs too, as does main
 // outside any span: neither is inside a trace.
 //
-// The program prints its own account: "slogsite: requests N health N".
+// With OTEL_EXPORTER_OTLP_ENDPOINT set, it exports its spans over
+// OTLP/HTTP. The program prints its own account: "slogsite: requests N
+// health N".
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
@@ -66,8 +69,16 @@ func health(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	slog.SetDefault(logger)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	defer tp.Shutdown(context.Background())
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(sdktrace.AlwaysSample())}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
+		exp, err := otlptracehttp.New(context.Background())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "slogsite:", err)
+			os.Exit(1)
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 
@@ -76,7 +87,8 @@ func main() {
 		panic(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/work", otelhttp.NewHandler(http.HandlerFunc(handle), "work"))
+	mux.Handle("/work", otelhttp.NewHandler(http.HandlerFunc(handle), "work",
+		otelhttp.WithSpanNameFormatter(func(op string, _ *http.Request) string { return op })))
 	mux.HandleFunc("/health", health)
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
@@ -96,6 +108,9 @@ func main() {
 		}
 	}
 	srv.Shutdown(context.Background())
+	if err := tp.Shutdown(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "slogsite:", err)
+	}
 	slog.Info("done") // outside any trace: silent
 	fmt.Printf("slogsite: requests %d health %d\n", requests, requests)
 }
