@@ -156,6 +156,16 @@ func TestLogWithoutTrace(t *testing.T) {
 		t.Errorf("without --log-func, the helper's inner line: %q, want %q", inner, want)
 	}
 
+	// A program without log/slog is watched all the same; --verbose says
+	// that no record is.
+	r = ctxwatch(t, "--verbose", "--", filepath.Join(bin, "background"))
+	if r.code != 0 || !strings.Contains(r.stderr, "log records through log/slog.(*Logger).log not watched") {
+		t.Errorf("a program without log/slog: exit %d; stderr does not say records are not watched:\n%s", r.code, r.stderr)
+	}
+	if len(r.summaries) != 1 || len(r.summaries[0].Breaks) == 0 {
+		t.Errorf("a program without log/slog was not watched: %+v", r.summaries)
+	}
+
 	// A helper the binary lacks is named, and the rest is watched.
 	r = ctxwatch(t, "--log-func", "main.nosuch", "--", exe)
 	if !strings.Contains(r.stderr, "--log-func main.nosuch not watched") {
