@@ -31,15 +31,16 @@ func logMarkers(t *testing.T, path string) map[int]marker {
 	return ms
 }
 
-// TestLogWithoutTrace: testdata/slogsite's OTel handler, on a keep-alive
-// connection, logs with log/slog in every way ctxwatch tells apart. Each
+// TestLogWithoutTrace: testdata/slogsite's handler, on a keep-alive
+// connection, with its trace an OTel span (otel) or a request id under a
+// key of its own (key), logs with log/slog in every way ctxwatch tells apart. Each
 // line marked "want:log without" is a log-without-trace break written once
 // per request, at that line (slog.Info, a With logger's InfoContext on
 // Background, the --log-func helper on Background, LogAttrs in a spawned
 // goroutine, which is also its lost verdict, with its spawn stack); each
 // line marked "want:log with" counts its records with the trace; the
 // disabled Debug, the untraced requests between them on the same
-// connection and main's records outside any span are not counted at all.
+// connection and main's records outside any trace are not counted at all.
 func TestLogWithoutTrace(t *testing.T) {
 	requireRoot(t)
 	src, err := filepath.Abs("testdata/slogsite/main.go")
@@ -49,7 +50,56 @@ func TestLogWithoutTrace(t *testing.T) {
 	exe := filepath.Join(bin, "slogsite")
 	markers := logMarkers(t, src)
 
-	r := ctxwatch(t, "--log-func", "main.logf", "--", exe)
+	t.Run("otel", func(t *testing.T) {
+		checkLogVerdicts(t, ctxwatch(t, "--log-func", "main.logf", "--", exe), src, markers)
+	})
+	t.Run("key", func(t *testing.T) {
+		checkLogVerdicts(t, ctxwatch(t, "--trace-key", "type=main.traceKey", "--log-func", "main.logf", "--", exe, "-key"), src, markers)
+	})
+
+	// Without --log-func, the helper's records are slog's, at the line
+	// inside it: with the trace for one call, without for the other.
+	r := ctxwatch(t, "--", exe)
+	requests := checkLogRun(t, r, src)
+	var inner []string
+	for _, b := range r.summaries[0].Breaks {
+		if markers[b.Site.Line].what == "inner" {
+			inner = append(inner, fmt.Sprintf("%s %d", b.Kind, b.Count))
+		}
+	}
+	for _, ls := range r.summaries[0].LogSites {
+		if markers[ls.Site.Line].what == "inner" {
+			inner = append(inner, fmt.Sprintf("%d/%d/%d", ls.InsideTrace, ls.WithTrace, ls.WithoutTrace))
+		}
+	}
+	if want := []string{fmt.Sprintf("log-without-trace %d", requests), fmt.Sprintf("%d/%d/%d", 2*requests, requests, requests)}; strings.Join(inner, ", ") != strings.Join(want, ", ") {
+		t.Errorf("without --log-func, the helper's inner line: %q, want %q", inner, want)
+	}
+
+	// A program without log/slog is watched all the same; --verbose says
+	// that no record is.
+	r = ctxwatch(t, "--verbose", "--trace-key", "type=main.traceKey", "--", filepath.Join(bin, "background"))
+	if r.code != 0 || !strings.Contains(r.stderr, "log records through log/slog.(*Logger).log not watched") {
+		t.Errorf("a program without log/slog: exit %d; stderr does not say records are not watched:\n%s", r.code, r.stderr)
+	}
+	if len(r.summaries) != 1 || len(r.summaries[0].Breaks) == 0 {
+		t.Errorf("a program without log/slog was not watched: %+v", r.summaries)
+	}
+
+	// A helper the binary lacks is named, and the rest is watched.
+	r = ctxwatch(t, "--log-func", "main.nosuch", "--", exe)
+	if !strings.Contains(r.stderr, "--log-func main.nosuch not watched") {
+		t.Errorf("unknown --log-func not named; stderr:\n%s", r.stderr)
+	}
+	if len(r.summaries) != 1 || len(r.summaries[0].Breaks) == 0 {
+		t.Errorf("unknown --log-func: the program was not watched: %+v", r.summaries)
+	}
+}
+
+// checkLogVerdicts checks a run of testdata/slogsite with --log-func
+// main.logf: the log sites and breaks its markers say, per request.
+func checkLogVerdicts(t *testing.T, r result, src string, markers map[int]marker) {
+	t.Helper()
 	requests := checkLogRun(t, r, src)
 	sum := r.summaries[0]
 	logged := map[int]logSite{}
@@ -135,44 +185,6 @@ func TestLogWithoutTrace(t *testing.T) {
 		if b.Kind == "log-without-trace" && len(b.Spawn) > 0 && b.ParentGoroutine == 0 {
 			t.Errorf("break line of a spawned goroutine without its parent: %+v", b)
 		}
-	}
-
-	// Without --log-func, the helper's records are slog's, at the line
-	// inside it: with the trace for one call, without for the other.
-	r = ctxwatch(t, "--", exe)
-	checkLogRun(t, r, src)
-	var inner []string
-	for _, b := range r.summaries[0].Breaks {
-		if markers[b.Site.Line].what == "inner" {
-			inner = append(inner, fmt.Sprintf("%s %d", b.Kind, b.Count))
-		}
-	}
-	for _, ls := range r.summaries[0].LogSites {
-		if markers[ls.Site.Line].what == "inner" {
-			inner = append(inner, fmt.Sprintf("%d/%d/%d", ls.InsideTrace, ls.WithTrace, ls.WithoutTrace))
-		}
-	}
-	if want := []string{fmt.Sprintf("log-without-trace %d", requests), fmt.Sprintf("%d/%d/%d", 2*requests, requests, requests)}; strings.Join(inner, ", ") != strings.Join(want, ", ") {
-		t.Errorf("without --log-func, the helper's inner line: %q, want %q", inner, want)
-	}
-
-	// A program without log/slog is watched all the same; --verbose says
-	// that no record is.
-	r = ctxwatch(t, "--verbose", "--", filepath.Join(bin, "background"))
-	if r.code != 0 || !strings.Contains(r.stderr, "log records through log/slog.(*Logger).log not watched") {
-		t.Errorf("a program without log/slog: exit %d; stderr does not say records are not watched:\n%s", r.code, r.stderr)
-	}
-	if len(r.summaries) != 1 || len(r.summaries[0].Breaks) == 0 {
-		t.Errorf("a program without log/slog was not watched: %+v", r.summaries)
-	}
-
-	// A helper the binary lacks is named, and the rest is watched.
-	r = ctxwatch(t, "--log-func", "main.nosuch", "--", exe)
-	if !strings.Contains(r.stderr, "--log-func main.nosuch not watched") {
-		t.Errorf("unknown --log-func not named; stderr:\n%s", r.stderr)
-	}
-	if len(r.summaries) != 1 || len(r.summaries[0].Breaks) == 0 {
-		t.Errorf("unknown --log-func: the program was not watched: %+v", r.summaries)
 	}
 }
 

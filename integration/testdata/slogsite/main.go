@@ -8,8 +8,9 @@
 // requests, on the same connection, an untraced one logs too, as does main
 // outside any span: neither is inside a trace.
 //
-// With OTEL_EXPORTER_OTLP_ENDPOINT set, it exports its spans over
-// OTLP/HTTP. The program prints its own account: "slogsite: requests N
+// With -key, the trace is a request id under a key of its own
+// (--trace-key type=main.traceKey) instead of an OTel span. With
+// OTEL_EXPORTER_OTLP_ENDPOINT set, it exports its spans over OTLP/HTTP. The program prints its own account: "slogsite: requests N
 // health N".
 package main
 
@@ -22,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
@@ -62,6 +64,20 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
+// traceKey keys a request id, the trace of the -key mode.
+type traceKey struct{}
+
+var requestIDs atomic.Int64
+
+// withRequestID is the -key mode's middleware: the request's context
+// carries a request id under traceKey.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := fmt.Sprintf("%032x", requestIDs.Add(1))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), traceKey{}, id)))
+	})
+}
+
 func health(w http.ResponseWriter, r *http.Request) {
 	slog.Info("health") // no trace in scope: silent
 	fmt.Fprintln(w, "ok")
@@ -87,8 +103,12 @@ func main() {
 		panic(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/work", otelhttp.NewHandler(http.HandlerFunc(handle), "work",
-		otelhttp.WithSpanNameFormatter(func(op string, _ *http.Request) string { return op })))
+	if len(os.Args) > 1 && os.Args[1] == "-key" {
+		mux.Handle("/work", withRequestID(http.HandlerFunc(handle)))
+	} else {
+		mux.Handle("/work", otelhttp.NewHandler(http.HandlerFunc(handle), "work",
+			otelhttp.WithSpanNameFormatter(func(op string, _ *http.Request) string { return op })))
+	}
 	mux.HandleFunc("/health", health)
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
