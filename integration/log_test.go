@@ -3,8 +3,10 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -295,5 +297,72 @@ func TestExportLogWithoutTrace(t *testing.T) {
 				t.Errorf("trace %s: %d break spans at line %d, want 1", tr.TraceID, lines[line], line)
 			}
 		}
+	}
+}
+
+// logToolchains are the releases TestLogToolchains builds
+// testdata/slogcompat with: the first with log/slog, and compatCI's later
+// ones.
+var logToolchains = []string{"go1.21.13", "go1.24.13", "go1.27.4"}
+
+// TestLogToolchains: the log record probe, placed by decoding log/slog's
+// (*Logger).log and logAttrs, judges the same records in a program built by
+// each release from the first with log/slog to the newest (toolchains
+// fetched by the go command, as TestCompat's are).
+func TestLogToolchains(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs("testdata/slogcompat/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	markers := logMarkers(t, src)
+	for _, tc := range logToolchains {
+		t.Run(tc, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, data := range map[string]string{"go.mod": "module example.com/slogcompat\n\ngo 1.21\n", "main.go": string(code)} {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exe := filepath.Join(dir, "slogcompat")
+			build := exec.Command("go", "build", "-o", exe, ".")
+			build.Dir = dir
+			build.Env = compatEnv(tc, false)
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("build with %s: %v\n%s", tc, err, out)
+			}
+			r := ctxwatch(t, "--trace-key", "type=main.traceKey", "--", exe)
+			if r.code != 0 || len(r.summaries) != 1 {
+				t.Fatalf("exit %d, %d summaries; stderr:\n%s", r.code, len(r.summaries), r.stderr)
+			}
+			units, ok := selfCount(r.stdout, "requests")
+			if !ok || units == 0 {
+				t.Fatalf("the program's account is not in its output: %q", r.stdout)
+			}
+			sum := r.summaries[0]
+			var got, want []string
+			for _, ls := range sum.LogSites {
+				got = append(got, fmt.Sprintf("%d: %d/%d/%d", ls.Site.Line, ls.InsideTrace, ls.WithTrace, ls.WithoutTrace))
+			}
+			for _, b := range sum.Breaks {
+				got = append(got, fmt.Sprintf("%d: %s %d", b.Site.Line, b.Kind, b.Count))
+			}
+			for line, m := range markers {
+				if m.kind == "with" {
+					want = append(want, fmt.Sprintf("%d: %d/%d/0", line, units, units))
+				} else {
+					want = append(want, fmt.Sprintf("%d: %d/0/%d", line, units, units), fmt.Sprintf("%d: log-without-trace %d", line, units))
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) || sum.EventsLost == nil || *sum.EventsLost != 0 {
+				t.Errorf("built with %s: log sites and breaks %q, want %q (events lost %v)", tc, got, want, sum.EventsLost)
+			}
+		})
 	}
 }
