@@ -87,7 +87,7 @@ type Event struct {
 	Time      uint64
 	Goroutine uint64
 	Parent    uint64 // Spawn: the spawning goroutine
-	PC        uint64 // Spawn: the go statement's return address; checks: the probed function
+	PC        uint64 // Spawn: the go statement's return address; checks: the probed function; Log: the probed instruction
 	SpawnTime uint64 // checks of an inheriting goroutine: when it was spawned
 	PID       uint32
 	Kind      Kind
