@@ -191,6 +191,11 @@ type spawnInfo struct {
 // for the process, and inherits nothing from the request that started it).
 const lazySite = ^uint32(0)
 
+// maxLazy bounds the lazy singletons remembered after their first act, so
+// that their later log records are not judged against the request that
+// happened to start them: a program has few (each is started once).
+const maxLazy = 1 << 12
+
 // traceless is an inheriting goroutine's incidental check that carried no
 // trace (event.Traceless), held until its trace-bearing work decides; a
 // goroutine that ends without any is lost there.
@@ -220,6 +225,7 @@ type Analyzer struct {
 	logIndex   map[Frame]int
 	logSites   []LogSite
 	logFuncs   map[string]bool
+	lazy       map[uint64]bool // lazy singletons past their first act (at most maxLazy)
 	events     uint64
 	unmatched  uint64
 	forgotten  uint64
@@ -246,6 +252,7 @@ func New(pid uint32, opts Options) *Analyzer {
 		traceless:  map[uint64]*traceless{},
 		logIndex:   map[Frame]int{},
 		logFuncs:   logFuncs,
+		lazy:       map[uint64]bool{},
 	}
 }
 
@@ -380,6 +387,7 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		stack := a.spawnStackOf(e.Goroutine, p)
 		a.forget(e.Goroutine, p)
 		if p.site == lazySite {
+			a.lazyDone(e.Goroutine)
 			return Break{}, false
 		}
 		s := &a.spawnSites[p.site]
@@ -415,8 +423,8 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 // one with another trace is not judged, and one whose context cannot be
 // walked leaves it waiting.
 func (a *Analyzer) logRecord(e *event.Event) (Break, bool) {
-	if a.inLogFunc(e.Frames()) {
-		return Break{}, false // counted at the helper's call
+	if a.inLogFunc(e.Frames()) || a.lazy[e.Goroutine] {
+		return Break{}, false // counted at the helper's call; a lazy singleton inherited nothing
 	}
 	unknown := e.Outcome == event.Other && !e.Other.Valid()
 	p, pending := a.pending[e.Goroutine]
@@ -426,6 +434,7 @@ func (a *Analyzer) logRecord(e *event.Event) (Break, bool) {
 		stack = a.spawnStackOf(e.Goroutine, p)
 		a.forget(e.Goroutine, p)
 		if p.site == lazySite {
+			a.lazyDone(e.Goroutine)
 			return Break{}, false // a lazy singleton inherited nothing
 		}
 	}
@@ -450,6 +459,15 @@ func (a *Analyzer) logRecord(e *event.Event) (Break, bool) {
 		return a.report(LogWithoutTrace, e, nil, nil), true
 	}
 	return Break{}, false
+}
+
+// lazyDone remembers that lazy singleton goid made its first act: the
+// probes still hold the state it was spawned with, and send its log records
+// while that is in scope.
+func (a *Analyzer) lazyDone(goid uint64) {
+	if len(a.lazy) < maxLazy {
+		a.lazy[goid] = true
+	}
 }
 
 // inLogFunc reports whether a --log-func helper's own code is on a stack

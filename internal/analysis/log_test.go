@@ -155,3 +155,21 @@ func TestLogFuncs(t *testing.T) {
 		t.Errorf("without --log-func: reported at %v, want %v", b.Site, fLogfInner)
 	}
 }
+
+// TestLogLazySingleton: a goroutine started under sync.Once inherits
+// nothing: neither its first record nor its later ones, which the probes
+// still send while the request that started it is in scope, are judged
+// or counted.
+func TestLogLazySingleton(t *testing.T) {
+	const retOnce = 0x4000
+	r := logResolver()
+	r[retOnce] = []analysis.Frame{{Function: "sync.(*Once).doSlow", File: "/go/src/sync/once.go", Line: 78}}
+	a := analysis.New(pid, analysis.Options{Resolver: r, IsUser: isUser})
+	mustNoBreak(t, a, spawn(100, 10, 1, retGoWorker, retOnce, retServe))
+	mustNoBreak(t, a, logRecord(200, 10, event.Lost, event.Trace{}, retSlogInfo, retHandleLog))
+	mustNoBreak(t, a, logRecord(300, 10, event.Lost, event.Trace{}, retSlogInfo, retHandleLog))
+	s := a.Snapshot()
+	if len(s.SpawnSites) != 0 || len(s.LogSites) != 0 || len(s.Breaks) != 0 {
+		t.Errorf("snapshot %+v, want no site, no log site, no break", s)
+	}
+}
