@@ -168,6 +168,7 @@ const (
 	CtxwatchVarCfgSpawnG_arg          = "cfg_spawn_g_arg"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
 	CtxwatchVarHits                   = "hits"
+	CtxwatchVarHitsStepped            = "hits_stepped"
 	CtxwatchVarKeysInt                = "keys_int"
 	CtxwatchVarKeysIntMask            = "keys_int_mask"
 	CtxwatchVarKeysKind               = "keys_kind"
@@ -288,6 +289,7 @@ type CtxwatchVariableSpecs struct {
 	CfgSpawnG_arg          *ebpf.VariableSpec `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.VariableSpec `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
+	HitsStepped            *ebpf.VariableSpec `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.VariableSpec `ebpf:"keys_int"`
 	KeysIntMask            *ebpf.VariableSpec `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.VariableSpec `ebpf:"keys_kind"`
@@ -385,6 +387,7 @@ type CtxwatchVariables struct {
 	CfgSpawnG_arg          *ebpf.Variable `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.Variable `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.Variable `ebpf:"hits"`
+	HitsStepped            *ebpf.Variable `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.Variable `ebpf:"keys_int"`
 	KeysIntMask            *ebpf.Variable `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.Variable `ebpf:"keys_kind"`

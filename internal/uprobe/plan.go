@@ -310,7 +310,7 @@ func (p *Plan) slog(bin *target.Binary) {
 			p.Notes = append(p.Notes, fmt.Sprintf("log records through %s not watched: %v", name, err))
 			continue
 		}
-		p.Points = append(p.Points, Point{Program: SlogHandle, Func: name, Address: calls[0], Stepped: true})
+		p.Points = append(p.Points, Point{Program: SlogHandle, Func: name, Address: calls[0], Stepped: true, CountedApart: true})
 	}
 }
 

@@ -139,6 +139,9 @@ type Point struct {
 	// or a function's first instruction) instead of emulating it: a hit
 	// costs several times more.
 	Stepped bool
+	// CountedApart says the program counts its hits apart as well
+	// (SteppedHits), so the budget charges only them the stepped cost.
+	CountedApart bool
 }
 
 // Probes is the eBPF program loaded for one process and its uprobes.
@@ -633,9 +636,22 @@ type Stats struct {
 // (hits in bpf/ctxwatch.c) has one slot per CPU, hitStride words apart so
 // that CPUs do not share a cache line; its size is the variable's own.
 func (p *Probes) Hits() (uint64, error) {
-	hits := make([]uint64, p.objs.Hits.Size()/8)
-	if err := p.objs.Hits.Get(hits); err != nil {
-		return 0, fmt.Errorf("read probe hits: %w", err)
+	return sumHits(p.objs.Hits, "probe hits")
+}
+
+// SteppedHits reads how many of the hits were of probes the kernel
+// single-steps (hits_stepped in bpf/ctxwatch.c: the log record probe),
+// which cost several times an emulated one. Read it before Hits: the
+// hits then include at least these.
+func (p *Probes) SteppedHits() (uint64, error) {
+	return sumHits(p.objs.HitsStepped, "single-stepped probe hits")
+}
+
+// sumHits sums a per-CPU hit counter laid out as hits.
+func sumHits(v *ebpf.Variable, what string) (uint64, error) {
+	hits := make([]uint64, v.Size()/8)
+	if err := v.Get(hits); err != nil {
+		return 0, fmt.Errorf("read %s: %w", what, err)
 	}
 	var n uint64
 	for i := 0; i < len(hits); i += hitStride {
