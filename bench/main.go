@@ -1,7 +1,7 @@
 // Command bench measures what ctxwatch costs the program it watches.
 //
 // It builds ctxwatch and bench/target into a temporary directory and times,
-// inside the target, four operations:
+// inside the target, five operations:
 //
 //	withvalue         context.WithValue outside any trace (ctxwatch's hot
 //	                  path: one map lookup, no event)
@@ -9,6 +9,8 @@
 //	spawn             go func(){...}() outside any trace, waited for
 //	spawn-traced      goroutines started inside a trace, each checking the
 //	                  inherited context once (WithCancel): two events each
+//	slog              a log/slog record written outside any trace (the log
+//	                  record probe, single-stepped: one map lookup, no event)
 //
 // each in three modes:
 //
@@ -198,6 +200,7 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 		{"withvalue-traced", 50000},
 		{"spawn", 20000},
 		{"spawn-traced", 20000},
+		{"slog", 50000},
 	}
 	if n > 0 {
 		for i := range ops {

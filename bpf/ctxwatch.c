@@ -2,8 +2,9 @@
 
 // ctxwatch's kernel side: uprobes in a Go program that keep, per goroutine,
 // the trace in scope and tell the agent only what it needs: spawns inside a
-// trace, the first judged check of a goroutine that inherited one, drops and
-// overwrites. A check outside any trace costs one map lookup and emits nothing.
+// trace, the first judged check of a goroutine that inherited one, drops,
+// overwrites, and the log records written inside a trace. A check outside
+// any trace costs one map lookup and emits nothing.
 //
 // The file is split by concern: goabi.h (the Go runtime and ABI), wire.h
 // (the records shared with the agent), walk.h (the context walk), stack.h
@@ -124,7 +125,7 @@ volatile const struct registered zero_registered;
 __u32 registered_any;
 
 // Probe address -> index of the register pair holding the context argument
-// of a --check-func function.
+// of a --check-func or --log-func function.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -159,6 +160,17 @@ static __always_inline void hit(void)
 	// vmtest). Beyond MAX_CPUS, CPUs share a slot: the sum stays right.
 	__u32 cpu = bpf_get_smp_processor_id() & (MAX_CPUS - 1);
 	hits[cpu * 8] += 1;
+}
+
+// Hits of the probes the kernel single-steps (the log record probe, on a
+// CALL through a register), also counted in hits: the overhead budget
+// charges them at the dearer cost. Laid out as hits.
+__u64 hits_stepped[MAX_CPUS * 8];
+
+static __always_inline void hit_stepped(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id() & (MAX_CPUS - 1);
+	hits_stepped[cpu * 8] += 1;
 }
 
 static __always_inline void count(__u32 stat)
@@ -599,6 +611,91 @@ int check_func(REGS *ctx)
 		return 0;
 	struct iface c = {arg_reg(ctx, *reg), arg_reg(ctx, *reg + 1)};
 	check(ctx, key, st, c, 1);
+	return 0;
+}
+
+// log_record judges a log record written with context c by a goroutine
+// with a state: every record inside a trace is sent, with what c carries
+// (the agent counts them per log line), and a record without the trace is
+// the break itself (log-without-trace). A record is trace-bearing work
+// (DESIGN.md, "judge the work"): an inheriting goroutine's first record
+// that carries a trace, or none, is its verdict, as a --check-func call
+// is; an unknown context (one the walk cannot follow) is sent, as OUT_OTHER
+// with no other trace, and judges nothing. A record with no user code on
+// its stack (a library's own) is not judged. inside says the probe is
+// inside the logging function, past its prologue (its frame pointer is its
+// own), rather than at a function's entry.
+static __always_inline void log_record(REGS *ctx, __u64 key, struct gstate *st, struct iface c, int inside)
+{
+	if (!(st->flags & G_PENDING) && !in_scope(st)) {
+		forget(key);
+		return;
+	}
+	struct walk wk;
+	struct walk *w = &wk;
+	walk_ctx(w, c, -1);
+	struct stack *s = 0;
+	if (inside) {
+		__u64 frame[2];
+		if (read(frame, sizeof(frame), GO_FP(ctx)) == 0 && walk_stack(frame[1], frame[0]) == 1)
+			s = this_stack();
+	} else {
+		s = user_stack(ctx);
+	}
+	if (!s)
+		return;
+	struct event *ev = new_event(EV_LOG, key, st, GO_PC(ctx));
+	if (!ev)
+		return;
+	ev->outcome = OUT_LOST;
+	if (w->carry == CARRY_UNKNOWN) {
+		ev->outcome = OUT_OTHER;
+	} else if (w->carry == CARRY_TRACE) {
+		ev->outcome = same_trace(&w->t, &st->t) ? OUT_PROPAGATED : OUT_OTHER;
+		ev->other = w->t;
+	}
+	emit(ev, s);
+	if (w->carry != CARRY_UNKNOWN)
+		st->flags &= ~(G_PENDING | G_TRACELESS);
+}
+
+// log/slog's (*Logger).log and logAttrs, on their call of
+// l.Handler().Handle(ctx, r), reached only when the record's level is
+// enabled: the record is written. The handler is the receiver (RAX), the
+// context the first argument (RBX/RCX); the record, too big for registers,
+// is on the stack and never read. Inside the function, the frame pointer
+// is its own: the stack starts at its return address, [RBP+8].
+SEC("uprobe/slog_handle")
+int slog_handle(REGS *ctx)
+{
+	__u32 tgid;
+	__u64 key;
+	struct gstate *st = entered(ctx, &tgid, &key);
+	if (tgid)
+		hit_stepped();
+	if (!st)
+		return 0;
+	struct iface c = {GO_ARG1(ctx), GO_ARG2(ctx)};
+	log_record(ctx, key, st, c, 1);
+	return 0;
+}
+
+// --log-func functions, at entry: a record written with their context
+// argument, whose register pair is looked up by probe address (check_funcs).
+SEC("uprobe/log_func")
+int log_func(REGS *ctx)
+{
+	__u32 tgid;
+	__u64 key;
+	struct gstate *st = entered(ctx, &tgid, &key);
+	if (!st)
+		return 0;
+	__u64 ip = GO_PC(ctx);
+	__u32 *reg = bpf_map_lookup_elem(&check_funcs, &ip);
+	if (!reg)
+		return 0;
+	struct iface c = {arg_reg(ctx, *reg), arg_reg(ctx, *reg + 1)};
+	log_record(ctx, key, st, c, 0);
 	return 0;
 }
 

@@ -53,6 +53,7 @@ const (
 	CtxwatchEventTypeEV_FIRST_CHECK CtxwatchEventType = 2
 	CtxwatchEventTypeEV_DROPPED     CtxwatchEventType = 3
 	CtxwatchEventTypeEV_OVERWRITTEN CtxwatchEventType = 4
+	CtxwatchEventTypeEV_LOG         CtxwatchEventType = 6
 )
 
 type CtxwatchGflags uint32
@@ -159,12 +160,15 @@ const (
 	CtxwatchProgCheckFunc             = "check_func"
 	CtxwatchProgContextAfterFunc      = "context_after_func"
 	CtxwatchProgCtxArg0               = "ctx_arg0"
+	CtxwatchProgLogFunc               = "log_func"
+	CtxwatchProgSlogHandle            = "slog_handle"
 	CtxwatchProgSpawn                 = "spawn"
 	CtxwatchProgTimeAfterFunc         = "time_after_func"
 	CtxwatchProgWithValue             = "with_value"
 	CtxwatchVarCfgSpawnG_arg          = "cfg_spawn_g_arg"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
 	CtxwatchVarHits                   = "hits"
+	CtxwatchVarHitsStepped            = "hits_stepped"
 	CtxwatchVarKeysInt                = "keys_int"
 	CtxwatchVarKeysIntMask            = "keys_int_mask"
 	CtxwatchVarKeysKind               = "keys_kind"
@@ -257,6 +261,8 @@ type CtxwatchProgramSpecs struct {
 	CheckFunc        *ebpf.ProgramSpec `ebpf:"check_func"`
 	ContextAfterFunc *ebpf.ProgramSpec `ebpf:"context_after_func"`
 	CtxArg0          *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
+	LogFunc          *ebpf.ProgramSpec `ebpf:"log_func"`
+	SlogHandle       *ebpf.ProgramSpec `ebpf:"slog_handle"`
 	Spawn            *ebpf.ProgramSpec `ebpf:"spawn"`
 	TimeAfterFunc    *ebpf.ProgramSpec `ebpf:"time_after_func"`
 	WithValue        *ebpf.ProgramSpec `ebpf:"with_value"`
@@ -283,6 +289,7 @@ type CtxwatchVariableSpecs struct {
 	CfgSpawnG_arg          *ebpf.VariableSpec `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.VariableSpec `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
+	HitsStepped            *ebpf.VariableSpec `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.VariableSpec `ebpf:"keys_int"`
 	KeysIntMask            *ebpf.VariableSpec `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.VariableSpec `ebpf:"keys_kind"`
@@ -380,6 +387,7 @@ type CtxwatchVariables struct {
 	CfgSpawnG_arg          *ebpf.Variable `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.Variable `ebpf:"cfg_tgid"`
 	Hits                   *ebpf.Variable `ebpf:"hits"`
+	HitsStepped            *ebpf.Variable `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.Variable `ebpf:"keys_int"`
 	KeysIntMask            *ebpf.Variable `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.Variable `ebpf:"keys_kind"`
@@ -434,6 +442,8 @@ type CtxwatchPrograms struct {
 	CheckFunc        *ebpf.Program `ebpf:"check_func"`
 	ContextAfterFunc *ebpf.Program `ebpf:"context_after_func"`
 	CtxArg0          *ebpf.Program `ebpf:"ctx_arg0"`
+	LogFunc          *ebpf.Program `ebpf:"log_func"`
+	SlogHandle       *ebpf.Program `ebpf:"slog_handle"`
 	Spawn            *ebpf.Program `ebpf:"spawn"`
 	TimeAfterFunc    *ebpf.Program `ebpf:"time_after_func"`
 	WithValue        *ebpf.Program `ebpf:"with_value"`
@@ -444,6 +454,8 @@ func (p *CtxwatchPrograms) Close() error {
 		p.CheckFunc,
 		p.ContextAfterFunc,
 		p.CtxArg0,
+		p.LogFunc,
+		p.SlogHandle,
 		p.Spawn,
 		p.TimeAfterFunc,
 		p.WithValue,

@@ -18,6 +18,7 @@ enum event_type {
 	EV_FIRST_CHECK = 2, // an inheriting goroutine's first judged check
 	EV_DROPPED = 3,     // an owner checked with no trace, trace in scope
 	EV_OVERWRITTEN = 4, // WithValue put a different trace under the same key
+	EV_LOG = 6,         // a log record written by a goroutine with a trace in scope
 };
 
 enum outcome {

@@ -46,7 +46,7 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/slogsite", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)
@@ -106,6 +106,13 @@ type spawnSite struct {
 	Retention    *float64 `json:"retention"`
 }
 
+type logSite struct {
+	Site         frame  `json:"site"`
+	InsideTrace  uint64 `json:"inside_trace"`
+	WithTrace    uint64 `json:"with_trace"`
+	WithoutTrace uint64 `json:"without_trace"`
+}
+
 type breakCount struct {
 	Kind    string  `json:"kind"`
 	Site    frame   `json:"site"`
@@ -124,6 +131,7 @@ type summaryLine struct {
 	ProbeHits  uint64       `json:"probe_hits"`
 	Unmatched  uint64       `json:"unmatched_checks"`
 	SpawnSites []spawnSite  `json:"spawn_sites"`
+	LogSites   []logSite    `json:"log_sites"`
 	Breaks     []breakCount `json:"breaks"`
 	Incomplete bool         `json:"incomplete"`
 	Forgotten  uint64       `json:"pending_forgotten"`

@@ -2,14 +2,16 @@
 // and under ctxwatch. It times one operation in a loop and prints
 // "ns/op <float>".
 //
-//	target -op withvalue|spawn|withvalue-traced|spawn-traced|units -n N
+//	target -op withvalue|spawn|withvalue-traced|spawn-traced|slog|units -n N
 //
 // withvalue calls context.WithValue N times outside any trace (ctxwatch's
 // hot path: one map lookup); withvalue-traced does the same inside a trace
 // (a main.traceKey value up the chain). spawn starts N goroutines outside a
 // trace; spawn-traced starts them inside one, each calling WithCancel on the
 // trace context so that its first check happens. Spawn times include
-// waiting for every goroutine to finish.
+// waiting for every goroutine to finish. slog writes N log/slog records
+// outside any trace, to a text handler that discards them (ctxwatch's log
+// record probe: one map lookup, no event).
 //
 // units runs N units of work in a loop, as a worker does: each sets a new
 // trace on a fresh context, starts a goroutine that checks the traced
@@ -27,6 +29,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -41,7 +45,7 @@ type k struct{}
 const traceID = "0123456789abcdef0123456789abcdef"
 
 func main() {
-	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced, spawn-traced or units")
+	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced, spawn-traced, slog or units")
 	n := flag.Int("n", 100000, "number of operations")
 	limit := flag.Duration("for", 0, "units: stop after this long even if fewer than N units ran")
 	flag.Parse()
@@ -57,6 +61,8 @@ func main() {
 		d = withValue(context.WithValue(context.Background(), traceKey{}, traceID), *n)
 	case "spawn":
 		d = spawn(*n)
+	case "slog":
+		d = logRecords(*n)
 	case "units":
 		var done int
 		d, done = units(*n, *limit)
@@ -84,6 +90,17 @@ func withValue(ctx context.Context, n int) time.Duration {
 		panic("no context")
 	}
 	return d
+}
+
+// logRecords times n log/slog records written (level enabled) outside any
+// trace, to a handler that formats and discards them.
+func logRecords(n int) time.Duration {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	start := time.Now()
+	for i := range n {
+		logger.Info("record", "i", i)
+	}
+	return time.Since(start)
 }
 
 // spawn times starting n goroutines that do nothing, and waiting for them.

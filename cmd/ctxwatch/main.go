@@ -55,6 +55,12 @@ What is watched (uprobes, filtered by process):
                          span: the span the SDK made is the ground truth, also
                          for contexts ctxwatch cannot walk (*gin.Context)
   --check-func functions checks on your own functions' context argument
+  log/slog records       written ones (level enabled): (*Logger).log and
+                         logAttrs, through which the package functions and
+                         Logger methods (also With/WithGroup loggers) go, at
+                         their call of the handler; the record is never read
+  --log-func functions   your own logging helpers: a record written with
+                         their first context argument
 
 Break kinds:
   lost-at-spawn  a goroutine started inside trace T first used a context with no trace
@@ -62,12 +68,17 @@ Break kinds:
   dropped        a goroutine that put T into a context later used one without T
                  while T was still in scope (request not finished, span open)
   overwritten    WithValue replaced a trace value under the same key
+  log-without-trace
+                 a goroutine with T in scope wrote a log record (log/slog, or a
+                 --log-func call) with a context that carries no trace:
+                 slog.Info in a handler, not slog.InfoContext(ctx, ...)
 Only checks with your code on the stack are judged (package main, the main
 module, --user-code prefixes); the line reported is your innermost frame, and
 every break carries your frames of the check ("stack"; the table lists them
 under --verbose).
 What a goroutine inherited is judged at its first trace-bearing act (a span
-start, a trace key set, a --check-func call), even after its spawner returned.
+start, a trace key set, a log record, a --check-func call), even after its
+spawner returned.
 With OTel, a traceless WithCancel/WithTimeout alone is no break: the work that
 follows decides, or, if none follows, the end of the watch. Goroutines started
 under sync.Once (lazy singletons) inherit nothing.
@@ -157,6 +168,7 @@ func addWatchFlags(fs *flag.FlagSet, c *config, keys *[]string, format string) {
 	fs.DurationVar(&c.duration, "duration", 0, "stop watching after `D` (e.g. 30s); default: until the target exits or Ctrl-C")
 	fs.Var(listFlag{keys}, "trace-key", "a context key that holds a trace id, repeatable:\n`type=IMPORT/PATH.TypeName` for a key type with one value (type traceKey struct{}),\ntype=IMPORT/PATH.TypeName,value=VALUE for a named string or integer type whose other\nconstants key other values (type ctxKey string; const traceIDKey ctxKey = \"trace_id\":\ntype=main.ctxKey,value=trace_id), or string=TEXT (a plain string key)")
 	fs.Var(listFlag{&c.opts.CheckFuncs}, "check-func", "also treat calls of `FUNC` (e.g. main.process) as checks of its first context argument, repeatable")
+	fs.Var(listFlag{&c.opts.LogFuncs}, "log-func", "also treat calls of `FUNC` (e.g. main.logf) as log records written with its first context argument, repeatable")
 	fs.Var(listFlag{&c.opts.UserPrefixes}, "user-code", "judge code under package path `PREFIX` as user code too, repeatable")
 	fs.StringVar(&c.format, "format", format, "output `format`: table (live on a terminal, summary at exit) or json (JSON lines)")
 	fs.StringVar(&c.output, "output", "", "write the report to `FILE` instead of standard output")

@@ -55,8 +55,9 @@ type watcher struct {
 	ring   *uprobe.Ring
 	breaks int             // read after loop returns
 	budget *overheadBudget // nil: probes stay attached
-	// requireCheckFuncs refuses a process that lacks a --check-func
-	// (--pid); with -- CMD a warning says so and the rest is watched.
+	// requireCheckFuncs refuses a process that lacks a --check-func or
+	// --log-func (--pid); with -- CMD a warning says so and the rest is
+	// watched.
 	requireCheckFuncs bool
 	// node is set in node mode: processes are tagged with their container,
 	// pod and node, and those of one executable share probes.
@@ -177,6 +178,11 @@ func (w *watcher) attachAfter(pid int, ready func()) error {
 		for _, fn := range w.opts.CheckFuncs {
 			if _, err := bin.Func(fn); err != nil {
 				return badInput(fmt.Errorf("--check-func %s (in %s): %w", fn, name, bin.MissingFunc(fn)))
+			}
+		}
+		for _, fn := range w.opts.LogFuncs {
+			if _, err := bin.Func(fn); err != nil {
+				return badInput(fmt.Errorf("--log-func %s (in %s): %w", fn, name, bin.MissingFunc(fn)))
 			}
 		}
 	}
@@ -302,6 +308,7 @@ func (w *watcher) analyzer(pid int, bin *target.Binary, bias uint64) *analysis.A
 	return analysis.New(uint32(pid), analysis.Options{
 		Resolver: bin.Resolver(bias),
 		IsUser:   func(fn string) bool { return target.IsUserFunc(fn, mainModule, prefixes) },
+		LogFuncs: w.opts.LogFuncs,
 	})
 }
 

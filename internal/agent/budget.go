@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -53,14 +54,26 @@ func (b *overheadBudget) wait() error {
 // at points. The hit counter does not tell one probe from another, so when
 // any probe is single-stepped (a fallback: a RET, a function's first
 // instruction) every hit is charged at that dearer cost: a budget must not
-// be exceeded by guessing low.
+// be exceeded by guessing low. A single-stepped probe whose hits are
+// counted apart (the log record probe) is charged apart: see
+// steppedExtra.
 func (b *overheadBudget) hitCost(points []uprobe.Point) time.Duration {
 	for _, p := range points {
-		if p.Stepped {
+		if p.Stepped && !p.CountedApart {
 			return max(b.cost.Stepped, b.cost.Emulated)
 		}
 	}
 	return b.cost.Emulated
+}
+
+// steppedExtra is what a hit counted apart (single-stepped) costs beyond
+// cost, the charge of every hit, as a multiple of cost: each such hit is
+// charged 1+steppedExtra hits.
+func (b *overheadBudget) steppedExtra(cost time.Duration) float64 {
+	if cost <= 0 || b.cost.Stepped <= cost {
+		return 0
+	}
+	return float64(b.cost.Stepped-cost) / float64(cost)
 }
 
 // dutyCycle attaches and detaches one process's probes to keep them under
@@ -70,9 +83,14 @@ type dutyCycle struct {
 	probes *uprobe.Probes
 	cpus   int
 	cost   time.Duration
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	// extra is what a hit counted apart (SteppedHits) is charged beyond
+	// cost, in hits; charged is the last count given to ctl, which never
+	// goes back.
+	extra   float64
+	charged uint64
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 }
 
 // startDutyCycle starts duty-cycling probes for process pid, attached
@@ -87,7 +105,7 @@ func startDutyCycle(b *overheadBudget, pid int, probes *uprobe.Probes, points []
 	if err != nil {
 		return nil, err
 	}
-	d := &dutyCycle{ctl: ctl, probes: probes, cpus: cpus, cost: cost,
+	d := &dutyCycle{ctl: ctl, probes: probes, cpus: cpus, cost: cost, extra: b.steppedExtra(cost),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go d.run(onErr)
 	return d, nil
@@ -112,12 +130,18 @@ func (d *dutyCycle) run(onErr func(error)) {
 }
 
 func (d *dutyCycle) update(apply bool, onErr func(error)) {
+	stepped, err := d.probes.SteppedHits() // first: hits then include them
+	if err != nil {
+		onErr(err)
+		return
+	}
 	hits, err := d.probes.Hits()
 	if err != nil {
 		onErr(err)
 		return
 	}
-	attach := d.ctl.Update(time.Now(), hits)
+	d.charged = max(d.charged, chargedHits(hits, stepped, d.extra))
+	attach := d.ctl.Update(time.Now(), d.charged)
 	switch {
 	case !apply:
 	case attach && !d.probes.Attached():
@@ -129,6 +153,12 @@ func (d *dutyCycle) update(apply bool, onErr func(error)) {
 	if err != nil {
 		onErr(err)
 	}
+}
+
+// chargedHits is the number of hits at the budget's cost per hit that hits,
+// stepped of them single-stepped and each extra hits dearer, amount to.
+func chargedHits(hits, stepped uint64, extra float64) uint64 {
+	return hits + uint64(math.Round(float64(stepped)*extra))
 }
 
 // halt stops the duty cycle, leaving the probes as they are; it returns

@@ -21,6 +21,9 @@ const (
 	NewRoot     Kind = "new-root"
 	Dropped     Kind = "dropped"
 	Overwritten Kind = "overwritten"
+	// LogWithoutTrace: a goroutine with a trace in scope wrote a log
+	// record with a context that carries no trace.
+	LogWithoutTrace Kind = "log-without-trace"
 )
 
 // Frame is a source location.
@@ -51,6 +54,11 @@ type Options struct {
 	// a first check: remembering more of them than that map holds only
 	// costs memory.
 	MaxPending int
+	// LogFuncs are the user's logging helpers (--log-func): a record
+	// written inside one (its code on the stack, not inlined) was counted
+	// at its call, and one inlined into its caller is reported at the
+	// caller's line.
+	LogFuncs []string
 }
 
 // DefaultMaxPending is the default of Options.MaxPending.
@@ -66,7 +74,7 @@ type Break struct {
 	ParentGoroutine uint64
 	Site            Frame   // where it was seen: the innermost user frame of the check
 	Stack           []Frame // the user frames of the check, innermost first, inlined ones expanded
-	Spawn           []Frame // the spawn stack, go statement first; nil for dropped and overwritten
+	Spawn           []Frame // the spawn stack, go statement first; nil for dropped, overwritten and a record of a goroutine judged before
 	SpawnTime, Time uint64  // CLOCK_MONOTONIC ns; SpawnTime 0 when not spawned in a trace
 	// First is set on the first occurrence of this kind, site and spawn site.
 	First bool
@@ -108,6 +116,19 @@ func (s *SpawnSite) Retention() float64 {
 	return float64(s.Propagated) / float64(n)
 }
 
+// LogSite counts the log records written at one line (the innermost user
+// frame outside --log-func helpers) by goroutines with a trace in scope.
+type LogSite struct {
+	Site Frame `json:"site"`
+	// InsideTrace counts the records written with a trace in scope: those
+	// with the trace, those without (log-without-trace), and those whose
+	// context carries another trace or cannot be walked.
+	InsideTrace uint64 `json:"inside_trace"`
+	WithTrace   uint64 `json:"with_trace"`
+	// WithoutTrace is the number of log-without-trace breaks at the site.
+	WithoutTrace uint64 `json:"without_trace"`
+}
+
 // BreakCount is one distinct break with its number of occurrences.
 type BreakCount struct {
 	Kind    Kind    `json:"kind"`
@@ -131,7 +152,10 @@ type Snapshot struct {
 	// NeverJudged is the sum of the spawn sites' NeverJudged.
 	NeverJudged uint64
 	SpawnSites  []SpawnSite
-	Breaks      []BreakCount
+	// LogSites are the lines that wrote log records inside a trace, most
+	// without the trace first.
+	LogSites []LogSite
+	Breaks   []BreakCount
 }
 
 type breakKey struct {
@@ -167,6 +191,11 @@ type spawnInfo struct {
 // for the process, and inherits nothing from the request that started it).
 const lazySite = ^uint32(0)
 
+// maxLazy bounds the lazy singletons remembered after their first act, so
+// that their later log records are not judged against the request that
+// happened to start them: a program has few (each is started once).
+const maxLazy = 1 << 12
+
 // traceless is an inheriting goroutine's incidental check that carried no
 // trace (event.Traceless), held until its trace-bearing work decides; a
 // goroutine that ends without any is lost there.
@@ -193,6 +222,10 @@ type Analyzer struct {
 	breaks     map[breakKey]*BreakCount
 	breakOrder []breakKey
 	traceless  map[uint64]*traceless // pending goroutines with a traceless incidental check
+	logIndex   map[Frame]int
+	logSites   []LogSite
+	logFuncs   map[string]bool
+	lazy       map[uint64]bool // lazy singletons past their first act (at most maxLazy)
 	events     uint64
 	unmatched  uint64
 	forgotten  uint64
@@ -202,6 +235,10 @@ type Analyzer struct {
 func New(pid uint32, opts Options) *Analyzer {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = DefaultMaxPending
+	}
+	logFuncs := map[string]bool{}
+	for _, f := range opts.LogFuncs {
+		logFuncs[f] = true
 	}
 	return &Analyzer{
 		pid:        pid,
@@ -213,6 +250,9 @@ func New(pid uint32, opts Options) *Analyzer {
 		overflow:   map[uint64][]Frame{},
 		breaks:     map[breakKey]*BreakCount{},
 		traceless:  map[uint64]*traceless{},
+		logIndex:   map[Frame]int{},
+		logFuncs:   logFuncs,
+		lazy:       map[uint64]bool{},
 	}
 }
 
@@ -276,14 +316,20 @@ func underOnce(stack []Frame) bool {
 func (a *Analyzer) stack(pcs []uint64) []Frame {
 	var out []Frame
 	for _, pc := range pcs {
-		fs, ok := a.frames[pc]
-		if !ok {
-			fs = a.opts.Resolver.FramesForReturn(pc)
-			a.frames[pc] = fs
-		}
-		out = append(out, fs...)
+		out = append(out, a.resolve(pc)...)
 	}
 	return out
+}
+
+// resolve returns the logical frames of one return address, inlined ones
+// first, the function whose code it is in last.
+func (a *Analyzer) resolve(pc uint64) []Frame {
+	fs, ok := a.frames[pc]
+	if !ok {
+		fs = a.opts.Resolver.FramesForReturn(pc)
+		a.frames[pc] = fs
+	}
+	return fs
 }
 
 // userFrame is the innermost frame of user code, or the innermost frame
@@ -341,6 +387,7 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		stack := a.spawnStackOf(e.Goroutine, p)
 		a.forget(e.Goroutine, p)
 		if p.site == lazySite {
+			a.lazyDone(e.Goroutine)
 			return Break{}, false
 		}
 		s := &a.spawnSites[p.site]
@@ -362,8 +409,101 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		return a.report(Dropped, e, nil, nil), true
 	case event.Overwritten:
 		return a.report(Overwritten, e, nil, nil), true
+	case event.Log:
+		return a.logRecord(e)
 	}
 	return Break{}, false
+}
+
+// logRecord counts a log record written by a goroutine with a trace in
+// scope at its line, and reports it when its context carries no trace. A
+// record is trace-bearing work: for a goroutine that inherited the trace
+// and awaits its verdict, a record with the trace is propagated, one
+// without is lost (reported as log-without-trace, with its spawn stack),
+// one with another trace is not judged, and one whose context cannot be
+// walked leaves it waiting.
+func (a *Analyzer) logRecord(e *event.Event) (Break, bool) {
+	if a.inLogFunc(e.Frames()) || a.lazy[e.Goroutine] {
+		return Break{}, false // counted at the helper's call; a lazy singleton inherited nothing
+	}
+	unknown := e.Outcome == event.Other && !e.Other.Valid()
+	p, pending := a.pending[e.Goroutine]
+	judged := pending && !unknown
+	var stack []Frame
+	if judged {
+		stack = a.spawnStackOf(e.Goroutine, p)
+		a.forget(e.Goroutine, p)
+		if p.site == lazySite {
+			a.lazyDone(e.Goroutine)
+			return Break{}, false // a lazy singleton inherited nothing
+		}
+	}
+	site := &a.logSites[a.logSite(a.logFrame(a.stack(e.Frames())))]
+	site.InsideTrace++
+	var spawn *SpawnSite
+	if judged {
+		spawn = &a.spawnSites[p.site]
+	}
+	switch e.Outcome {
+	case event.Propagated:
+		site.WithTrace++
+		if spawn != nil {
+			spawn.Propagated++
+		}
+	case event.Lost:
+		site.WithoutTrace++
+		if spawn != nil {
+			spawn.Lost++
+			return a.report(LogWithoutTrace, e, &p, stack), true
+		}
+		return a.report(LogWithoutTrace, e, nil, nil), true
+	}
+	return Break{}, false
+}
+
+// lazyDone remembers that lazy singleton goid made its first act: the
+// probes still hold the state it was spawned with, and send its log records
+// while that is in scope.
+func (a *Analyzer) lazyDone(goid uint64) {
+	if len(a.lazy) < maxLazy {
+		a.lazy[goid] = true
+	}
+}
+
+// inLogFunc reports whether a --log-func helper's own code is on a stack
+// (not inlined: its call was probed).
+func (a *Analyzer) inLogFunc(pcs []uint64) bool {
+	if len(a.logFuncs) == 0 {
+		return false
+	}
+	for _, pc := range pcs {
+		if fs := a.resolve(pc); len(fs) > 0 && a.logFuncs[fs[len(fs)-1].Function] {
+			return true
+		}
+	}
+	return false
+}
+
+// logFrame is the line a log record is reported at: the innermost user
+// frame outside --log-func helpers.
+func (a *Analyzer) logFrame(frames []Frame) Frame {
+	for _, f := range frames {
+		if a.opts.IsUser(f.Function) && !a.logFuncs[f.Function] {
+			return f
+		}
+	}
+	f, _ := a.userFrame(frames)
+	return f
+}
+
+func (a *Analyzer) logSite(f Frame) int {
+	i, ok := a.logIndex[f]
+	if !ok {
+		i = len(a.logSites)
+		a.logIndex[f] = i
+		a.logSites = append(a.logSites, LogSite{Site: f})
+	}
+	return i
 }
 
 // spawnStack drops the runtime's own frames around a go statement: those
@@ -441,6 +581,9 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending, spawn []Frame) 
 	}
 	frames := a.stack(e.Frames())
 	b.Site, _ = a.userFrame(frames)
+	if kind == LogWithoutTrace {
+		b.Site = a.logFrame(frames)
+	}
 	for _, f := range frames {
 		if a.opts.IsUser(f.Function) {
 			b.Stack = append(b.Stack, f)
@@ -478,6 +621,8 @@ func (a *Analyzer) Snapshot() Snapshot {
 	slices.SortStableFunc(s.SpawnSites, func(x, y SpawnSite) int {
 		return cmp.Compare(y.Lost+y.NewRoot, x.Lost+x.NewRoot)
 	})
+	s.LogSites = slices.Clone(a.logSites)
+	slices.SortStableFunc(s.LogSites, func(x, y LogSite) int { return cmp.Compare(y.WithoutTrace, x.WithoutTrace) })
 	for _, k := range a.breakOrder {
 		s.Breaks = append(s.Breaks, *a.breaks[k])
 	}

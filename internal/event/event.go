@@ -23,6 +23,11 @@ const (
 	Dropped Kind = 3
 	// Overwritten: WithValue put a different trace under the same key.
 	Overwritten Kind = 4
+	// Log: a goroutine with a trace in scope wrote a log record (log/slog,
+	// or a --log-func call). Outcome: Propagated (the record's context
+	// carries the trace), Lost (it carries none), Other (another trace, in
+	// Other, or a context the probes cannot walk, Other invalid).
+	Log Kind = 6
 )
 
 func (k Kind) String() string {
@@ -35,6 +40,8 @@ func (k Kind) String() string {
 		return "dropped"
 	case Overwritten:
 		return "overwritten"
+	case Log:
+		return "log"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -80,7 +87,7 @@ type Event struct {
 	Time      uint64
 	Goroutine uint64
 	Parent    uint64 // Spawn: the spawning goroutine
-	PC        uint64 // Spawn: the go statement's return address; checks: the probed function
+	PC        uint64 // Spawn: the go statement's return address; checks: the probed function; Log: the probed instruction
 	SpawnTime uint64 // checks of an inheriting goroutine: when it was spawned
 	PID       uint32
 	Kind      Kind

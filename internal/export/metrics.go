@@ -35,6 +35,7 @@ type metrics struct {
 
 	mu    sync.Mutex // sites and procs are read by the SDK's collection goroutines
 	sites map[spawnKey]analysis.SpawnSite
+	logs  map[spawnKey]analysis.LogSite // by log site
 	procs map[procKey]procStats
 }
 
@@ -88,7 +89,7 @@ func newMetrics(ctx context.Context, cfg Config) (*metrics, error) {
 	if !otlp && cfg.MetricsAddr == "" {
 		return nil, nil
 	}
-	m := &metrics{sites: map[spawnKey]analysis.SpawnSite{}, procs: map[procKey]procStats{}}
+	m := &metrics{sites: map[spawnKey]analysis.SpawnSite{}, logs: map[spawnKey]analysis.LogSite{}, procs: map[procKey]procStats{}}
 	res, err := resource.New(ctx, resource.WithAttributes(semconv.ServiceName("ctxwatch")), resource.WithFromEnv(), resource.WithHost())
 	if err != nil {
 		return nil, fmt.Errorf("resource of ctxwatch's metrics: %w", err)
@@ -195,7 +196,39 @@ func (m *metrics) instruments() error {
 	if err != nil {
 		return fmt.Errorf("register spawn counters: %w", err)
 	}
+	if err := m.logInstruments(meter); err != nil {
+		return err
+	}
 	return m.processInstruments(meter)
+}
+
+// logInstruments count the log records written inside a trace, by log
+// site; those without the trace are the log-without-trace breaks.
+func (m *metrics) logInstruments(meter metric.Meter) error {
+	inside, err1 := meter.Int64ObservableCounter("ctxwatch.logs.in_trace", metric.WithUnit("{record}"),
+		metric.WithDescription("Log records (log/slog, --log-func) written by goroutines with a trace in scope, by log site."))
+	with, err2 := meter.Int64ObservableCounter("ctxwatch.logs.with_trace", metric.WithUnit("{record}"),
+		metric.WithDescription("Log records written inside a trace with a context that carries it, by log site."))
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("create log counters: %w", err)
+	}
+	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for k, s := range m.logs {
+			set := k.attrs(
+				semconv.CodeFunctionName(k.site.Function),
+				semconv.CodeFilePath(k.site.File),
+				semconv.CodeLineNumber(k.site.Line))
+			o.ObserveInt64(inside, int64(s.InsideTrace), set)
+			o.ObserveInt64(with, int64(s.WithTrace), set)
+		}
+		return nil
+	}, inside, with)
+	if err != nil {
+		return fmt.Errorf("register log counters: %w", err)
+	}
+	return nil
 }
 
 // processInstruments report on the watch of each process: what it could
@@ -251,6 +284,9 @@ func (m *metrics) update(s findings.Summary) {
 	k := procKeyOf(s.Process)
 	for _, site := range s.SpawnSites {
 		m.sites[spawnKey{procKey: k, site: site.Site}] = site
+	}
+	for _, site := range s.LogSites {
+		m.logs[spawnKey{procKey: k, site: site.Site}] = site
 	}
 	st := procStats{eventsLost: s.EventsLost, sampled: s.SampledFraction}
 	if s.Budget != nil {

@@ -25,7 +25,10 @@ func TestPrometheus(t *testing.T) {
 	m.addBreak(proc, b)
 	m.update(findings.Summary{Process: proc, Snapshot: analysis.Snapshot{SpawnSites: []analysis.SpawnSite{
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 21}, TracedSpawns: 10, Propagated: 8, Lost: 2},
+	}, LogSites: []analysis.LogSite{
+		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 30}, InsideTrace: 7, WithTrace: 3, WithoutTrace: 4},
 	}}})
+	m.addBreak(proc, analysis.Break{Kind: analysis.LogWithoutTrace, Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 30}})
 	resp, err := http.Get("http://" + m.addr.String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +42,9 @@ func TestPrometheus(t *testing.T) {
 		{"ctxwatch_spawns_traced_total{", `code_line_number="21"`, "} 10"},
 		{"ctxwatch_spawns_propagated_total{", `code_function_name="main.handle"`, "} 8"},
 		{"ctxwatch_spawns_lost_total{", `process_pid="42"`, "} 2"},
+		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="log-without-trace"`, "} 1"},
+		{"ctxwatch_logs_in_trace_total{", `code_line_number="30"`, "} 7"},
+		{"ctxwatch_logs_with_trace_total{", `code_line_number="30"`, "} 3"},
 	} {
 		found := false
 		for _, line := range strings.Split(text, "\n") {

@@ -159,6 +159,7 @@ type processView struct {
 	Notes       []string
 	Flow        flowGraph
 	Sites       []siteView
+	LogSites    []logSiteView
 	Breaks      []breakView
 	Sources     []sourceView
 	sourceIndex map[string]string // by FILE:LINE
@@ -167,6 +168,13 @@ type processView struct {
 type countView struct {
 	Name  string
 	Value uint64
+}
+
+// logSiteView is a line that wrote log records inside a trace.
+type logSiteView struct {
+	Site                  string // FILE:LINE
+	Label, Title, SrcID   string
+	Inside, With, Without uint64
 }
 
 type siteView struct {
@@ -239,6 +247,13 @@ func (h *HTML) processView(i int, p *pageProcess, src *sourceReader) processView
 	v.Flow = buildFlow(s)
 	for _, site := range s.SpawnSites {
 		v.Sites = append(v.Sites, siteRow(&v, src, site))
+	}
+	for _, site := range s.LogSites {
+		v.LogSites = append(v.LogSites, logSiteView{
+			Site: frameKey(site.Site), Label: frameLabel(site.Site), Title: frameTitle(site.Site),
+			SrcID:  v.source(src, site.Site),
+			Inside: site.InsideTrace, With: site.WithTrace, Without: site.WithoutTrace,
+		})
 	}
 	for _, b := range s.Breaks {
 		v.Breaks = append(v.Breaks, h.breakView(&v, src, b, true, matchBreakLine(p.breaks, b)))

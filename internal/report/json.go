@@ -83,6 +83,7 @@ type jsonSummary struct {
 	Unmatched   uint64                `json:"unmatched_checks"`
 	NeverJudged uint64                `json:"never_judged"`
 	SpawnSites  []jsonSpawnSite       `json:"spawn_sites"`
+	LogSites    []analysis.LogSite    `json:"log_sites"`
 	Breaks      []analysis.BreakCount `json:"breaks"`
 	Notes       []string              `json:"notes,omitempty"`
 	Export      *findings.ExportStats `json:"export,omitempty"`
@@ -108,6 +109,7 @@ func (j *JSON) Summary(s findings.Summary) error {
 		Unmatched:   s.Unmatched,
 		NeverJudged: s.NeverJudged,
 		SpawnSites:  []jsonSpawnSite{},
+		LogSites:    s.LogSites,
 		Breaks:      s.Breaks,
 		Notes:       s.Notes,
 		Export:      s.Export,
@@ -118,6 +120,9 @@ func (j *JSON) Summary(s findings.Summary) error {
 	}
 	if out.Breaks == nil {
 		out.Breaks = []analysis.BreakCount{}
+	}
+	if out.LogSites == nil {
+		out.LogSites = []analysis.LogSite{}
 	}
 	for _, site := range s.SpawnSites {
 		js := jsonSpawnSite{SpawnSite: site}

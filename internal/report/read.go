@@ -120,7 +120,7 @@ func summaryFromJSON(j *jsonSummary) *findings.Summary {
 		Process: findings.Process{PID: j.PID, Executable: j.Executable, GoVersion: j.GoVersion,
 			ContainerID: j.ContainerID, PodUID: j.PodUID},
 		Snapshot: analysis.Snapshot{PID: j.PID, Events: j.Events, Unmatched: j.Unmatched,
-			Forgotten: j.Forgotten, NeverJudged: j.NeverJudged, Breaks: j.Breaks},
+			Forgotten: j.Forgotten, NeverJudged: j.NeverJudged, Breaks: j.Breaks, LogSites: j.LogSites},
 		DurationS:       j.DurationS,
 		EventsLost:      j.EventsLost,
 		StatesEvicted:   j.Evicted,
@@ -129,6 +129,9 @@ func summaryFromJSON(j *jsonSummary) *findings.Summary {
 		Budget:          j.Budget,
 		Notes:           j.Notes,
 		Export:          j.Export,
+	}
+	if len(s.LogSites) == 0 {
+		s.LogSites = nil // as the analysis leaves it
 	}
 	for _, site := range j.SpawnSites {
 		s.SpawnSites = append(s.SpawnSites, site.SpawnSite) // retention follows from the counts

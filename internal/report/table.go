@@ -84,6 +84,16 @@ func writeSummary(w io.Writer, s findings.Summary, what string, stacks bool) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	// Log lines, only where records were written inside a trace.
+	if len(s.LogSites) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "LOG SITE\tIN TRACE\tWITH TRACE\tWITHOUT")
+		for _, site := range s.LogSites {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", loc(site.Site), site.InsideTrace, site.WithTrace, site.WithoutTrace)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BREAK\tCOUNT\tSITE\tSPAWNED AT")
 	for _, br := range s.Breaks {

@@ -1,6 +1,7 @@
 package target
 
 import (
+	"errors"
 	"fmt"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -195,4 +196,28 @@ func (b *Binary) funcCode(fn Func) ([]byte, error) {
 		return nil, fmt.Errorf("read code of %s: %w", fn.Name, err)
 	}
 	return code, nil
+}
+
+// ErrNotDecoded means the instructions asked for are not decoded for the
+// binary's architecture.
+var ErrNotDecoded = errors.New("not decoded for this architecture")
+
+// IndirectCalls lists the addresses of fn's calls through a register or
+// memory (CALL reg, CALL [mem]), in address order: method calls on an
+// interface, and calls of func values. amd64 only.
+func (b *Binary) IndirectCalls(fn Func) ([]uint64, error) {
+	if b.Arch != "amd64" {
+		return nil, fmt.Errorf("indirect calls of %s on %s: %w", fn.Name, b.Arch, ErrNotDecoded)
+	}
+	var calls []uint64
+	err := b.decodeAll(fn, func(addr uint64, inst x86asm.Inst) {
+		if inst.Op != x86asm.CALL {
+			return
+		}
+		switch inst.Args[0].(type) {
+		case x86asm.Reg, x86asm.Mem:
+			calls = append(calls, addr)
+		}
+	})
+	return calls, err
 }

@@ -109,8 +109,11 @@ func resolveKey(bin *target.Binary, k TraceKey) (Key, error) {
 
 // Options say what to watch beyond the built-in checks.
 type Options struct {
-	TraceKeys    []TraceKey
-	CheckFuncs   []string // full function names whose context argument is a check
+	TraceKeys  []TraceKey
+	CheckFuncs []string // full function names whose context argument is a check
+	// LogFuncs are full function names (--log-func) whose call writes a
+	// log record with their first context argument.
+	LogFuncs     []string
 	UserPrefixes []string // package path prefixes judged as user code
 }
 
@@ -258,7 +261,57 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, err))
 		}
 	}
+	p.slog(bin)
+	for _, name := range opts.LogFuncs {
+		fn, err := bin.Func(name)
+		if err != nil {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--log-func %s not watched: %v", name, bin.MissingFunc(name)))
+			continue
+		}
+		reg, err := bin.ContextArg(fn)
+		if err != nil {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--log-func %s not watched: %v", name, err))
+			continue
+		}
+		if err := p.entry(bin, name, LogFunc, reg); err != nil {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("--log-func %s not watched: %v", name, err))
+		}
+	}
 	return p, nil
+}
+
+// slogFuncs are the functions of log/slog that every record of a Logger
+// method or package function goes through (Go 1.21 to 1.27), with the
+// context the record is written with: (*Logger).log(ctx, level, msg,
+// args...) and logAttrs(ctx, level, msg, attrs...). Each returns at once
+// when the level is not enabled, else ends with
+// l.Handler().Handle(ctx, r), its one call through a register.
+var slogFuncs = []string{"log/slog.(*Logger).log", "log/slog.(*Logger).logAttrs"}
+
+// slog places the probes that see log/slog records written: on the call
+// of the handler's Handle in each of slogFuncs, reached only when the
+// record's level is enabled, where the context is the call's first
+// argument. A binary without log/slog, or with a release where the call
+// is not found as expected, is watched all the same; --verbose says what
+// is not. The kernel single-steps an indirect CALL: a hit costs about what
+// a RET's does, paid per record written by a goroutine with a state.
+func (p *Plan) slog(bin *target.Binary) {
+	for _, name := range slogFuncs {
+		fn, err := bin.Func(name)
+		if err != nil {
+			p.Notes = append(p.Notes, fmt.Sprintf("log records through %s not watched: not a function in this binary (no log/slog, or inlined)", name))
+			continue
+		}
+		calls, err := bin.IndirectCalls(fn)
+		if err == nil && len(calls) != 1 {
+			err = fmt.Errorf("%d calls through a register, want the one of Handle", len(calls))
+		}
+		if err != nil {
+			p.Notes = append(p.Notes, fmt.Sprintf("log records through %s not watched: %v", name, err))
+			continue
+		}
+		p.Points = append(p.Points, Point{Program: SlogHandle, Func: name, Address: calls[0], Stepped: true, CountedApart: true})
+	}
 }
 
 // wrapped returns the probed function that wrapper fn calls, if any.

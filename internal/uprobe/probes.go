@@ -35,10 +35,16 @@ const (
 	// ContextAfterFunc goes on context.AfterFunc's entry: registered
 	// work, and a check of its context.
 	ContextAfterFunc
+	// SlogHandle goes on log/slog's (*Logger).log and logAttrs, at their
+	// call of the handler's Handle: a log record written.
+	SlogHandle
+	// LogFunc goes on the entry of a --log-func function.
+	LogFunc
 )
 
 func (p Program) String() string {
-	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func"}[p]
+	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func",
+		"slog_handle", "log_func"}[p]
 }
 
 // KeyKind says how a user trace key is matched.
@@ -128,11 +134,14 @@ type Point struct {
 	Func       string // for messages
 	Address    uint64 // run-time address, as the probe sees it in RIP
 	FileOffset uint64 // where the uprobe goes in the executable file
-	ContextArg int    // CheckFunc: first register of the context argument
+	ContextArg int    // CheckFunc, LogFunc: first register of the context argument
 	// Stepped says the kernel single-steps the probed instruction (a RET,
 	// or a function's first instruction) instead of emulating it: a hit
 	// costs several times more.
 	Stepped bool
+	// CountedApart says the program counts its hits apart as well
+	// (SteppedHits), so the budget charges only them the stepped cost.
+	CountedApart bool
 }
 
 // Probes is the eBPF program loaded for one process and its uprobes.
@@ -570,15 +579,20 @@ func (p *Probes) attach() error {
 			prog = p.objs.WithValue
 		case ContextArg0:
 			prog = p.objs.CtxArg0
-		case CheckFunc:
+		case CheckFunc, LogFunc:
 			prog = p.objs.CheckFunc
+			if pt.Program == LogFunc {
+				prog = p.objs.LogFunc
+			}
 			// The probe sees RIP at the probed instruction; key both
 			// readings kernels have given for it.
 			for _, a := range []uint64{pt.Address, pt.Address + 1} {
 				if err := p.objs.CheckFuncs.Put(a, uint32(pt.ContextArg)); err != nil {
-					return fmt.Errorf("register check function %s: %w", pt.Func, err)
+					return fmt.Errorf("register %s function %s: %w", pt.Program, pt.Func, err)
 				}
 			}
+		case SlogHandle:
+			prog = p.objs.SlogHandle
 		case Spawn:
 			prog = p.objs.Spawn
 		case TimeAfterFunc:
@@ -622,9 +636,22 @@ type Stats struct {
 // (hits in bpf/ctxwatch.c) has one slot per CPU, hitStride words apart so
 // that CPUs do not share a cache line; its size is the variable's own.
 func (p *Probes) Hits() (uint64, error) {
-	hits := make([]uint64, p.objs.Hits.Size()/8)
-	if err := p.objs.Hits.Get(hits); err != nil {
-		return 0, fmt.Errorf("read probe hits: %w", err)
+	return sumHits(p.objs.Hits, "probe hits")
+}
+
+// SteppedHits reads how many of the hits were of probes the kernel
+// single-steps (hits_stepped in bpf/ctxwatch.c: the log record probe),
+// which cost several times an emulated one. Read it before Hits: the
+// hits then include at least these.
+func (p *Probes) SteppedHits() (uint64, error) {
+	return sumHits(p.objs.HitsStepped, "single-stepped probe hits")
+}
+
+// sumHits sums a per-CPU hit counter laid out as hits.
+func sumHits(v *ebpf.Variable, what string) (uint64, error) {
+	hits := make([]uint64, v.Size()/8)
+	if err := v.Get(hits); err != nil {
+		return 0, fmt.Errorf("read %s: %w", what, err)
 	}
 	var n uint64
 	for i := 0; i < len(hits); i += hitStride {
