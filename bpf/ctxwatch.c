@@ -2,8 +2,9 @@
 
 // ctxwatch's kernel side: uprobes in a Go program that keep, per goroutine,
 // the trace in scope and tell the agent only what it needs: spawns inside a
-// trace, the first judged check of a goroutine that inherited one, drops and
-// overwrites. A check outside any trace costs one map lookup and emits nothing.
+// trace, the first judged check of a goroutine that inherited one, drops,
+// overwrites and spans started on an ended parent of the same goroutine. A
+// check outside any trace costs one map lookup and emits nothing.
 //
 // The file is split by concern: goabi.h (the Go runtime and ABI), wire.h
 // (the records shared with the agent), walk.h (the context walk), stack.h
@@ -36,6 +37,12 @@ volatile const __u64 typ_string, typ_bytes;
 volatile const __u64 typ_span_key, typ_recording_span, typ_nonrecording_span;
 volatile const __u64 off_rs_sc, off_rs_parent, off_rs_end, off_nrs_sc;
 volatile const __u64 typ_sdk_nonrecording_span, off_sdk_nrs_sc;
+// The text of the OTel SDK's (*tracer).Start and, where the binary has it
+// as a function, of trace.ContextWithSpan: a WithValue called from there
+// (through there) stores a span just started, not one re-attached to another
+// context. 0 when the SDK is not linked: nothing is taken as started, and
+// stale-parent is not watched.
+volatile const __u64 txt_tracer_start, txt_tracer_start_end, txt_ctx_with_span, txt_ctx_with_span_end;
 volatile const __u32 n_keys;
 volatile const __u8 keys_kind[MAX_KEYS];
 volatile const __u64 keys_type[MAX_KEYS];
@@ -264,35 +271,52 @@ static __always_inline void emit(struct event *ev, struct stack *s)
 	bpf_ringbuf_submit(ev, flags);
 }
 
-static __always_inline void add_span(struct gstate *st, __u64 span)
+// span_tag is what gstate.mine keeps of a span started here: its span id's
+// low 32 bits, never 0. A *recordingSpan's memory, once collected, may hold
+// another goroutine's span: the tag tells them apart.
+static __always_inline __u32 span_tag(const struct trace *t)
+{
+	return ((__u32)t->span[0] | (__u32)t->span[1] << 8 | (__u32)t->span[2] << 16 | (__u32)t->span[3] << 24) | 1;
+}
+
+// add_span records span of the goroutine's trace; tag is its span_tag if
+// this goroutine started it, else 0.
+static __always_inline void add_span(struct gstate *st, __u64 span, __u32 tag)
 {
 	if (!span)
 		return;
 	for (__u32 i = 0; i < MAX_SPANS && i < st->nspans; i++)
-		if (st->spans[i] == span)
+		if (st->spans[i] == span) {
+			if (tag)
+				st->mine[i] = tag;
 			return;
+		}
 	__u32 n = st->nspans;
 	if (n < MAX_SPANS) {
 		st->spans[n & (MAX_SPANS - 1)] = span;
+		st->mine[n & (MAX_SPANS - 1)] = tag;
 		st->nspans = n + 1;
 	} else {
 		// Keep the newest: the oldest of four is the likeliest ended.
-		for (int i = 0; i < MAX_SPANS - 1; i++)
+		for (int i = 0; i < MAX_SPANS - 1; i++) {
 			st->spans[i] = st->spans[i + 1];
+			st->mine[i] = st->mine[i + 1];
+		}
 		st->spans[MAX_SPANS - 1] = span;
+		st->mine[MAX_SPANS - 1] = tag;
 	}
 }
 
 // own makes goroutine key the owner of trace t, a new unit of work; fresh
 // says it had no state (counted, so that the agent can tell evictions).
-static __always_inline void own(__u64 key, struct trace *t, __u64 cancel, __u64 span, int fresh)
+static __always_inline void own(__u64 key, struct trace *t, __u64 cancel, __u64 span, __u32 tag, int fresh)
 {
 	struct gstate st;
 	__builtin_memset(&st, 0, sizeof(st));
 	st.t = *t;
 	st.cancel = cancel;
 	st.flags = G_OWNS;
-	add_span(&st, span);
+	add_span(&st, span, tag);
 	if (bpf_map_update_elem(&goroutines, &key, &st, BPF_ANY) < 0)
 		count(STAT_STATE_FULL);
 	else if (fresh)
@@ -358,6 +382,60 @@ static __always_inline void check(REGS *ctx, __u64 key, struct gstate *st, struc
 		emit(ev, s);
 }
 
+// started_here says whether the WithValue being entered stores a span that
+// the SDK's tracer Start just made on this goroutine: its caller is
+// (*tracer).Start, or trace.ContextWithSpan called from there. A span put
+// into another context (trace.ContextWithSpan in user code, the usual way
+// to hand a request's span to work that outlives the request) was not
+// started here. A frame not found as expected says no: a missed
+// stale-parent, never a false one.
+static __always_inline int started_here(REGS *ctx)
+{
+	if (!txt_tracer_start)
+		return 0;
+	__u64 ret;
+#if defined(__TARGET_ARCH_arm64)
+	ret = ctx->regs[30];
+#else
+	if (read(&ret, sizeof(ret), ctx->rsp) < 0)
+		return 0;
+#endif
+	if (txt_ctx_with_span && ret >= txt_ctx_with_span && ret < txt_ctx_with_span_end) {
+		__u64 rec[2]; // ContextWithSpan's frame record: {saved fp, return pc}
+		if (read(rec, sizeof(rec), GO_FP(ctx)) < 0)
+			return 0;
+		ret = rec[1];
+	}
+	return ret >= txt_tracer_start && ret < txt_tracer_start_end;
+}
+
+// span_ended says whether the *recordingSpan at span has ended: its
+// endTime (a time.Time, wall and ext) is set by End. A global function,
+// so that its buffer is not on with_value's stack.
+__attribute__((noinline)) int span_ended(__u64 span)
+{
+	__u64 end[2] = {};
+	if (bpf_probe_read_user(end, sizeof(end), (void *)(span + off_rs_end)) < 0)
+		return 0;
+	return end[0] || end[1];
+}
+
+// stale_parent says whether w's span, the parent of a span being started,
+// is one this goroutine started (in st->mine, with its span id's tag) and
+// has ended: DESIGN.md's stale-parent. Checked only for a span started
+// here on a parent of this goroutine's own, so a parent started by the
+// spawner (work that outlives its request) never counts, and the endTime
+// read is the only cost on the common path.
+static __always_inline int stale_parent(struct gstate *st, struct walk *w)
+{
+	__u32 tag = span_tag(&w->t);
+	int found = 0;
+	for (__u32 i = 0; i < MAX_SPANS && i < st->nspans; i++)
+		if (st->spans[i] == w->span && st->mine[i] == tag)
+			found = 1;
+	return found && span_ended(w->span);
+}
+
 // context.WithValue(parent Context, key, val any): parent in RAX/RBX, key in
 // RCX/RDI, val in RSI/R8. The probe sits after the stack check, so it fires
 // once per call with every argument in place.
@@ -407,10 +485,28 @@ int with_value(REGS *ctx)
 			emit(ev, s);
 		}
 	}
+	// A span the tracer just started here is tagged as this goroutine's.
+	// Started on a context whose span this goroutine started and has
+	// ended (a loop's `ctx, span = tracer.Start(ctx, ...)`, a context used
+	// after span.End()): stale-parent. The SDK took its parent from that
+	// context: the same trace, not a root.
+	__u32 tag = 0;
+	if (k == 0 && span && started_here(ctx))
+		tag = span_tag(&nt);
+	if (tag && st && !(st->flags & G_PENDING) && w->carry == CARRY_TRACE && !tracer_said && w->span && !nt.root &&
+	    same_trace(&w->t, &nt) && stale_parent(st, w)) {
+		struct stack *s = user_stack(ctx);
+		struct event *ev = s ? new_event(EV_STALE_PARENT, key, 0, GO_PC(ctx)) : 0;
+		if (ev) {
+			ev->t = w->t;
+			ev->other = nt;
+			emit(ev, s);
+		}
+	}
 	// The context this check hands on carries nt; it carried the
 	// goroutine's trace before if it carries the same trace now.
 	if (!st) {
-		own(key, &nt, cancel, span, 1);
+		own(key, &nt, cancel, span, tag, 1);
 		return 0;
 	}
 	int had = same_trace(&nt, &st->t); // the context handed on carries nt
@@ -442,16 +538,16 @@ int with_value(REGS *ctx)
 			st->flags = (st->flags & ~(G_PENDING | G_TRACELESS)) | G_OWNS;
 			st->t.root = nt.root;
 			__builtin_memcpy(st->t.span, nt.span, sizeof(nt.span));
-			add_span(st, span);
+			add_span(st, span, tag);
 		} else {
-			own(key, &nt, cancel, span, 0);
+			own(key, &nt, cancel, span, tag, 0);
 		}
 		return 0;
 	}
 	if (had && scope) {
 		st->flags |= G_OWNS;
 		__builtin_memcpy(st->t.span, nt.span, sizeof(nt.span));
-		add_span(st, span);
+		add_span(st, span, tag);
 		return 0;
 	}
 	// A different trace. Rule 3: with a span of the old trace still open
@@ -467,7 +563,7 @@ int with_value(REGS *ctx)
 		}
 		return 0;
 	}
-	own(key, &nt, cancel, span, 0);
+	own(key, &nt, cancel, span, tag, 0);
 	return 0;
 }
 
@@ -527,6 +623,7 @@ static __always_inline void register_work(REGS *ctx, __u32 tgid, __u64 key, stru
 		return;
 	r->st = *st;
 	r->st.flags = G_INHERITS | G_PENDING;
+	__builtin_memset(r->st.mine, 0, sizeof(r->st.mine)); // its spans are not the new goroutine's
 	r->parent_goid = key & GOID_MASK;
 	__builtin_memcpy(r->stack, s->pc, sizeof(r->stack));
 	r->nstack = s->n > STACK_DEPTH ? STACK_DEPTH : s->n;
@@ -679,6 +776,7 @@ int spawn(REGS *ctx)
 		return 0;
 	struct gstate cst = *pst;
 	cst.flags = G_INHERITS | G_PENDING;
+	__builtin_memset(cst.mine, 0, sizeof(cst.mine)); // the spawner's spans are not the child's
 	cst.spawn_ns = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&goroutines, &ckey, &cst, BPF_ANY) < 0) {
 		count(STAT_STATE_FULL);
