@@ -62,6 +62,9 @@ Break kinds:
   dropped        a goroutine that put T into a context later used one without T
                  while T was still in scope (request not finished, span open)
   overwritten    WithValue replaced a trace value under the same key
+  stale-parent   a goroutine started a span on a context whose span it had itself
+                 started and ended (ctx, span = tracer.Start(ctx, ...) in a loop);
+                 spans of other goroutines on an ended parent are not breaks
 Only checks with your code on the stack are judged (package main, the main
 module, --user-code prefixes); the line reported is your innermost frame, and
 every break carries your frames of the check ("stack"; the table lists them
