@@ -424,8 +424,9 @@ __attribute__((noinline)) int span_ended(__u64 span)
 // is one this goroutine started (in st->mine, with its span id's tag) and
 // has ended: DESIGN.md's stale-parent. Checked only for a span started
 // here on a parent of this goroutine's own, so a parent started by the
-// spawner (work that outlives its request) never counts, and the endTime
-// read is the only cost on the common path.
+// spawner (work that outlives its request) never counts. With
+// started_here's read of the return address, the endTime read is all a
+// span start pays on the common path (its parent open): no event.
 static __always_inline int stale_parent(struct gstate *st, struct walk *w)
 {
 	__u32 tag = span_tag(&w->t);
