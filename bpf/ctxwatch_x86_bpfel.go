@@ -49,11 +49,12 @@ type CtxwatchEvent struct {
 type CtxwatchEventType uint32
 
 const (
-	CtxwatchEventTypeEV_SPAWN       CtxwatchEventType = 1
-	CtxwatchEventTypeEV_FIRST_CHECK CtxwatchEventType = 2
-	CtxwatchEventTypeEV_DROPPED     CtxwatchEventType = 3
-	CtxwatchEventTypeEV_OVERWRITTEN CtxwatchEventType = 4
-	CtxwatchEventTypeEV_LOG         CtxwatchEventType = 6
+	CtxwatchEventTypeEV_SPAWN        CtxwatchEventType = 1
+	CtxwatchEventTypeEV_FIRST_CHECK  CtxwatchEventType = 2
+	CtxwatchEventTypeEV_DROPPED      CtxwatchEventType = 3
+	CtxwatchEventTypeEV_OVERWRITTEN  CtxwatchEventType = 4
+	CtxwatchEventTypeEV_STALE_PARENT CtxwatchEventType = 5
+	CtxwatchEventTypeEV_LOG          CtxwatchEventType = 6
 )
 
 type CtxwatchGflags uint32
@@ -78,6 +79,7 @@ type CtxwatchGstate struct {
 	}
 	Cancel  uint64
 	Spans   [4]uint64
+	Mine    [4]uint32
 	SpawnNs uint64
 	Flags   uint32
 	Nspans  uint32
@@ -190,6 +192,10 @@ const (
 	CtxwatchVarOffSdkNrsSc            = "off_sdk_nrs_sc"
 	CtxwatchVarRegisteredAny          = "registered_any"
 	CtxwatchVarRingWakeBytes          = "ring_wake_bytes"
+	CtxwatchVarTxtCtxWithSpan         = "txt_ctx_with_span"
+	CtxwatchVarTxtCtxWithSpanEnd      = "txt_ctx_with_span_end"
+	CtxwatchVarTxtTracerStart         = "txt_tracer_start"
+	CtxwatchVarTxtTracerStartEnd      = "txt_tracer_start_end"
 	CtxwatchVarTypAfterFuncCtx        = "typ_after_func_ctx"
 	CtxwatchVarTypBackgroundCtx       = "typ_background_ctx"
 	CtxwatchVarTypBytes               = "typ_bytes"
@@ -311,6 +317,10 @@ type CtxwatchVariableSpecs struct {
 	OffSdkNrsSc            *ebpf.VariableSpec `ebpf:"off_sdk_nrs_sc"`
 	RegisteredAny          *ebpf.VariableSpec `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.VariableSpec `ebpf:"ring_wake_bytes"`
+	TxtCtxWithSpan         *ebpf.VariableSpec `ebpf:"txt_ctx_with_span"`
+	TxtCtxWithSpanEnd      *ebpf.VariableSpec `ebpf:"txt_ctx_with_span_end"`
+	TxtTracerStart         *ebpf.VariableSpec `ebpf:"txt_tracer_start"`
+	TxtTracerStartEnd      *ebpf.VariableSpec `ebpf:"txt_tracer_start_end"`
 	TypAfterFuncCtx        *ebpf.VariableSpec `ebpf:"typ_after_func_ctx"`
 	TypBackgroundCtx       *ebpf.VariableSpec `ebpf:"typ_background_ctx"`
 	TypBytes               *ebpf.VariableSpec `ebpf:"typ_bytes"`
@@ -409,6 +419,10 @@ type CtxwatchVariables struct {
 	OffSdkNrsSc            *ebpf.Variable `ebpf:"off_sdk_nrs_sc"`
 	RegisteredAny          *ebpf.Variable `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.Variable `ebpf:"ring_wake_bytes"`
+	TxtCtxWithSpan         *ebpf.Variable `ebpf:"txt_ctx_with_span"`
+	TxtCtxWithSpanEnd      *ebpf.Variable `ebpf:"txt_ctx_with_span_end"`
+	TxtTracerStart         *ebpf.Variable `ebpf:"txt_tracer_start"`
+	TxtTracerStartEnd      *ebpf.Variable `ebpf:"txt_tracer_start_end"`
 	TypAfterFuncCtx        *ebpf.Variable `ebpf:"typ_after_func_ctx"`
 	TypBackgroundCtx       *ebpf.Variable `ebpf:"typ_background_ctx"`
 	TypBytes               *ebpf.Variable `ebpf:"typ_bytes"`

@@ -14,11 +14,12 @@
 #define RANGE_STEPS 13   // binary search steps: 2^13 > MAX_RANGES
 
 enum event_type {
-	EV_SPAWN = 1,       // a goroutine with a trace in scope started another
-	EV_FIRST_CHECK = 2, // an inheriting goroutine's first judged check
-	EV_DROPPED = 3,     // an owner checked with no trace, trace in scope
-	EV_OVERWRITTEN = 4, // WithValue put a different trace under the same key
-	EV_LOG = 6,         // a log record written by a goroutine with a trace in scope
+	EV_SPAWN = 1,        // a goroutine with a trace in scope started another
+	EV_FIRST_CHECK = 2,  // an inheriting goroutine's first judged check
+	EV_DROPPED = 3,      // an owner checked with no trace, trace in scope
+	EV_OVERWRITTEN = 4,  // WithValue put a different trace under the same key
+	EV_STALE_PARENT = 5, // a span started on an ended span this goroutine started
+	EV_LOG = 6,          // a log record written by a goroutine with a trace in scope
 };
 
 enum outcome {
@@ -75,6 +76,10 @@ struct gstate {
 	struct trace t;
 	__u64 cancel;           // nearest cancelable ancestor (*cancelCtx), 0 = none
 	__u64 spans[MAX_SPANS]; // *recordingSpan of t started here or by the parent
+	// mine[i]: spans[i] was started on this goroutine (the SDK's tracer
+	// Start stored it), tagged with its span id (span_tag); 0 when it was
+	// inherited or re-attached. For stale-parent.
+	__u32 mine[MAX_SPANS];
 	__u64 spawn_ns;
 	__u32 flags;
 	__u32 nspans;
@@ -91,8 +96,8 @@ struct event {
 	__u8 outcome;
 	__u8 nstack;
 	__u8 _pad;
-	struct trace t;     // the trace in scope (inherited or owned)
-	struct trace other; // new-root/dropped/overwritten: the other trace
+	struct trace t;     // the trace in scope (inherited or owned); stale-parent: the ended parent
+	struct trace other; // new-root/dropped/overwritten: the other trace; stale-parent: the new span
 	__u64 stack[STACK_DEPTH];
 };
 

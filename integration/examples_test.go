@@ -19,7 +19,8 @@ import (
 //     marked lost-at-spawn or new-root 0%, and no other spawn line of the
 //     example shows up inside a trace;
 //   - totals equal the program's own: kept = propagated, lost, new-root,
-//     dropped and overwritten occurrences, spawned = traced spawns;
+//     dropped, overwritten and stale-parent occurrences, spawned = traced
+//     spawns;
 //   - nothing was lost on the way (events_lost = 0, every first check
 //     matched its spawn).
 func TestExamples(t *testing.T) {
@@ -29,6 +30,7 @@ func TestExamples(t *testing.T) {
 		"errgroup", "otelspans", "otelhttp", "storm", "worker",
 		"fireforget", "semaphore", "once", "keyvalue", "signalroot",
 		"nocancel", "lazyworker", "helpers", "deepstart", "afterfunc",
+		"staleparent",
 	} {
 		t.Run(name, func(t *testing.T) {
 			src, err := filepath.Abs(filepath.Join("..", "examples", name, "main.go"))
@@ -197,12 +199,13 @@ func checkExampleAs(t *testing.T, src, file string, r result) {
 	// Totals against the program's own account.
 	out := strings.TrimSpace(r.stdout)
 	for word, got := range map[string]uint64{
-		"spawned":     total.TracedSpawns,
-		"kept":        total.Propagated,
-		"lost":        total.Lost,
-		"new-root":    total.NewRoot,
-		"dropped":     counts["dropped"],
-		"overwritten": counts["overwritten"],
+		"spawned":      total.TracedSpawns,
+		"kept":         total.Propagated,
+		"lost":         total.Lost,
+		"new-root":     total.NewRoot,
+		"dropped":      counts["dropped"],
+		"overwritten":  counts["overwritten"],
+		"stale-parent": counts["stale-parent"],
 	} {
 		if want, ok := selfCount(out, word); ok && got != want {
 			t.Errorf("%s: ctxwatch counted %d, the program %d (%q)", word, got, want, out)

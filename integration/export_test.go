@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -238,6 +239,7 @@ type exportResult struct {
 	pid            int
 	stdout, stderr string
 	export         *exportStats
+	report         string // the JSON lines file
 }
 
 // ctxwatchWithEnv runs ctxwatch with extra environment variables and
@@ -250,7 +252,7 @@ func ctxwatchWithEnv(t *testing.T, env []string, args ...string) exportResult {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
-	r := exportResult{stdout: stdout.String(), stderr: stderr.String()}
+	r := exportResult{stdout: stdout.String(), stderr: stderr.String(), report: out}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		r.code = ee.ExitCode()
@@ -514,4 +516,82 @@ func (j *jaeger) traces(t *testing.T, service string) map[string]jaegerTrace {
 		out[tr.TraceID] = tr
 	}
 	return out
+}
+
+// TestExportStaleParent: each stale-parent break of examples/staleparent
+// is a break span in Jaeger, in the trace that broke, child of the ended
+// parent span (the JSON line's parent_span_id), linking the span started
+// on it (span_id), named at the Start line with the stack from there up;
+// the first occurrence of each, printed as a JSON line, is found by its
+// ids. The example exports none of its own spans: the ids tie them.
+func TestExportStaleParent(t *testing.T) {
+	requireRoot(t)
+	j := startJaeger(t)
+	src, err := filepath.Abs(filepath.Join("..", "examples", "staleparent", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sites := map[int]bool{}
+	for line, m := range sourceMarkers(t, src) {
+		if m == (marker{"site", "stale-parent"}) {
+			sites[line] = true
+		}
+	}
+	service := fmt.Sprintf("staleparent-%d", time.Now().UnixNano())
+	r := ctxwatchWithEnv(t, []string{"OTEL_METRICS_EXPORTER=none"}, "--otlp-rate", "1000",
+		"--otlp-endpoint", "http://"+j.grpc, "--otlp-protocol", "grpc",
+		"--", "env", "OTEL_SERVICE_NAME="+service, filepath.Join(bin, "staleparent"))
+	if r.code != 0 {
+		t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
+	}
+	want, ok := selfCount(r.stdout, "stale-parent")
+	if !ok || want == 0 {
+		t.Fatalf("the program's count is not in its output: %q", r.stdout)
+	}
+	if r.export == nil || r.export.Sent != want || r.export.Dropped != 0 {
+		t.Fatalf("summary export %+v, want %d sent, 0 dropped; stderr:\n%s", r.export, want, r.stderr)
+	}
+	var spans []*jaegerSpan
+	var traces map[string]jaegerTrace
+	waitFor(t, "Jaeger to store every break span", 30*time.Second, func() bool {
+		traces = j.traces(t, service)
+		spans = nil
+		for _, tr := range traces {
+			spans = append(spans, tr.named("trace break: stale-parent")...)
+		}
+		return uint64(len(spans)) >= want
+	})
+	if uint64(len(spans)) != want {
+		t.Errorf("Jaeger holds %d stale-parent break spans, want %d", len(spans), want)
+	}
+	for _, s := range spans {
+		parent, link := s.ref("CHILD_OF"), s.ref("FOLLOWS_FROM")
+		if parent == nil || link == nil || normID(parent.TraceID) != s.TraceID || normID(link.TraceID) != s.TraceID || parent.SpanID == link.SpanID {
+			t.Errorf("break span %s: parent %+v, link %+v: want the ended parent and the new span, in its trace %s", s.SpanID, parent, link, s.TraceID)
+		}
+		line, _ := strconv.Atoi(fmt.Sprint(s.tag("code.line.number")))
+		if !sites[line] || fmt.Sprint(s.tag("code.file.path")) != src || fmt.Sprint(s.tag("ctxwatch.break.kind")) != "stale-parent" {
+			t.Errorf("break span %s: at %v:%v, kind %v; want a marked stale-parent line of %s", s.SpanID,
+				s.tag("code.file.path"), s.tag("code.line.number"), s.tag("ctxwatch.break.kind"), src)
+		}
+		if st := fmt.Sprint(s.tag("ctxwatch.stack")); !strings.Contains(st, fmt.Sprintf("main.go:%d", line)) || !strings.Contains(st, "main.handle") {
+			t.Errorf("break span %s: ctxwatch.stack %s, want the Start line and main.handle", s.SpanID, st)
+		}
+	}
+	lines, _ := readReport(t, r.report)
+	if len(lines) != len(sites) {
+		t.Fatalf("%d break lines, want %d", len(lines), len(sites))
+	}
+	for _, b := range lines {
+		found := false
+		for _, s := range spans {
+			parent, link := s.ref("CHILD_OF"), s.ref("FOLLOWS_FROM")
+			found = found || s.TraceID == b.TraceID && parent != nil && link != nil &&
+				strings.TrimLeft(parent.SpanID, "0") == strings.TrimLeft(b.ParentSpanID, "0") &&
+				strings.TrimLeft(link.SpanID, "0") == strings.TrimLeft(b.SpanID, "0")
+		}
+		if !found {
+			t.Errorf("break line at %d (trace %s, parent %s, span %s): no such break span in Jaeger", b.Site.Line, b.TraceID, b.ParentSpanID, b.SpanID)
+		}
+	}
 }

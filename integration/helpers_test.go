@@ -94,6 +94,8 @@ type breakLine struct {
 	Spawn           []frame `json:"spawn"`
 	Stack           []frame `json:"stack"` // the user frames of the check, innermost first
 	OtherTraceID    string  `json:"other_trace_id"`
+	ParentSpanID    string  `json:"parent_span_id"` // stale-parent: the ended parent
+	SpanID          string  `json:"span_id"`        // stale-parent: the span started on it
 	AfterNS         uint64  `json:"after_ns"`
 }
 

@@ -22,29 +22,38 @@ const chromium = "/usr/bin/chromium"
 // lists exactly the spawn sites, counts and breaks of the JSON summary of
 // the same run, draws an edge to each, links each trace id, shows the
 // source lines of each site, and runs no script; ctxwatch report makes
-// the same page, offline, from the saved JSON lines.
+// the same page, offline, from the saved JSON lines. For fireforget
+// (breaks of spawned goroutines) and staleparent (breaks of the goroutine
+// that checks, stale-parent).
 func TestHTMLReport(t *testing.T) {
 	requireRoot(t)
 	if _, err := os.Stat(chromium); err != nil {
 		t.Fatalf("the page is checked in headless Chromium: apt-get install chromium (%v)", err)
 	}
-	src, err := filepath.Abs(filepath.Join("..", "examples", "fireforget", "main.go"))
+	for _, name := range []string{"fireforget", "staleparent"} {
+		t.Run(name, func(t *testing.T) { htmlReport(t, name) })
+	}
+}
+
+func htmlReport(t *testing.T, name string) {
+	t.Helper()
+	src, err := filepath.Abs(filepath.Join("..", "examples", name, "main.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	const traceURL = "http://jaeger.invalid:16686/trace/{trace_id}"
 	page := filepath.Join(t.TempDir(), "live.html")
-	args := append(sourceFlags(t, src), "--html", page, "--trace-url", traceURL, "--", filepath.Join(bin, "fireforget"))
+	args := append(sourceFlags(t, src), "--html", page, "--trace-url", traceURL, "--", filepath.Join(bin, name))
 	r := ctxwatch(t, args...)
 	if r.code != 0 {
 		t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
 	}
 	if len(r.summaries) != 1 {
-		t.Fatalf("%d summaries, want 1 (fireforget)", len(r.summaries))
+		t.Fatalf("%d summaries, want 1 (%s)", len(r.summaries), name)
 	}
 	sum := r.summaries[0]
 	if len(sum.Breaks) == 0 || len(sum.SpawnSites) == 0 {
-		t.Fatalf("fireforget gave no break or no spawn site: %+v", sum)
+		t.Fatalf("%s gave no break or no spawn site: %+v", name, sum)
 	}
 	live := readDOM(t, page)
 	checkPage(t, live, sum, r.breaks, strings.TrimSuffix(traceURL, "{trace_id}"))

@@ -3,8 +3,12 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -150,4 +154,105 @@ func runCtxwatchCode(t *testing.T, args ...string) (stdout, stderr string, code 
 		t.Fatalf("run ctxwatch: %v", err)
 	}
 	return out.String(), errOut.String(), code
+}
+
+// TestStaleParent: examples/staleparent, as a user reads it in each
+// output. Per request, the buggy loop (`ctx, span = tracer.Start(ctx,
+// "item")`, items spans each ended in its iteration) starts items-1 spans
+// on an ended item, the first on the open request span; the audit starts
+// one on its own ended span. So, exactly: requests*(items-1) stale-parent
+// at the loop's Start line and requests at the audit-log line, nothing
+// else: the fixed loop, and the goroutines that start spans on the ended
+// request span (one after re-attaching it to Background), are silent. The
+// JSON line names the ended parent and the new span of one trace, with
+// the stack from the Start line up; the table and --verbose stacks show
+// the same.
+func TestStaleParent(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs(filepath.Join("..", "examples", "staleparent", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loopLine, auditLine int
+	for line, m := range sourceMarkers(t, src) {
+		if m != (marker{"site", "stale-parent"}) {
+			continue
+		}
+		switch text := sourceLine(t, src, line); {
+		case strings.Contains(text, `"item"`):
+			loopLine = line
+		case strings.Contains(text, `"audit-log"`):
+			auditLine = line
+		}
+	}
+	if loopLine == 0 || auditLine == 0 {
+		t.Fatalf("markers not found in %s: loop %d, audit %d", src, loopLine, auditLine)
+	}
+	exe := filepath.Join(bin, "staleparent")
+	r := ctxwatch(t, "--", exe)
+	if r.code != 0 {
+		t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
+	}
+	requests, _ := selfCount(r.stdout, "requests")
+	items, _ := selfCount(r.stdout, "items")
+	if requests == 0 || items < 2 {
+		t.Fatalf("the program: %q; want requests of several items", r.stdout)
+	}
+	if len(r.summaries) != 1 {
+		t.Fatalf("%d summaries; stderr:\n%s", len(r.summaries), r.stderr)
+	}
+	want := map[int]uint64{loopLine: requests * (items - 1), auditLine: requests}
+	got := map[int]uint64{}
+	for _, b := range r.summaries[0].Breaks {
+		if b.Kind != "stale-parent" || b.Site.File != src {
+			t.Errorf("break %s at %s:%d, want only stale-parent in the example", b.Kind, b.Site.File, b.Site.Line)
+			continue
+		}
+		got[b.Site.Line] += b.Count
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("stale-parent per line %v, want %v (loop at %d, audit at %d)", got, want, loopLine, auditLine)
+	}
+	if len(r.breaks) != 2 {
+		t.Fatalf("%d break lines, want 2: %+v", len(r.breaks), r.breaks)
+	}
+	hexID := regexp.MustCompile(`^[0-9a-f]{16}$`)
+	for _, b := range r.breaks {
+		where := fmt.Sprintf("break line at %d", b.Site.Line)
+		if !hexID.MatchString(b.ParentSpanID) || !hexID.MatchString(b.SpanID) || b.ParentSpanID == b.SpanID {
+			t.Errorf("%s: parent_span_id %q, span_id %q: want two span ids", where, b.ParentSpanID, b.SpanID)
+		}
+		if len(b.TraceID) != 32 || b.OtherTraceID != "" || len(b.Spawn) != 0 || b.ParentGoroutine != 0 {
+			t.Errorf("%s: %+v, want one trace, no other, no spawn", where, b)
+		}
+		if len(b.Stack) < 3 || b.Stack[0] != b.Site || b.Stack[1].Function != "main.handle" || b.Stack[2].Function != "main.main" {
+			t.Errorf("%s: stack %+v, want the Start line, main.handle, main.main", where, b.Stack)
+		}
+	}
+
+	// The table, with --verbose stacks: one row per line, the same counts.
+	stdout, _ := runCtxwatch(t, "--format", "table", "--verbose", "--", exe)
+	for line, n := range want {
+		row := regexp.MustCompile(fmt.Sprintf(`(?m)^stale-parent\s+%d\s+\S+ main\.go:%d\s+-$`, n, line))
+		if !row.MatchString(stdout) {
+			t.Errorf("table: no row stale-parent %d at main.go:%d:\n%s", n, line, stdout)
+		}
+	}
+	if !strings.Contains(stdout, "stack of stale-parent at ") {
+		t.Errorf("table --verbose: no stale-parent stack:\n%s", stdout)
+	}
+}
+
+// sourceLine returns line n (from 1) of file path.
+func sourceLine(t *testing.T, path string, n int) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(data), "\n")
+	if n < 1 || n > len(lines) {
+		t.Fatalf("%s has no line %d", path, n)
+	}
+	return lines[n-1]
 }

@@ -72,6 +72,9 @@ Break kinds:
                  a goroutine with T in scope wrote a log record (log/slog, or a
                  --log-func call) with a context that carries no trace:
                  slog.Info in a handler, not slog.InfoContext(ctx, ...)
+  stale-parent   a goroutine started a span on a context whose span it had itself
+                 started and ended (ctx, span = tracer.Start(ctx, ...) in a loop);
+                 spans of other goroutines on an ended parent are not breaks
 Only checks with your code on the stack are judged (package main, the main
 module, --user-code prefixes); the line reported is your innermost frame, and
 every break carries your frames of the check ("stack"; the table lists them

@@ -21,6 +21,11 @@ const (
 	NewRoot     Kind = "new-root"
 	Dropped     Kind = "dropped"
 	Overwritten Kind = "overwritten"
+	// StaleParent: a span started on a context whose span the same
+	// goroutine started and had ended (a loop's `ctx, span =
+	// tracer.Start(ctx, ...)`). Trace is the ended parent, Other the new
+	// span, both of the same trace.
+	StaleParent Kind = "stale-parent"
 	// LogWithoutTrace: a goroutine with a trace in scope wrote a log
 	// record with a context that carries no trace.
 	LogWithoutTrace Kind = "log-without-trace"
@@ -69,12 +74,12 @@ type Break struct {
 	Kind            Kind
 	PID             uint32
 	Trace           event.Trace // the trace that broke
-	Other           event.Trace // new-root: the new trace; overwritten: the overwriting value
+	Other           event.Trace // new-root: the new trace; overwritten: the overwriting value; stale-parent: the new span
 	Goroutine       uint64
 	ParentGoroutine uint64
 	Site            Frame   // where it was seen: the innermost user frame of the check
 	Stack           []Frame // the user frames of the check, innermost first, inlined ones expanded
-	Spawn           []Frame // the spawn stack, go statement first; nil for dropped, overwritten and a record of a goroutine judged before
+	Spawn           []Frame // the spawn stack, go statement first; nil for dropped, overwritten, stale-parent and a record of a goroutine judged before
 	SpawnTime, Time uint64  // CLOCK_MONOTONIC ns; SpawnTime 0 when not spawned in a trace
 	// First is set on the first occurrence of this kind, site and spawn site.
 	First bool
@@ -409,6 +414,8 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		return a.report(Dropped, e, nil, nil), true
 	case event.Overwritten:
 		return a.report(Overwritten, e, nil, nil), true
+	case event.StaleParent:
+		return a.report(StaleParent, e, nil, nil), true
 	case event.Log:
 		return a.logRecord(e)
 	}

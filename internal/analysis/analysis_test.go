@@ -604,3 +604,51 @@ func TestNeverJudged(t *testing.T) {
 		t.Errorf("spawn site %+v, total %d: want 3 never judged", ss, s.NeverJudged)
 	}
 }
+
+// TestStaleParent: the probes' stale-parent record (a span started on a
+// context whose span the same goroutine started and ended) is a break at
+// the Start line, the SDK's frames skipped, with the ended parent as its
+// trace and the new span as the other; it is no spawn's verdict, so a
+// pending goroutine stays pending and its spawn site's counts do not move.
+func TestStaleParent(t *testing.T) {
+	a := newAnalyzer(0)
+	mustNoBreak(t, a, spawn(1, 9, 7, retGoHandle, retServe))
+	parent, child := traceA, traceA
+	parent.Span = [8]byte{0xaa, 1, 2, 3, 4, 5, 6, 7}
+	child.Span = [8]byte{0xbb, 1, 2, 3, 4, 5, 6, 7}
+	stale := func(tm uint64) *event.Event {
+		return withStack(event.Event{Time: tm, Kind: event.StaleParent, Goroutine: 7, PID: pid, Trace: parent, Other: child}, retTracerSt, retServe)
+	}
+	for i := range 3 {
+		b := mustBreak(t, a, stale(uint64(10+i)))
+		if b.Kind != analysis.StaleParent || b.Site != fHandleTracer {
+			t.Fatalf("Kind/Site = %q/%v, want %q/%v", b.Kind, b.Site, analysis.StaleParent, fHandleTracer)
+		}
+		if b.Trace.Span != parent.Span || b.Other.Span != child.Span || b.Trace.Label() != traceA.Label() {
+			t.Errorf("Trace/Other = %s span %x / span %x, want %s span %x / span %x",
+				b.Trace.Label(), b.Trace.Span, b.Other.Span, traceA.Label(), parent.Span, child.Span)
+		}
+		if b.Spawn != nil || b.ParentGoroutine != 0 || b.SpawnTime != 0 || b.After() != 0 {
+			t.Errorf("Spawn/Parent/SpawnTime = %v/%d/%d, want none", b.Spawn, b.ParentGoroutine, b.SpawnTime)
+		}
+		if b.First != (i == 0) || b.Count != uint64(i+1) {
+			t.Errorf("occurrence %d: First/Count = %v/%d", i+1, b.First, b.Count)
+		}
+	}
+	s := a.Snapshot()
+	want := []analysis.BreakCount{
+		{Kind: analysis.StaleParent, Site: fHandleTracer, Stack: []analysis.Frame{fHandleTracer, fServe}, Count: 3, TraceID: traceA.Label()},
+	}
+	if !reflect.DeepEqual(s.Breaks, want) {
+		t.Errorf("Breaks = %+v, want %+v", s.Breaks, want)
+	}
+	ss := site(t, s, fGoHandle)
+	if ss.TracedSpawns != 1 || ss.Propagated+ss.Lost+ss.NewRoot != 0 || ss.NeverJudged != 1 {
+		t.Errorf("spawn site = %+v, want 1 traced spawn, not judged", ss)
+	}
+	// The pending goroutine is judged at its own first check still.
+	mustNoBreak(t, a, firstCheck(20, 9, event.Propagated, retAuditFunc))
+	if ss := site(t, a.Snapshot(), fGoHandle); ss.Propagated != 1 {
+		t.Errorf("spawn site after the first check = %+v, want 1 propagated", ss)
+	}
+}

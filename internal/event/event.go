@@ -23,6 +23,10 @@ const (
 	Dropped Kind = 3
 	// Overwritten: WithValue put a different trace under the same key.
 	Overwritten Kind = 4
+	// StaleParent: the tracer started a span on a context whose span this
+	// goroutine started and has ended. Trace is the ended parent (its span
+	// id in Trace.Span), Other the span just started.
+	StaleParent Kind = 5
 	// Log: a goroutine with a trace in scope wrote a log record (log/slog,
 	// or a --log-func call). Outcome: Propagated (the record's context
 	// carries the trace), Lost (it carries none), Other (another trace, in
@@ -40,6 +44,8 @@ func (k Kind) String() string {
 		return "dropped"
 	case Overwritten:
 		return "overwritten"
+	case StaleParent:
+		return "stale-parent"
 	case Log:
 		return "log"
 	}
@@ -93,7 +99,7 @@ type Event struct {
 	Kind      Kind
 	Outcome   Outcome
 	Trace     Trace // the trace in scope
-	Other     Trace // the new, dropped-to or overwriting trace
+	Other     Trace // the new, dropped-to or overwriting trace; StaleParent: the new span
 	NStack    int
 	Stack     [StackDepth]uint64 // return addresses, innermost first
 }

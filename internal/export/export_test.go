@@ -289,7 +289,8 @@ func (unixTS) now(t *testing.T) uint64 {
 
 // TestLinksToOrphans: a break that started a root links the trace that
 // split off (new-root; dropped at a span start), so every orphan can be
-// reached from its broken trace; breaks that started nothing link none.
+// reached from its broken trace; a stale-parent links the span started on
+// the ended parent; breaks that started nothing link none.
 func TestLinksToOrphans(t *testing.T) {
 	other := otelTrace(t, "a5509ef7ed7a7d905026e01f1722f3fd", "1111111111111111")
 	for _, c := range []struct {
@@ -302,6 +303,7 @@ func TestLinksToOrphans(t *testing.T) {
 		{analysis.Dropped, false, 0}, // a check without a span start
 		{analysis.LostAtSpawn, false, 0},
 		{analysis.Overwritten, true, 0}, // a value replaced, not a trace split off
+		{analysis.StaleParent, true, 1},
 	} {
 		b := analysis.Break{Kind: c.kind}
 		if c.other {

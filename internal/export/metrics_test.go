@@ -23,6 +23,10 @@ func TestPrometheus(t *testing.T) {
 	b := analysis.Break{Kind: analysis.LostAtSpawn, Site: analysis.Frame{Function: "main.audit", File: "main.go", Line: 24}}
 	m.addBreak(proc, b)
 	m.addBreak(proc, b)
+	stale := analysis.Break{Kind: analysis.StaleParent, Site: analysis.Frame{Function: "main.items", File: "main.go", Line: 85}}
+	for range 3 {
+		m.addBreak(proc, stale)
+	}
 	m.update(findings.Summary{Process: proc, Snapshot: analysis.Snapshot{SpawnSites: []analysis.SpawnSite{
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 21}, TracedSpawns: 10, Propagated: 8, Lost: 2},
 	}, LogSites: []analysis.LogSite{
@@ -39,6 +43,7 @@ func TestPrometheus(t *testing.T) {
 	for _, want := range []struct{ metric, label, value string }{
 		{"ctxwatch_breaks_total{", `code_function_name="main.audit"`, "} 2"},
 		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="lost-at-spawn"`, "} 2"},
+		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="stale-parent"`, "} 3"},
 		{"ctxwatch_spawns_traced_total{", `code_line_number="21"`, "} 10"},
 		{"ctxwatch_spawns_propagated_total{", `code_function_name="main.handle"`, "} 8"},
 		{"ctxwatch_spawns_lost_total{", `process_pid="42"`, "} 2"},

@@ -92,9 +92,11 @@ func parentContext(b analysis.Break) context.Context {
 
 // links: a break that started a root (new-root, or dropped at a span
 // start on a context without the trace) points at the trace that split
-// off, so a trace view can jump from the broken trace to its orphan.
+// off, so a trace view can jump from the broken trace to its orphan. A
+// stale-parent break, placed under the ended parent, points at the span
+// started on it, in the same trace.
 func links(b analysis.Break) []trace.Link {
-	if b.Kind != analysis.NewRoot && b.Kind != analysis.Dropped || !b.Other.Valid() {
+	if b.Kind != analysis.NewRoot && b.Kind != analysis.Dropped && b.Kind != analysis.StaleParent || !b.Other.Valid() {
 		return nil
 	}
 	sc := trace.NewSpanContext(trace.SpanContextConfig{

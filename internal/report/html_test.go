@@ -49,7 +49,7 @@ func hostileSummary() (findings.Summary, []BreakLine) {
 		f := analysis.Frame{Function: name, File: "/src/" + name + ".go", Line: i + 1}
 		g := analysis.Frame{Function: "main." + name, File: name, Line: 100 + i}
 		sites = append(sites, analysis.SpawnSite{Site: g, TracedSpawns: 3, Propagated: 1, Lost: 1, NewRoot: 1})
-		kind := []analysis.Kind{analysis.LostAtSpawn, analysis.NewRoot, analysis.Dropped, analysis.Overwritten}[i%4]
+		kind := []analysis.Kind{analysis.LostAtSpawn, analysis.NewRoot, analysis.Dropped, analysis.Overwritten, analysis.StaleParent}[i%5]
 		var spawn []analysis.Frame
 		if kind == analysis.LostAtSpawn || kind == analysis.NewRoot {
 			spawn = []analysis.Frame{g, f}

@@ -28,6 +28,8 @@ type jsonBreak struct {
 	PodUID          string           `json:"pod_uid,omitempty"`
 	TraceID         string           `json:"trace_id"`
 	OtherTraceID    string           `json:"other_trace_id,omitempty"`
+	ParentSpanID    string           `json:"parent_span_id,omitempty"`
+	SpanID          string           `json:"span_id,omitempty"`
 	Goroutine       uint64           `json:"goroutine"`
 	ParentGoroutine uint64           `json:"parent_goroutine,omitempty"`
 	Site            analysis.Frame   `json:"site"`
@@ -50,6 +52,8 @@ func (j *JSON) Break(p findings.Process, b analysis.Break) error {
 		PodUID:          l.Process.PodUID,
 		TraceID:         l.TraceID,
 		OtherTraceID:    l.OtherTraceID,
+		ParentSpanID:    l.ParentSpanID,
+		SpanID:          l.SpanID,
 		Goroutine:       l.Goroutine,
 		ParentGoroutine: l.ParentGoroutine,
 		Site:            l.Site,

@@ -3,6 +3,7 @@ package report
 import (
 	"bufio"
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,16 +18,19 @@ import (
 // a distinct break, with the traces as their labels. A live watch gets an
 // analysis.Break instead; both reach the HTML page as a BreakLine.
 type BreakLine struct {
-	Process         findings.Process
-	Kind            analysis.Kind
-	TraceID         string
-	OtherTraceID    string
-	Goroutine       uint64
-	ParentGoroutine uint64
-	Site            analysis.Frame
-	Stack           []analysis.Frame
-	Spawn           []analysis.Frame
-	AfterNS         uint64
+	Process      findings.Process
+	Kind         analysis.Kind
+	TraceID      string
+	OtherTraceID string
+	// stale-parent: the ended parent span and the span started on it, in
+	// hex (the trace is TraceID).
+	ParentSpanID, SpanID string
+	Goroutine            uint64
+	ParentGoroutine      uint64
+	Site                 analysis.Frame
+	Stack                []analysis.Frame
+	Spawn                []analysis.Frame
+	AfterNS              uint64
 }
 
 // Line is one line of a JSON report: a break or a summary.
@@ -86,7 +90,7 @@ func parseLine(text []byte) (Line, error) {
 // lineOf is the break line of the first occurrence b of a break in p: what
 // the JSON writer prints and the page shows, the traces as their labels.
 func lineOf(p findings.Process, b analysis.Break) BreakLine {
-	return BreakLine{
+	l := BreakLine{
 		Process:         p,
 		Kind:            b.Kind,
 		TraceID:         b.Trace.Label(),
@@ -98,6 +102,13 @@ func lineOf(p findings.Process, b analysis.Break) BreakLine {
 		Spawn:           b.Spawn,
 		AfterNS:         b.After(),
 	}
+	if b.Kind == analysis.StaleParent {
+		// One trace: the new span is a child of the ended one in it.
+		l.OtherTraceID = ""
+		l.ParentSpanID = hex.EncodeToString(b.Trace.Span[:])
+		l.SpanID = hex.EncodeToString(b.Other.Span[:])
+	}
+	return l
 }
 
 func breakFromJSON(j *jsonBreak) *BreakLine {
@@ -106,6 +117,8 @@ func breakFromJSON(j *jsonBreak) *BreakLine {
 		Kind:            j.Kind,
 		TraceID:         j.TraceID,
 		OtherTraceID:    j.OtherTraceID,
+		ParentSpanID:    j.ParentSpanID,
+		SpanID:          j.SpanID,
 		Goroutine:       j.Goroutine,
 		ParentGoroutine: j.ParentGoroutine,
 		Site:            j.Site,

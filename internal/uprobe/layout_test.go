@@ -154,6 +154,7 @@ func TestEnumsMatchObject(t *testing.T) {
 		event.FirstCheck:  bpf.CtxwatchEventTypeEV_FIRST_CHECK,
 		event.Dropped:     bpf.CtxwatchEventTypeEV_DROPPED,
 		event.Overwritten: bpf.CtxwatchEventTypeEV_OVERWRITTEN,
+		event.StaleParent: bpf.CtxwatchEventTypeEV_STALE_PARENT,
 		event.Log:         bpf.CtxwatchEventTypeEV_LOG,
 	}
 	outcomes := map[event.Outcome]bpf.CtxwatchOutcome{

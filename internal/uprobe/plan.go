@@ -561,6 +561,19 @@ func (p *Plan) layout(bin *target.Binary) error {
 		p.Warnings = append(p.Warnings, "OTel spans not watched: span layouts unknown for this SDK version")
 		l.SpanKey = 0
 	}
+	// Where the SDK's tracer starts spans, so that the probes can tell a
+	// span started on a goroutine from one re-attached there
+	// (stale-parent). ContextWithSpan is usually inlined into Start.
+	if l.RecordingSpan != 0 {
+		if fn, err := bin.Func(otelSDK + ".(*tracer).Start"); err == nil {
+			l.TracerStart, l.TracerStartEnd = fn.Entry, fn.End
+			if fn, err := bin.Func(otelTrace + ".ContextWithSpan"); err == nil {
+				l.ContextWithSpan, l.ContextWithSpanEnd = fn.Entry, fn.End
+			}
+		} else {
+			p.Notes = append(p.Notes, fmt.Sprintf("stale-parent not watched: %s.(*tracer).Start not found: %v", otelSDK, err))
+		}
+	}
 	// The SDK's own span for unsampled traces; not in the layout table.
 	if typ(&l.SDKNonRecordingSpan, otelSDK+".nonRecordingSpan"); l.SDKNonRecordingSpan != 0 {
 		if off, err := bin.FieldOffset(otelSDK+".nonRecordingSpan", "sc"); err == nil {
@@ -591,6 +604,7 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 			&l.ValueCtx, &l.CancelCtx, &l.TimerCtx, &l.AfterFuncCtx, &l.WithoutCancelCtx, &l.StopCtx,
 			&l.BackgroundCtx, &l.TodoCtx, &l.EmptyCtx, &l.String, &l.Bytes,
 			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan, &l.SDKNonRecordingSpan,
+			&l.TracerStart, &l.TracerStartEnd, &l.ContextWithSpan, &l.ContextWithSpanEnd,
 		} {
 			if *a != 0 {
 				*a += bias

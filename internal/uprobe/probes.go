@@ -99,6 +99,13 @@ type Layout struct {
 	// SpawnGArg is the argument register holding the new g at the spawn
 	// probe: 1 at the CALL of runqput, 0 (the result) at newproc1's RETs.
 	SpawnGArg uint64
+	// TracerStart is the text of the OTel SDK's (*tracer).Start, and
+	// ContextWithSpan that of trace.ContextWithSpan where the binary has
+	// it as a function (run-time addresses, end exclusive): a WithValue
+	// called from there stores a span started by the calling goroutine
+	// (stale-parent). Zero when the SDK is not linked.
+	TracerStart, TracerStartEnd         uint64
+	ContextWithSpan, ContextWithSpanEnd uint64
 }
 
 // Range is a run-time text range of user code.
@@ -240,6 +247,10 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		bpf.CtxwatchVarTypSdkNonrecordingSpan: l.SDKNonRecordingSpan,
 		bpf.CtxwatchVarOffSdkNrsSc:            l.SDKNonRecordingSpanSC,
 		bpf.CtxwatchVarCfgSpawnG_arg:          uint8(l.SpawnGArg),
+		bpf.CtxwatchVarTxtTracerStart:         l.TracerStart,
+		bpf.CtxwatchVarTxtTracerStartEnd:      l.TracerStartEnd,
+		bpf.CtxwatchVarTxtCtxWithSpan:         l.ContextWithSpan,
+		bpf.CtxwatchVarTxtCtxWithSpanEnd:      l.ContextWithSpanEnd,
 		bpf.CtxwatchVarN_keys:                 uint32(len(cfg.Keys)),
 		bpf.CtxwatchVarN_ranges:               uint32(len(cfg.UserText)),
 	}
