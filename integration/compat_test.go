@@ -312,7 +312,7 @@ func compatToolchain(t *testing.T, tc string, res *compatResults) {
 					exe := filepath.Join(out, ex)
 					checkBuild(t, exe, tc, mode.name)
 					src := filepath.Join(dir, "examples", ex, "main.go")
-					r := ctxwatch(t, append(sourceFlags(t, src), "--", exe)...)
+					r := ctxwatch(t, append(exampleFlags(t, ex, src), "--", exe)...)
 					if r.code != 0 {
 						t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
 					}

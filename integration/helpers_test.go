@@ -248,6 +248,22 @@ func sourceFlags(t *testing.T, path string) []string {
 	return nil
 }
 
+// exampleFlags is sourceFlags for a verdict test of an example: the storm
+// gets a ring that holds its whole burst (16 MiB; the default is 4). Its
+// 20,000 spawns and first checks come faster than an agent starved of CPU
+// drains them (single-threaded TCG, or a host loaded by other work), and
+// the default ring then fills. That loss is counted and tested on its own
+// (TestOverloadCounted); these tests are about verdicts, which a full ring
+// would make depend on the machine's speed.
+func exampleFlags(t *testing.T, name, src string) []string {
+	t.Helper()
+	args := sourceFlags(t, src)
+	if name == "storm" {
+		args = append(args, "--ring-size", fmt.Sprint(16<<20))
+	}
+	return args
+}
+
 // selfCount reads "WORD N" from a program's own summary line.
 func selfCount(out, word string) (uint64, bool) {
 	m := regexp.MustCompile(`(?:^|\s)` + regexp.QuoteMeta(word) + ` (\d+)`).FindStringSubmatch(out)
