@@ -167,7 +167,7 @@ func goMinorOf(tc string) int {
 // keeps the user's go env file (whose GOFLAGS old toolchains may reject)
 // out; GOFLAGS is set here instead.
 func compatEnv(tc string, cgo bool) []string {
-	env := []string{"GOTOOLCHAIN=" + tc, "GOENV=off", "GOFLAGS=-mod=mod", "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0"}
+	env := []string{"GOTOOLCHAIN=" + tc, "GOENV=off", "GOFLAGS=-mod=mod", "GOOS=linux", "GOARCH=" + targetArch, "CGO_ENABLED=0"}
 	if cgo {
 		env[len(env)-1] = "CGO_ENABLED=1"
 	}
