@@ -24,7 +24,9 @@
 //   - a func value is a pointer to a funcval whose first word is the code
 //     pointer, and a new goroutine's g.sched.ctxt is the funcval it runs;
 //   - runtime.newproc's closure runs on g0 (systemstack) with m.curg the
-//     spawning goroutine, whose sched.bp is newproc's frame pointer; it
+//     spawning goroutine, whose sched.bp is newproc's frame pointer on
+//     amd64, and on arm64 that of systemstack's own frame, whose record
+//     holds newproc's (checked on go1.26.8's asm_arm64.s); it
 //     makes the new g with newproc1 (the result) and queues it with
 //     runqput(pp, newg, next).
 // The agent refuses a Go release it has no layout for (too old: before
