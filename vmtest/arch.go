@@ -4,7 +4,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"runtime"
-	"strings"
 )
 
 // arch is what booting a guest of one architecture takes: its kernel
@@ -12,6 +11,7 @@ import (
 type arch struct {
 	goarch  string // GOARCH of the binaries in the initramfs, and Debian's architecture name
 	machine elf.Machine
+	triplet string // Debian's multiarch directory name
 	flavour string // Debian's kernel flavour
 	kernels string // the kernel series booted by default
 	qemu    string // the qemu program
@@ -25,16 +25,13 @@ type arch struct {
 	// slow is $CTXWATCH_TEST_SLOW under TCG: how much the integration
 	// tests' waits are stretched.
 	slow string
-	// skip is added to vmSkip: the tests that cannot run in this
-	// architecture's VM, each for a reason written in skipWhy.
-	skip    []string
-	skipWhy string
 }
 
 var arches = map[string]arch{
 	"amd64": {
 		goarch:  "amd64",
 		machine: elf.EM_X86_64,
+		triplet: "x86_64-linux-gnu",
 		flavour: "cloud-amd64",
 		kernels: "5.10,6.1,6.12",
 		cpus:    2,
@@ -52,6 +49,7 @@ var arches = map[string]arch{
 	"arm64": {
 		goarch:  "arm64",
 		machine: elf.EM_AARCH64,
+		triplet: "aarch64-linux-gnu",
 		flavour: "cloud-arm64",
 		kernels: "6.1,6.12",
 		// One: under TCG a vCPU is a host thread, and this machine's two
@@ -68,9 +66,6 @@ var arches = map[string]arch{
 		console:    "ttyAMA0",
 		consoleOpt: "CONFIG_SERIAL_AMBA_PL011_CONSOLE",
 		slow:       "8",
-		skip:       []string{"TestLiveTable", "TestQuietOutsideChecks", "TestOverloadLiveTable", "TestCapabilities", "TestNodeLeastPrivilege"},
-		skipWhy: "TestLiveTable, TestQuietOutsideChecks and TestOverloadLiveTable run ctxwatch in a tmux pane, " +
-			"TestCapabilities and TestNodeLeastPrivilege drop privileges with setpriv: the host's tmux and setpriv are amd64 programs",
 	},
 }
 
@@ -84,13 +79,4 @@ func archOf(name string) (arch, error) {
 		return arch{}, fmt.Errorf("-arch %q: want amd64 or arm64", name)
 	}
 	return a, nil
-}
-
-// skipRE returns the -test.skip expression for a: vmSkip's names and a's own.
-func (a arch) skipRE(base string) string {
-	if len(a.skip) == 0 || base == "" {
-		return base
-	}
-	names := strings.TrimSuffix(strings.TrimPrefix(base, "^("), ")$")
-	return "^(" + names + "|" + strings.Join(a.skip, "|") + ")$"
 }

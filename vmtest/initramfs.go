@@ -107,8 +107,8 @@ func writeInitramfs(dst, root, built, busybox string, a arch, runs []suiteRun, e
 		if err := requireArch(e.src, a); err != nil {
 			return err
 		}
-		var libs []string
-		if requireStatic(e.src) != nil {
+		var libs []string // those of another architecture come in extra (fetchGuestPrograms)
+		if a.goarch == hostArch && requireStatic(e.src) != nil {
 			var err error
 			if libs, err = sharedLibs(e.src); err != nil {
 				return err

@@ -16,9 +16,8 @@
 // TCG with one vCPU; busybox is Debian's busybox-static for arm64, fetched
 // with apt like the kernels; everything else is cross-compiled
 // (GOARCH=arm64), Jaeger from $CTXWATCH_CACHE/jaeger-*/linux_arm64 (make
-// jaeger-arm64). The host's tmux and setpriv cannot run there: the tests
-// that need them are added to the skip list (arch.skip), with the reason
-// printed under the table.
+// jaeger-arm64), tmux and setpriv from Debian's arm64 packages with their
+// libraries (userland.go). The same tests run as on amd64.
 //
 // Inside the VM there is no go command, so the integration tests that run
 // it are left out by name with -skip (default vmSkip: TestGoRun,
@@ -109,9 +108,6 @@ func run() int {
 	}
 	if *cpus == 0 {
 		*cpus = a.cpus
-	}
-	if *skipRE == vmSkip {
-		*skipRE = a.skipRE(vmSkip)
 	}
 	if a.goarch != hostArch {
 		// KVM runs guests of the host's architecture only.
@@ -221,6 +217,15 @@ func run() int {
 			extra[len(extra)-1].path = j
 		}
 	}
+	if a.goarch != hostArch {
+		// tmux and setpriv (hostPrograms) of a's Debian packages.
+		progs, err := fetchGuestPrograms(*cache, a, *refresh, logf)
+		if err != nil {
+			logf("tmux and setpriv for %s: %v", a.goarch, err)
+			return 1
+		}
+		extra = append(extra, progs...)
+	}
 	initrd := filepath.Join(work, "initramfs.cpio")
 	if err := writeInitramfs(initrd, repo, filepath.Join(work, "built"), busybox, a, runs, extra, env); err != nil {
 		logf("initramfs: %v", err)
@@ -274,9 +279,6 @@ func run() int {
 	}
 	if *skipRE != "" {
 		fmt.Printf("not run in the VMs (see vmSkip): -test.skip=%s\n", *skipRE)
-		if a.skipWhy != "" {
-			fmt.Printf("on %s also: %s\n", a.goarch, a.skipWhy)
-		}
 	}
 	return code
 }
