@@ -24,12 +24,13 @@
 // TestGoTestExec, TestCompat, TestTooOldGo, TestSpawnProbeOnRunqputCall,
 // TestAssumptionsChecked);
 // every other test runs as on the host, with CTXWATCH_TEST_BIN naming the
-// prebuilt binaries and, under TCG, CTXWATCH_TEST_SLOW=4 stretching the
-// tests' waits (on the kernel command line: it follows the accelerator
-// each boot used).
+// prebuilt binaries and, under TCG, CTXWATCH_TEST_SLOW=4 (8 on arm64)
+// stretching the tests' waits (on the kernel command line: it follows the
+// accelerator each boot used).
 //
 // Needs: apt-get, dpkg-deb, qemu-system-x86_64 (qemu-system-x86),
-// /bin/busybox static (busybox-static), tmux, and go. With -accel auto
+// /bin/busybox static (busybox-static), tmux, and go; for -arch arm64,
+// qemu-system-aarch64 (qemu-system-arm) instead. With -accel auto
 // (the default) a kernel boots under KVM when /dev/kvm opens, and again
 // under TCG when KVM does not run it: qemu reports a KVM internal error,
 // or ends, or the guest's init has not started within 30s (kvmWatch).
