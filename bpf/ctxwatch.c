@@ -911,6 +911,14 @@ int spawn(REGS *ctx)
 	__u64 bp;
 	if (read(&bp, sizeof(bp), curg + off_g_sched_bp) == 0) {
 		__u64 frame[2];
+#if defined(__TARGET_ARCH_arm64)
+		// On arm64, systemstack opens a frame of its own (on amd64 it
+		// has none), and sched.bp is its frame pointer: the record there
+		// holds newproc's and a return address into newproc.
+		if (read(frame, sizeof(frame), bp) < 0)
+			frame[0] = 0; // the read below fails
+		bp = frame[0];
+#endif
 		if (read(frame, sizeof(frame), bp) == 0 && walk_stack(frame[1], frame[0]) >= 0)
 			s = this_stack();
 	}

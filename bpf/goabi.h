@@ -8,7 +8,8 @@
 // measured per Go release, or from the target's DWARF for a release they
 // lack. What is assumed, checked from go1.17.13 to go1.27.4 on amd64 by the
 // compat matrix (integration/compat_test.go, every release's examples
-// watched), and from go1.26.8 on arm64 by the probes' own tests only:
+// watched), and for go1.26.8 on arm64 by the root tests run in arm64 VMs
+// (vmtest -arch arm64):
 //   - the register ABI (go1.17+): integer arguments in RAX, RBX, RCX, RDI,
 //     RSI, R8...; an interface takes two registers, itab or type word then
 //     data word (struct iface below); the current g in R14;
@@ -24,7 +25,10 @@
 //   - a func value is a pointer to a funcval whose first word is the code
 //     pointer, and a new goroutine's g.sched.ctxt is the funcval it runs;
 //   - runtime.newproc's closure runs on g0 (systemstack) with m.curg the
-//     spawning goroutine, whose sched.bp is newproc's frame pointer; it
+//     spawning goroutine, whose sched.bp is newproc's frame pointer on
+//     amd64, and on arm64 that of systemstack's own frame, whose record
+//     holds newproc's (systemstack's prologue checked in go1.17.13,
+//     go1.21.13 and go1.26.8 arm64 builds); it
 //     makes the new g with newproc1 (the result) and queues it with
 //     runqput(pp, newg, next).
 // The agent refuses a Go release it has no layout for (too old: before

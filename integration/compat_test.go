@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"debug/elf"
 	"fmt"
 	"os"
@@ -147,7 +148,8 @@ func TestCompat(t *testing.T) {
 		// Written after each toolchain: a run cut short leaves a true
 		// table, its rows not yet run marked so.
 		if doc := os.Getenv("CTXWATCH_COMPAT_DOC"); doc != "" {
-			if err := os.WriteFile(doc, compatDoc(toolchains, res, time.Since(start)), 0o644); err != nil {
+			old, _ := os.ReadFile(doc)
+			if err := os.WriteFile(doc, append(compatDoc(toolchains, res, time.Since(start)), arm64Section(old)...), 0o644); err != nil {
 				t.Error(err)
 			}
 		}
@@ -167,7 +169,7 @@ func goMinorOf(tc string) int {
 // keeps the user's go env file (whose GOFLAGS old toolchains may reject)
 // out; GOFLAGS is set here instead.
 func compatEnv(tc string, cgo bool) []string {
-	env := []string{"GOTOOLCHAIN=" + tc, "GOENV=off", "GOFLAGS=-mod=mod", "GOOS=linux", "GOARCH=amd64", "CGO_ENABLED=0"}
+	env := []string{"GOTOOLCHAIN=" + tc, "GOENV=off", "GOFLAGS=-mod=mod", "GOOS=linux", "GOARCH=" + targetArch, "CGO_ENABLED=0"}
 	if cgo {
 		env[len(env)-1] = "CGO_ENABLED=1"
 	}
@@ -358,6 +360,19 @@ func checkBuild(t *testing.T, exe, tc, mode string) {
 	if got := [3]bool{hasSym, pie, cgo}; got != want {
 		t.Fatalf("%s: symtab, PIE, cgo = %v; mode %s wants %v", exe, got, mode, want)
 	}
+}
+
+// arm64Heading starts the section of docs/compatibility.md that make compat
+// keeps as it is: the arm64 rows, from runs of vmtest -arch arm64 (this
+// matrix runs on the host's architecture).
+const arm64Heading = "\n## arm64\n"
+
+// arm64Section returns the arm64 section of the document doc, "" if none.
+func arm64Section(doc []byte) []byte {
+	if i := bytes.Index(doc, []byte(arm64Heading)); i >= 0 {
+		return doc[i:]
+	}
+	return nil
 }
 
 // compatDoc renders the results as docs/compatibility.md.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,7 +68,8 @@ type evilNames struct {
 
 // buildInputs builds the inputs of these tests into dir/inputs, where the
 // VM (vmtest) gets them prebuilt like the rest of dir: a Go 1.16 program,
-// the waiter for arm64 and 386, and the waiter built from the evil source.
+// the waiter for the architectures other than targetArch's (otherArches),
+// and the waiter built from the evil source.
 func buildInputs(dir string) error {
 	out := filepath.Join(dir, "inputs")
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -85,7 +87,7 @@ func buildInputs(dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, arch := range []string{"arm64", "386"} {
+	for _, arch := range otherArches(targetArch) {
 		env := append(os.Environ(), "GOARCH="+arch, "CGO_ENABLED=0")
 		if err := run(arch, here, env, "build", "-o", filepath.Join(out, arch), "./testdata/waiter"); err != nil {
 			return err
@@ -134,6 +136,18 @@ func buildInputs(dir string) error {
 }
 
 // input is the path of an input buildInputs built.
+// otherArches are the architectures of the waiters built for TestBadTarget:
+// those of amd64, arm64 and 386 that are not arch.
+func otherArches(arch string) []string {
+	var other []string
+	for _, a := range []string{"amd64", "arm64", "386"} {
+		if a != arch {
+			other = append(other, a)
+		}
+	}
+	return other
+}
+
 func input(name string) string { return filepath.Join(bin, "inputs", name) }
 
 // oneLine runs cmd and checks that it exits with status 2 and says, in one
@@ -264,11 +278,12 @@ func TestBadTarget(t *testing.T) {
 		target, _, _ := startWaiter(t, input("go116"))
 		oneLine(t, ctxwatchCmd("--pid", pid(target.Process.Pid)), false, "go116", "built with go1.16.15", "Go 1.17+")
 	})
-	// A program of another architecture: where the kernel cannot run it
-	// (arm64; 386 without IA32 emulation, as on this project's host),
-	// the command fails to start, and ctxwatch says what the program is.
-	// Where it runs (386 on Debian's kernels in the VM), --pid names it.
-	for _, arch := range []string{"arm64", "386"} {
+	// A program of another architecture than ctxwatch's: where the
+	// kernel cannot run it (arm64 on amd64 and the reverse; 386 without
+	// IA32 emulation, as on this project's host, or on arm64), the command
+	// fails to start, and ctxwatch says what the program is. Where it
+	// runs (386 on Debian's amd64 kernels in the VM), --pid names it.
+	for _, arch := range otherArches(runtime.GOARCH) {
 		t.Run(arch, func(t *testing.T) {
 			try := exec.Command(input(arch))
 			err := try.Start()
@@ -279,10 +294,10 @@ func TestBadTarget(t *testing.T) {
 				try.Process.Kill()
 				try.Wait()
 				target, _, _ := startWaiter(t, input(arch))
-				oneLine(t, ctxwatchCmd("--pid", pid(target.Process.Pid)), false, "unsupported architecture "+arch, "amd64")
+				oneLine(t, ctxwatchCmd("--pid", pid(target.Process.Pid)), false, "unsupported architecture "+arch, runtime.GOARCH)
 				return
 			}
-			oneLine(t, ctxwatchCmd("--", input(arch)), false, "start "+input(arch), arch, "amd64")
+			oneLine(t, ctxwatchCmd("--", input(arch)), false, "start "+input(arch), arch, runtime.GOARCH)
 		})
 	}
 	// Damaged copies of the waiter that still run: the runtime reads its

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -182,9 +183,9 @@ func waitCmd(cmd *exec.Cmd, d time.Duration) error {
 }
 
 // probeAddrs plans ctxwatch's probes for process pid as the agent does
-// and returns their run-time addresses, each with the byte the executable
-// file has there.
-func probeAddrs(t *testing.T, pid int) map[uint64]byte {
+// and returns their run-time addresses, each with the bytes the executable
+// file has there (as many as a breakpoint takes).
+func probeAddrs(t *testing.T, pid int) map[uint64]string {
 	t.Helper()
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
 	bin, err := target.Open(exe)
@@ -214,16 +215,16 @@ func probeAddrs(t *testing.T, pid int) map[uint64]byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	addrs := map[uint64]byte{}
+	addrs := map[uint64]string{}
 	for _, pt := range points {
-		b := make([]byte, 1)
+		b := make([]byte, len(uprobeBreakpoint()))
 		if _, err := f.ReadAt(b, int64(pt.FileOffset)); err != nil {
 			t.Fatal(err)
 		}
-		if b[0] == 0xcc {
-			t.Fatalf("%s at %#x is an int3 in the file itself", pt.Func, pt.Address)
+		if string(b) == uprobeBreakpoint() {
+			t.Fatalf("%s at %#x is a breakpoint in the file itself", pt.Func, pt.Address)
 		}
-		addrs[pt.Address] = b[0]
+		addrs[pt.Address] = string(b)
 	}
 	if len(addrs) == 0 {
 		t.Fatal("no probe planned")
@@ -231,9 +232,19 @@ func probeAddrs(t *testing.T, pid int) map[uint64]byte {
 	return addrs
 }
 
-// int3s counts the addresses where process pid's memory holds an int3
-// (0xcc, a uprobe's breakpoint) in place of the file's byte.
-func int3s(t *testing.T, pid int, addrs map[uint64]byte) int {
+// uprobeBreakpoint is the instruction the kernel writes where a uprobe
+// is (UPROBE_SWBP_INSN): int3 on amd64, BRK #0x5 on arm64.
+func uprobeBreakpoint() string {
+	if runtime.GOARCH == "arm64" {
+		return "\xa0\x00\x20\xd4" // 0xd42000a0, little-endian
+	}
+	return "\xcc"
+}
+
+// int3s counts the addresses where process pid's memory holds a uprobe's
+// breakpoint (uprobeBreakpoint: an int3 on amd64) in place of the file's
+// bytes.
+func int3s(t *testing.T, pid int, addrs map[uint64]string) int {
 	t.Helper()
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
@@ -242,16 +253,16 @@ func int3s(t *testing.T, pid int, addrs map[uint64]byte) int {
 	defer mem.Close()
 	n := 0
 	for a, want := range addrs {
-		b := make([]byte, 1)
+		b := make([]byte, len(want))
 		if _, err := mem.ReadAt(b, int64(a)); err != nil {
 			t.Fatalf("read pid %d's memory at %#x: %v", pid, a, err)
 		}
-		switch b[0] {
+		switch string(b) {
 		case want:
-		case 0xcc:
+		case uprobeBreakpoint():
 			n++
 		default:
-			t.Errorf("pid %d has %#x at %#x, the file %#x", pid, b[0], a, want)
+			t.Errorf("pid %d has % x at %#x, the file % x", pid, b, a, want)
 		}
 	}
 	return n
@@ -343,7 +354,7 @@ func TestKill9(t *testing.T) {
 		t.Fatalf("waiter: %q", lines.Text())
 	}
 	if n := int3s(t, pid, addrs); n != len(addrs) {
-		t.Fatalf("%d of %d probe addresses hold an int3 while ctxwatch is attached, want all", n, len(addrs))
+		t.Fatalf("%d of %d probe addresses hold a breakpoint while ctxwatch is attached, want all", n, len(addrs))
 	}
 	progs, links := bpfObjects(t, cw.Process.Pid)
 	if len(progs) == 0 {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +22,10 @@ import (
 // bin holds ctxwatch and the example programs, built once, or prebuilt in
 // $CTXWATCH_TEST_BIN.
 var bin string
+
+// targetArch is the GOARCH of the binaries the tests run: this machine's,
+// except when vmtest builds them for a VM of another architecture.
+var targetArch = runtime.GOARCH
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -34,8 +39,13 @@ func run(m *testing.M) int {
 		return m.Run()
 	}
 	// vmtest builds them on the host this way: into this directory, kept,
-	// and no test run.
+	// and no test run; for a VM of another architecture, for the GOARCH
+	// that CTXWATCH_TEST_GOARCH names (this test binary runs on the host).
 	dir, buildOnly := os.Getenv("CTXWATCH_TEST_BUILD"), os.Getenv("CTXWATCH_TEST_BUILD") != ""
+	if a := os.Getenv("CTXWATCH_TEST_GOARCH"); buildOnly && a != "" {
+		targetArch = a
+		os.Setenv("GOARCH", a)
+	}
 	if !buildOnly {
 		var err error
 		dir, err = os.MkdirTemp("", "ctxwatch-integration-")

@@ -25,6 +25,7 @@ const (
 
 // vmConfig is what every boot shares.
 type vmConfig struct {
+	arch    arch
 	initrd  string
 	mem     string
 	cpus    int
@@ -81,18 +82,18 @@ const kvmInternal = "KVM internal error"
 // first instructions, or crawls through the instruction emulator.
 const kvmGrace = 30 * time.Second
 
-// tcgSlow is $CTXWATCH_TEST_SLOW under TCG: it stretches the integration
-// tests' waits (30s for an attach) 4 times.
+// tcgSlow is $CTXWATCH_TEST_SLOW under TCG for amd64 guests: it stretches
+// the integration tests' waits (30s for an attach) 4 times (arch.slow).
 const tcgSlow = "4"
 
 // qemuArgs is the command line that boots k with the initramfs under a.
 func qemuArgs(k kernel, vm vmConfig, a accel) []string {
-	cmdline := "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4 random.trust_cpu=on"
+	cmdline := "console=" + vm.arch.console + " rdinit=/init panic=-1 quiet loglevel=4 random.trust_cpu=on"
 	if a == accelTCG {
 		// The kernel hands a parameter it does not know (without a dot)
 		// to init as an environment variable: the same initramfs serves
 		// both accelerators.
-		cmdline += " CTXWATCH_TEST_SLOW=" + tcgSlow
+		cmdline += " CTXWATCH_TEST_SLOW=" + vm.arch.slow
 	}
 	args := []string{
 		"-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
@@ -104,10 +105,7 @@ func qemuArgs(k kernel, vm vmConfig, a accel) []string {
 	if a == accelKVM {
 		return append(args, "-accel", "kvm", "-cpu", "host")
 	}
-	// TCG: single-threaded (multi-threaded TCG let a guest CPU run a stale
-	// int3 of the kernel's live patching: an oops in __schedule on 6.12);
-	// "max" emulates RDRAND, so the guest's crng is ready at once.
-	return append(args, "-accel", "tcg,thread=single", "-cpu", "max")
+	return append(args, vm.arch.tcgArgs...)
 }
 
 // kvmWatch decides from a KVM guest's console whether KVM runs it: it does
@@ -187,7 +185,7 @@ func boot(k kernel, vm vmConfig, a accel) outcome {
 	defer cancel()
 	qctx, kill := context.WithCancel(ctx)
 	defer kill()
-	cmd := exec.CommandContext(qctx, "qemu-system-x86_64", qemuArgs(k, vm, a)...)
+	cmd := exec.CommandContext(qctx, vm.arch.qemu, qemuArgs(k, vm, a)...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -197,7 +195,7 @@ func boot(k kernel, vm vmConfig, a accel) outcome {
 	cmd.Stderr = cmd.Stdout
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		o.err = fmt.Errorf("qemu-system-x86_64 (apt-get install qemu-system-x86): %w", err)
+		o.err = fmt.Errorf("%s (apt-get install %s): %w", vm.arch.qemu, vm.arch.qemuPkg, err)
 		return o
 	}
 	var watch *kvmWatch

@@ -87,7 +87,7 @@ func TestKVMWatch(t *testing.T) {
 }
 
 func TestQemuArgsSlow(t *testing.T) {
-	vm := vmConfig{initrd: "initrd", mem: "1G", cpus: 2}
+	vm := vmConfig{arch: arches["amd64"], initrd: "initrd", mem: "1G", cpus: 2}
 	for a, want := range map[accel]bool{accelKVM: false, accelTCG: true} {
 		args := qemuArgs(kernel{vmlinuz: "vmlinuz"}, vm, a)
 		cmdline := ""
@@ -132,7 +132,7 @@ echo VMTEST-DONE
 // boot fails as fast, without a second.
 func TestFallback(t *testing.T) {
 	withFakeQemu(t)
-	vm := vmConfig{initrd: "initrd", mem: "1G", cpus: 2, limit: time.Minute, grace: time.Minute, console: io.Discard}
+	vm := vmConfig{arch: arches["amd64"], initrd: "initrd", mem: "1G", cpus: 2, limit: time.Minute, grace: time.Minute, console: io.Discard}
 	k := kernel{series: "5.10", release: "5.10.0-46-cloud-amd64", vmlinuz: "vmlinuz"}
 
 	var logged []string
@@ -160,7 +160,7 @@ func TestFallback(t *testing.T) {
 func TestFallbackSilent(t *testing.T) {
 	withFakeQemu(t)
 	t.Setenv("FAKE_QEMU", "crawl")
-	vm := vmConfig{initrd: "initrd", mem: "1G", cpus: 2, limit: time.Minute, grace: 200 * time.Millisecond, console: io.Discard}
+	vm := vmConfig{arch: arches["amd64"], initrd: "initrd", mem: "1G", cpus: 2, limit: time.Minute, grace: 200 * time.Millisecond, console: io.Discard}
 	k := kernel{series: "5.10", release: "5.10.0-46-cloud-amd64", vmlinuz: "vmlinuz"}
 	start := time.Now()
 	o := bootKernel(k, vm, "auto", func(string, ...any) {})

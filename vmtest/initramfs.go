@@ -26,29 +26,33 @@ type suiteRun struct {
 	args []string // after the binary
 }
 
-// build compiles ctxwatch, the example targets and the test binaries
-// (CGO_ENABLED=0: the initramfs has no libc for them) into out.
-func build(root, out string, logf func(string, ...any)) error {
-	env := append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "CTXWATCH_TEST_BUILD="+filepath.Join(out, "bin"))
+// build compiles ctxwatch, the example targets and the test binaries for
+// goarch (CGO_ENABLED=0: the initramfs has no libc for them) into out.
+func build(root, out, goarch string, logf func(string, ...any)) error {
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local", "GOOS=linux", "CTXWATCH_TEST_BUILD="+filepath.Join(out, "bin"))
 	if err := os.MkdirAll(filepath.Join(out, "bin"), 0o755); err != nil {
 		return err
 	}
-	for _, args := range [][]string{
+	for _, c := range []struct {
+		env  string
+		args []string
+	}{
 		// integration's TestMain builds its targets into
-		// $CTXWATCH_TEST_BUILD and stops: the VM gets the very set the
+		// $CTXWATCH_TEST_BUILD, for $CTXWATCH_TEST_GOARCH, and stops (it
+		// runs here: built for the host): the VM gets the very set the
 		// host tests use, built from this tree (file paths in the
 		// binaries are the host's, and the tests read the want: markers
 		// of those files).
-		{"test", "-count=1", "-run=^$", "./integration"},
-		{"test", "-c", "-o", filepath.Join(out, "tests", "integration.test"), "./integration"},
-		{"test", "-c", "-o", filepath.Join(out, "tests", "agent.test"), "./internal/agent"},
-		{"test", "-c", "-o", filepath.Join(out, "tests", "uprobe.test"), "./internal/uprobe"},
+		{"CTXWATCH_TEST_GOARCH=" + goarch, []string{"test", "-count=1", "-run=^$", "./integration"}},
+		{"GOARCH=" + goarch, []string{"test", "-c", "-o", filepath.Join(out, "tests", "integration.test"), "./integration"}},
+		{"GOARCH=" + goarch, []string{"test", "-c", "-o", filepath.Join(out, "tests", "agent.test"), "./internal/agent"}},
+		{"GOARCH=" + goarch, []string{"test", "-c", "-o", filepath.Join(out, "tests", "uprobe.test"), "./internal/uprobe"}},
 	} {
-		logf("go %s", strings.Join(args, " "))
-		cmd := exec.Command("go", args...)
-		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = root, env, os.Stderr, os.Stderr
+		logf("%s go %s", c.env, strings.Join(c.args, " "))
+		cmd := exec.Command("go", c.args...)
+		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = root, append(env, c.env), os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+			return fmt.Errorf("%s go %s: %w", c.env, strings.Join(c.args, " "), err)
 		}
 	}
 	return nil
@@ -62,11 +66,15 @@ var hostPrograms = []string{"/usr/bin/tmux", "/usr/bin/setpriv"}
 // terminfo entries tmux needs (for its panes and its client).
 var terminfo = []string{"t/tmux", "t/tmux-256color", "s/screen", "s/screen-256color", "l/linux", "d/dumb", "v/vt100"}
 
+// extraFile is a file of the host put into the initramfs, at path.
+type extraFile struct{ path, src string }
+
 // writeInitramfs writes an uncompressed newc cpio archive (the kernel
 // unpacks it without a decompressor, faster under TCG) holding busybox, the
-// host programs, the built binaries in /ctxwatch, the Go sources the tests
-// read at their host paths, and /init running runs.
-func writeInitramfs(dst, root, built string, runs []suiteRun, extra []string, env map[string]string) error {
+// host programs (when the guest is of the host's architecture), the built
+// binaries in /ctxwatch, the Go sources the tests read at their host
+// paths, the extra files, and /init running runs.
+func writeInitramfs(dst, root, built, busybox string, a arch, runs []suiteRun, extra []extraFile, env map[string]string) error {
 	f, err := os.Create(dst)
 	if err != nil {
 		return err
@@ -75,10 +83,10 @@ func writeInitramfs(dst, root, built string, runs []suiteRun, extra []string, en
 	bw := bufio.NewWriterSize(f, 1<<20)
 	w := newCpio(bw)
 
-	if err := requireStatic("/bin/busybox"); err != nil {
+	if err := requireStatic(busybox); err != nil {
 		return fmt.Errorf("%w: apt-get install busybox-static", err)
 	}
-	if err := w.file("/bin/busybox", "/bin/busybox", 0o755); err != nil {
+	if err := w.file("/bin/busybox", busybox, 0o755); err != nil {
 		return fmt.Errorf("busybox (apt-get install busybox-static): %w", err)
 	}
 	if err := w.data("/init", []byte(renderInit(runs, env)), 0o755); err != nil {
@@ -90,15 +98,26 @@ func writeInitramfs(dst, root, built string, runs []suiteRun, extra []string, en
 	w.data("/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
 	w.data("/etc/group", []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
 
-	for _, p := range append(hostPrograms, extra...) {
-		var libs []string
-		if requireStatic(p) != nil {
+	if a.goarch == hostArch {
+		for _, p := range hostPrograms {
+			extra = append(extra, extraFile{p, p})
+		}
+	}
+	for _, e := range extra {
+		if err := requireArch(e.src, a); err != nil {
+			return err
+		}
+		var libs []string // those of another architecture come in extra (fetchGuestPrograms)
+		if a.goarch == hostArch && requireStatic(e.src) != nil {
 			var err error
-			if libs, err = sharedLibs(p); err != nil {
+			if libs, err = sharedLibs(e.src); err != nil {
 				return err
 			}
 		}
-		for _, f := range append([]string{p}, libs...) {
+		if err := w.file(e.path, e.src, 0o755); err != nil {
+			return err
+		}
+		for _, f := range libs {
 			if err := w.file(f, f, 0o755); err != nil {
 				return err
 			}
@@ -160,6 +179,19 @@ func writeInitramfs(dst, root, built string, runs []suiteRun, extra []string, en
 		return err
 	}
 	return f.Close()
+}
+
+// requireArch fails unless prog is an ELF program for a.
+func requireArch(prog string, a arch) error {
+	f, err := elf.Open(prog)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if f.Machine != a.machine {
+		return fmt.Errorf("%s is for %v, not %s", prog, f.Machine, a.goarch)
+	}
+	return nil
 }
 
 // requireStatic fails unless prog is a statically linked ELF program.

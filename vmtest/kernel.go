@@ -35,10 +35,10 @@ type kernel struct {
 }
 
 // needConfig are the options the VM and ctxwatch need, built in (=y): the
-// initramfs holds no modules.
+// initramfs holds no modules. The console's driver is the arch's
+// (arch.consoleOpt).
 var needConfig = []struct{ opt, why string }{
 	{"CONFIG_BLK_DEV_INITRD", "boot from an initramfs"},
-	{"CONFIG_SERIAL_8250_CONSOLE", "console on ttyS0"},
 	{"CONFIG_DEVTMPFS", "/dev"},
 	{"CONFIG_UNIX98_PTYS", "ptys for tmux (TestLiveTable)"},
 	{"CONFIG_INET", "loopback HTTP in the examples"},
@@ -49,8 +49,9 @@ var needConfig = []struct{ opt, why string }{
 	{"CONFIG_DEBUG_INFO_BTF", "BTF at /sys/kernel/btf/vmlinux (tp_btf, CO-RE)"},
 }
 
-// checkConfig says which needed options a kernel's configuration lacks.
-func checkConfig(path string) error {
+// checkConfig says which needed options a kernel's configuration lacks,
+// of needConfig and the console of a.
+func checkConfig(path string, a arch) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -67,7 +68,8 @@ func checkConfig(path string) error {
 		return err
 	}
 	var missing []string
-	for _, n := range needConfig {
+	need := append(needConfig[:len(needConfig):len(needConfig)], struct{ opt, why string }{a.consoleOpt, "console on " + a.console})
+	for _, n := range need {
 		if set[n.opt] != "y" {
 			missing = append(missing, fmt.Sprintf("%s=%q (%s)", n.opt, set[n.opt], n.why))
 		}
@@ -78,23 +80,25 @@ func checkConfig(path string) error {
 	return nil
 }
 
-// fetchKernel returns the kernel of a suite from the cache, fetching it
-// with apt first when it is not there (or when refresh is set). apt runs
-// with a configuration of its own in a temporary directory: the system's
+// aptRoot is apt with a configuration of its own in a temporary
+// directory, for one Debian release and architecture: the system's
 // sources are neither read nor changed.
-func fetchKernel(cache string, s suite, flavour string, refresh bool, logf func(string, ...any)) (kernel, error) {
-	dir := filepath.Join(cache, "kernels", s.name+"-"+flavour)
-	if k, err := cachedKernel(dir, s); err == nil && !refresh {
-		return k, nil
-	}
+type aptRoot struct {
+	dir  string
+	opts []string
+}
+
+// newApt writes the configuration and runs apt-get update. close removes it.
+func newApt(s suite, debArch string, logf func(string, ...any)) (*aptRoot, error) {
 	tmp, err := os.MkdirTemp("", "vmtest-apt-")
 	if err != nil {
-		return kernel{}, err
+		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	a := &aptRoot{dir: tmp}
 	for _, d := range []string{"lists/partial", "cache/archives/partial", "sources.list.d", "debs"} {
 		if err := os.MkdirAll(filepath.Join(tmp, d), 0o755); err != nil {
-			return kernel{}, err
+			a.close()
+			return nil, err
 		}
 	}
 	const keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -102,34 +106,77 @@ func fetchKernel(cache string, s suite, flavour string, refresh bool, logf func(
 		"deb [signed-by=%[1]s] http://deb.debian.org/debian %[2]s-updates main\n"+
 		"deb [signed-by=%[1]s] http://deb.debian.org/debian-security %[2]s-security main\n", keyring, s.name)
 	if err := os.WriteFile(filepath.Join(tmp, "sources.list"), []byte(sources), 0o644); err != nil {
-		return kernel{}, err
+		a.close()
+		return nil, err
 	}
-	opts := []string{
+	a.opts = []string{
 		"-o", "Dir::Etc::sourcelist=" + filepath.Join(tmp, "sources.list"),
 		"-o", "Dir::Etc::sourceparts=" + filepath.Join(tmp, "sources.list.d"),
 		"-o", "Dir::State::Lists=" + filepath.Join(tmp, "lists"),
 		"-o", "Dir::Cache=" + filepath.Join(tmp, "cache"),
-		"-o", "APT::Architecture=amd64",
+		"-o", "APT::Architecture=" + debArch,
 		"-o", "APT::Sandbox::User=root",
 		"-o", "Acquire::Languages=none",
 		"-q",
 	}
-	apt := func(dir, name string, args ...string) (string, error) {
-		cmd := exec.Command(name, append(append([]string{}, opts...), args...)...)
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return "", fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
-		}
-		return string(out), nil
+	logf("%s: apt-get update for %s/%s", s.series, s.name, debArch)
+	if _, err := a.run(tmp, "apt-get", "update"); err != nil {
+		a.close()
+		return nil, err
 	}
-	logf("%s: apt-get update for %s", s.series, s.name)
-	if _, err := apt(tmp, "apt-get", "update"); err != nil {
+	return a, nil
+}
+
+func (a *aptRoot) close() { os.RemoveAll(a.dir) }
+
+func (a *aptRoot) run(dir, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, append(append([]string{}, a.opts...), args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// download fetches the .deb of each package into a fresh directory and
+// returns their paths, in the order of pkgs.
+func (a *aptRoot) download(pkgs ...string) ([]string, error) {
+	debs, err := os.MkdirTemp(a.dir, "debs-")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.run(debs, "apt-get", append([]string{"download"}, pkgs...)...); err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, p := range pkgs {
+		name, _, _ := strings.Cut(p, ":")
+		m, _ := filepath.Glob(filepath.Join(debs, name+"_*.deb"))
+		if len(m) != 1 {
+			return nil, fmt.Errorf("apt-get download %s left %d .deb files for it", p, len(m))
+		}
+		files = append(files, m[0])
+	}
+	return files, nil
+}
+
+// fetchKernel returns the kernel of a suite and architecture from the
+// cache, fetching it with apt first when it is not there (or when refresh
+// is set).
+func fetchKernel(cache string, s suite, flavour, debArch string, refresh bool, logf func(string, ...any)) (kernel, error) {
+	dir := filepath.Join(cache, "kernels", s.name+"-"+flavour)
+	if k, err := cachedKernel(dir, s); err == nil && !refresh {
+		return k, nil
+	}
+	apt, err := newApt(s, debArch, logf)
+	if err != nil {
 		return kernel{}, err
 	}
+	defer apt.close()
 	// The metapackage names the current ABI's image package.
 	meta := "linux-image-" + flavour
-	out, err := apt(tmp, "apt-cache", "depends", meta)
+	out, err := apt.run(apt.dir, "apt-cache", "depends", meta)
 	if err != nil {
 		return kernel{}, err
 	}
@@ -144,13 +191,9 @@ func fetchKernel(cache string, s suite, flavour string, refresh bool, logf func(
 		return kernel{}, fmt.Errorf("%s in %s depends on no linux-image package:\n%s", meta, s.name, out)
 	}
 	logf("%s: apt-get download %s", s.series, pkg)
-	debs := filepath.Join(tmp, "debs")
-	if _, err := apt(debs, "apt-get", "download", pkg); err != nil {
+	files, err := apt.download(pkg)
+	if err != nil {
 		return kernel{}, err
-	}
-	files, _ := filepath.Glob(filepath.Join(debs, "*.deb"))
-	if len(files) != 1 {
-		return kernel{}, fmt.Errorf("apt-get download %s left %d .deb files", pkg, len(files))
 	}
 	stage := dir + ".new"
 	os.RemoveAll(stage)
@@ -238,4 +281,43 @@ func extractBoot(deb, dir string) error {
 		return fmt.Errorf("%s: found %d of vmlinuz and config in /boot", deb, n)
 	}
 	return nil
+}
+
+// fetchBusybox returns a static busybox for a: the host's /bin/busybox
+// (busybox-static) for the host's architecture, else Debian's
+// busybox-static of bookworm for a, fetched with apt into the cache once.
+func fetchBusybox(cache string, a arch, refresh bool, logf func(string, ...any)) (string, error) {
+	if a.goarch == hostArch {
+		return "/bin/busybox", nil
+	}
+	dir := filepath.Join(cache, "busybox-"+a.goarch)
+	bin := filepath.Join(dir, "busybox")
+	if _, err := os.Stat(bin); err == nil && !refresh {
+		return bin, nil
+	}
+	apt, err := newApt(suites[1], a.goarch, logf)
+	if err != nil {
+		return "", err
+	}
+	defer apt.close()
+	logf("apt-get download busybox-static:%s", a.goarch)
+	files, err := apt.download("busybox-static")
+	if err != nil {
+		return "", err
+	}
+	x := filepath.Join(apt.dir, "x")
+	if out, err := exec.Command("dpkg-deb", "-x", files[0], x).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("dpkg-deb -x %s: %w\n%s", files[0], err, out)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	data, err := os.ReadFile(filepath.Join(x, "bin", "busybox"))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", filepath.Base(files[0]), err)
+	}
+	if err := os.WriteFile(bin+".tmp", data, 0o755); err != nil {
+		return "", err
+	}
+	return bin, os.Rename(bin+".tmp", bin)
 }

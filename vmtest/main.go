@@ -9,18 +9,28 @@
 //	go run ./vmtest                    # all three kernels (make vmtest)
 //	go run ./vmtest -kernels 6.1       # one
 //	go run ./vmtest -accel tcg         # emulated, even where KVM works
+//	go run ./vmtest -arch arm64        # arm64: 6.1 and 6.12 (make vmtest-arm64)
+//
+// With -arch arm64 (arch.go) the kernels are Debian's -cloud-arm64 ones,
+// booted with qemu-system-aarch64 (qemu-system-arm) on the virt board under
+// TCG with one vCPU; busybox is Debian's busybox-static for arm64, fetched
+// with apt like the kernels; everything else is cross-compiled
+// (GOARCH=arm64), Jaeger from $CTXWATCH_CACHE/jaeger-*/linux_arm64 (make
+// jaeger-arm64), tmux and setpriv from Debian's arm64 packages with their
+// libraries (userland.go). The same tests run as on amd64.
 //
 // Inside the VM there is no go command, so the integration tests that run
 // it are left out by name with -skip (default vmSkip: TestGoRun,
 // TestGoTestExec, TestCompat, TestTooOldGo, TestSpawnProbeOnRunqputCall,
 // TestAssumptionsChecked);
 // every other test runs as on the host, with CTXWATCH_TEST_BIN naming the
-// prebuilt binaries and, under TCG, CTXWATCH_TEST_SLOW=4 stretching the
-// tests' waits (on the kernel command line: it follows the accelerator
-// each boot used).
+// prebuilt binaries and, under TCG, CTXWATCH_TEST_SLOW=4 (8 on arm64)
+// stretching the tests' waits (on the kernel command line: it follows the
+// accelerator each boot used).
 //
 // Needs: apt-get, dpkg-deb, qemu-system-x86_64 (qemu-system-x86),
-// /bin/busybox static (busybox-static), tmux, and go. With -accel auto
+// /bin/busybox static (busybox-static), tmux, and go; for -arch arm64,
+// qemu-system-aarch64 (qemu-system-arm) instead. With -accel auto
 // (the default) a kernel boots under KVM when /dev/kvm opens, and again
 // under TCG when KVM does not run it: qemu reports a KVM internal error,
 // or ends, or the guest's init has not started within 30s (kvmWatch).
@@ -37,6 +47,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -69,12 +80,13 @@ func run() int {
 		cacheDefault = "/var/cache/ctxwatch"
 	}
 	var (
-		kernels  = flag.String("kernels", "5.10,6.1,6.12", "kernel series to boot, comma-separated, of: 5.10 (bullseye), 6.1 (bookworm), 6.12 (trixie)")
+		archName = flag.String("arch", hostArch, "the guest's architecture: amd64, or arm64 (emulated: TCG)")
+		kernels  = flag.String("kernels", "", "kernel series to boot, comma-separated, of: 5.10 (bullseye), 6.1 (bookworm), 6.12 (trixie) (default: all three on amd64, 6.1,6.12 on arm64)")
 		cache    = flag.String("cache", filepath.Join(cacheDefault, "vmtest"), "kernel cache (default $CTXWATCH_CACHE/vmtest)")
-		flavour  = flag.String("flavour", "cloud-amd64", "Debian kernel flavour")
+		flavour  = flag.String("flavour", "", "Debian kernel flavour (default cloud-amd64, cloud-arm64)")
 		refresh  = flag.Bool("refresh", false, "fetch the kernels again even when cached")
 		mem      = flag.String("mem", "3G", "VM memory (the uncompressed initramfs, with Jaeger, is about 400 MB)")
-		cpus     = flag.Int("smp", 2, "VM CPUs")
+		cpus     = flag.Int("smp", 0, "VM CPUs (default 2 on amd64, 1 on arm64)")
 		limit    = flag.Duration("timeout", 40*time.Minute, "time limit per kernel")
 		runRE    = flag.String("run", "", "-test.run for the test binaries")
 		skipRE   = flag.String("skip", vmSkip, "-test.skip for the test binaries")
@@ -84,6 +96,28 @@ func run() int {
 	)
 	flag.Parse()
 	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "vmtest: "+format+"\n", args...) }
+	a, err := archOf(*archName)
+	if err != nil {
+		logf("%v", err)
+		return 2
+	}
+	if *kernels == "" {
+		*kernels = a.kernels
+	}
+	if *flavour == "" {
+		*flavour = a.flavour
+	}
+	if *cpus == 0 {
+		*cpus = a.cpus
+	}
+	if a.goarch != hostArch {
+		// KVM runs guests of the host's architecture only.
+		if *mode == string(accelKVM) {
+			logf("-accel kvm: KVM runs %s guests only, not %s", hostArch, a.goarch)
+			return 2
+		}
+		*mode = string(accelTCG)
+	}
 	switch *mode {
 	case "auto":
 		if err := kvmUsable(); err != nil {
@@ -124,17 +158,23 @@ func run() int {
 
 	var ks []kernel
 	for _, s := range want {
-		k, err := fetchKernel(*cache, s, *flavour, *refresh, logf)
+		k, err := fetchKernel(*cache, s, *flavour, a.goarch, *refresh, logf)
 		if err != nil {
 			logf("kernel %s: %v", s.series, err)
 			return 1
 		}
-		if err := checkConfig(k.config); err != nil {
-			logf("kernel %s lacks what the tests need; try -flavour amd64: %v", s.series, err)
+		if err := checkConfig(k.config, a); err != nil {
+			logf("kernel %s lacks what the tests need; try -flavour %s: %v", s.series, a.goarch, err)
 			return 1
 		}
 		logf("kernel %s: %s (%s)", s.series, k.release, k.pkg)
 		ks = append(ks, k)
+	}
+
+	busybox, err := fetchBusybox(*cache, a, *refresh, logf)
+	if err != nil {
+		logf("busybox for %s: %v", a.goarch, err)
+		return 1
 	}
 
 	work, err := os.MkdirTemp("", "vmtest-")
@@ -144,7 +184,7 @@ func run() int {
 	}
 	defer os.RemoveAll(work)
 	t0 := time.Now()
-	if err := build(repo, filepath.Join(work, "built"), logf); err != nil {
+	if err := build(repo, filepath.Join(work, "built"), a.goarch, logf); err != nil {
 		logf("%v", err)
 		return 1
 	}
@@ -160,20 +200,42 @@ func run() int {
 		{name: "uprobe", dir: filepath.Join(repo, "internal/uprobe"), args: common},
 		{name: "integration", dir: filepath.Join(repo, "integration"), args: common},
 	}
-	// The export test runs Jaeger from the cache (make jaeger), at the
-	// same path inside the VM. CTXWATCH_TEST_SLOW comes with each boot's
-	// kernel command line (qemuArgs): one initramfs serves KVM and TCG.
+	// The export test runs Jaeger from the cache, at the path of the
+	// host's build (make jaeger) inside the VM; for another architecture
+	// the build in its GOOS_GOARCH directory (make jaeger-arm64).
+	// CTXWATCH_TEST_SLOW comes with each boot's kernel command line
+	// (qemuArgs): one initramfs serves KVM and TCG.
 	env := map[string]string{"CTXWATCH_CACHE": cacheDefault}
-	extra, _ := filepath.Glob(filepath.Join(cacheDefault, "jaeger-*", "jaeger"))
+	var extra []extraFile
+	sub := ""
+	if a.goarch != hostArch {
+		sub = "linux_" + a.goarch
+	}
+	jaegers, _ := filepath.Glob(filepath.Join(cacheDefault, "jaeger-*", sub, "jaeger"))
+	for _, j := range jaegers {
+		extra = append(extra, extraFile{filepath.Join(cacheDefault, filepath.Base(filepath.Dir(filepath.Dir(j))), "jaeger"), j})
+		if sub == "" {
+			extra[len(extra)-1].path = j
+		}
+	}
+	if a.goarch != hostArch {
+		// tmux and setpriv (hostPrograms) of a's Debian packages.
+		progs, err := fetchGuestPrograms(*cache, a, *refresh, logf)
+		if err != nil {
+			logf("tmux and setpriv for %s: %v", a.goarch, err)
+			return 1
+		}
+		extra = append(extra, progs...)
+	}
 	initrd := filepath.Join(work, "initramfs.cpio")
-	if err := writeInitramfs(initrd, repo, filepath.Join(work, "built"), runs, extra, env); err != nil {
+	if err := writeInitramfs(initrd, repo, filepath.Join(work, "built"), busybox, a, runs, extra, env); err != nil {
 		logf("initramfs: %v", err)
 		return 1
 	}
 	st, _ := os.Stat(initrd)
 	logf("built binaries and a %d MB initramfs in %.0fs", st.Size()>>20, time.Since(t0).Seconds())
 
-	vm := vmConfig{initrd: initrd, mem: *mem, cpus: *cpus, limit: *limit, grace: kvmGrace, console: os.Stdout}
+	vm := vmConfig{arch: a, initrd: initrd, mem: *mem, cpus: *cpus, limit: *limit, grace: kvmGrace, console: os.Stdout}
 	if *quiet {
 		vm.console = io.Discard
 	}
@@ -217,7 +279,7 @@ func run() int {
 		}
 	}
 	if *skipRE != "" {
-		fmt.Printf("not run in the VMs (no go command there): -test.skip=%s\n", *skipRE)
+		fmt.Printf("not run in the VMs (see vmSkip): -test.skip=%s\n", *skipRE)
 	}
 	return code
 }
@@ -230,7 +292,7 @@ func bootKernel(k kernel, vm vmConfig, mode string, logf func(string, ...any)) o
 		a = accelKVM
 	}
 	args := qemuArgs(k, vm, a)
-	logf("booting %s: qemu-system-x86_64 %s", k.release, strings.Join(args[len(args)-4:], " "))
+	logf("booting %s: %s %s", k.release, vm.arch.qemu, strings.Join(args[slices.Index(args, "-append")+2:], " "))
 	o := boot(k, vm, a)
 	if o.kvmFault == "" || mode != "auto" {
 		return o

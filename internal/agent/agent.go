@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -167,9 +168,11 @@ func (w *watcher) attachAfter(pid int, ready func()) error {
 			bin.Close()
 		}
 	}()
-	if bin.Arch != "amd64" {
-		// arm64 binaries are inspected, but the probes run on amd64 only.
-		return badInput(fmt.Errorf("%s is %s (%s): %w: ctxwatch attaches to amd64 programs only", name, bin.Arch, bin.GoVersion, target.ErrArch))
+	if bin.Arch != runtime.GOARCH {
+		// The eBPF programs read this machine's registers (bpf2go builds
+		// them per architecture): a program of another one runs only
+		// under an emulator, where uprobes see the emulator.
+		return badInput(fmt.Errorf("%s is %s (%s): %w: ctxwatch for %s attaches to %s programs only", name, bin.Arch, bin.GoVersion, target.ErrArch, runtime.GOARCH, runtime.GOARCH))
 	}
 	if bin.MainModule == "" && strings.HasPrefix(bin.MainPackage, "cmd/") {
 		return badInput(fmt.Errorf("%s is part of the Go toolchain: %w", name, errSkipped))

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -115,8 +116,8 @@ func startError(path string, err error) error {
 		return err
 	}
 	defer bin.Close()
-	return fmt.Errorf("start %s: it is a Go program for %s (%s), which this machine cannot run: %w: ctxwatch attaches to amd64 programs only",
-		path, bin.Arch, bin.GoVersion, target.ErrArch)
+	return fmt.Errorf("start %s: it is a Go program for %s (%s), which this machine cannot run: %w: ctxwatch for %s attaches to %s programs only",
+		path, bin.Arch, bin.GoVersion, target.ErrArch, runtime.GOARCH, runtime.GOARCH)
 }
 
 // readHead returns the first n bytes of the file at path (fewer if it is

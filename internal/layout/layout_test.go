@@ -143,6 +143,57 @@ func TestOTelModuleVersion(t *testing.T) {
 	})
 }
 
+// TestARM64 checks the tables, measured on amd64, against probes built
+// for arm64 by the local toolchain with the OTel SDK this module requires:
+// ctxwatch uses the same tables for arm64 programs, which holds only while
+// every field of the tables sits at the same offset there.
+func TestARM64(t *testing.T) {
+	t.Parallel()
+	goVersion := goCmd(t, "env", "GOVERSION")
+	minor, ok := probe.GoMinor(goVersion)
+	if !ok {
+		t.Skipf("local toolchain %s is not a release", goVersion)
+	}
+	key, _ := goMinor(goVersion)
+	want, ok := runtimeTable[key]
+	if !ok {
+		t.Fatalf("table has no entry for %s (has %v)", goVersion, Versions())
+	}
+	bin, err := probe.BuildRuntimeArch(buildCtx(t), t.TempDir(), "local", "arm64", minor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := openProbe(t, bin)
+	if b.Arch != "arm64" {
+		t.Fatalf("runtime probe is %s, want arm64", b.Arch)
+	}
+	checkTable(t, b, want, probe.RuntimeFields, func(typ, path string) (uint64, bool) {
+		return Runtime(goVersion, typ, path)
+	})
+
+	version := goCmd(t, "list", "-m", "-f", "{{.Version}}", probe.OTelSDK)
+	okey, ok := otelMinor(version)
+	if !ok {
+		t.Fatalf("OTel SDK version %q is not a release", version)
+	}
+	owant, ok := otelTable[okey]
+	if !ok {
+		t.Fatalf("table has no entry for OTel SDK %s", version)
+	}
+	goSum, _ := os.ReadFile(filepath.Join(filepath.Dir(goCmd(t, "env", "GOMOD")), "go.sum"))
+	obin, err := probe.BuildOTelArch(buildCtx(t), t.TempDir(), "local", "arm64", version, goSum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob := openProbe(t, obin)
+	if ob.Arch != "arm64" {
+		t.Fatalf("OTel probe is %s, want arm64", ob.Arch)
+	}
+	checkTable(t, ob, owant, probe.OTelFields, func(typ, path string) (uint64, bool) {
+		return OTel(version, typ, path)
+	})
+}
+
 // ciToolchains are the toolchains TestOtherToolchains checks on every run:
 // the oldest, two middle and the newest of the table (as the compat matrix
 // of integration/compat_test.go). The go command fetches them through the

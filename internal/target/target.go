@@ -3,9 +3,9 @@
 // needs, and the layout of Go types recorded in DWARF.
 //
 // amd64 (EM_X86_64) and arm64 (EM_AARCH64) binaries built by Go 1.17 or
-// later (the register ABI) are supported. ctxwatch attaches only to amd64
-// processes; arm64 binaries are inspected (functions, RET instructions,
-// probe points, file offsets, types) but the probes are not run on arm64. The binary is treated as untrusted input: section sizes
+// later (the register ABI) are supported; ctxwatch attaches to the
+// processes of its own architecture. The binary is treated as untrusted
+// input: section sizes
 // are capped before they are read and the pclntab magic is checked.
 package target
 
@@ -54,7 +54,7 @@ func hasGoNote(image []byte) bool {
 }
 
 // supported is appended to Open's errors so the user learns what works.
-const supported = "ctxwatch supports Go 1.17+ on amd64 (arm64: inspection only)"
+const supported = "ctxwatch supports Go 1.17+ on amd64 and arm64"
 
 // Size caps applied to data read from the binary.
 const (

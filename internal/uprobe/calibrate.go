@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 	"golang.org/x/sys/unix"
 
@@ -20,12 +21,16 @@ import (
 // HitCost is what one uprobe hit costs a process on this machine, measured
 // by MeasureHitCost.
 type HitCost struct {
-	// Emulated is a probe on an instruction the kernel emulates: the
-	// prologue's PUSHQ BP, where entry probes go.
+	// Emulated is a probe where entry probes go, after the stack check:
+	// on amd64 the prologue's PUSHQ BP, which the kernel emulates; on
+	// arm64 the store of the link register that opens the frame, which
+	// the arm64 kernel single-steps (it simulates only branches, ADR/ADRP
+	// and literal loads).
 	Emulated time.Duration
 	// Stepped is a probe on an instruction the kernel single-steps out of
-	// line: a RET, where the spawn probes go, or a function's first
-	// instruction.
+	// line: on amd64 a RET, where the fallback spawn probes go, or a
+	// function's first instruction; on arm64 a function's first
+	// instruction, the stack check's load of g.stackguard0.
 	Stepped time.Duration
 }
 
@@ -55,7 +60,7 @@ var ErrCalibration = errors.New("cannot measure the cost of a probe hit")
 // detaches wait for RCU grace periods.
 func MeasureHitCost() (HitCost, error) {
 	var hc HitCost
-	if runtime.GOARCH != "amd64" {
+	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		return hc, fmt.Errorf("%w: on %s", ErrCalibration, runtime.GOARCH)
 	}
 	exe, err := os.Executable()
@@ -121,6 +126,9 @@ func calibrationPoints(exe string) (push, ret uint64, err error) {
 		return 0, 0, fmt.Errorf("read calibration function: %w", err)
 	}
 	code = code[:n]
+	if runtime.GOARCH == "arm64" {
+		return calibrationPointsARM64(off, code)
+	}
 	for pc := 0; pc < len(code) && ret == 0; {
 		inst, err := x86asm.Decode(code[pc:], 64)
 		if err != nil {
@@ -138,6 +146,23 @@ func calibrationPoints(exe string) (push, ret uint64, err error) {
 		return 0, 0, errors.New("no PUSHQ BP and RET in the calibration function")
 	}
 	return push, ret, nil
+}
+
+// calibrationPointsARM64 returns, for the arm64 code of calibrationCall at
+// file offset off, the instruction after the stack check's conditional
+// branch (where entry probes go: internal/target's ProbeAddr) and the
+// function's first instruction.
+func calibrationPointsARM64(off uint64, code []byte) (entry, first uint64, err error) {
+	for pc := 0; pc+4 <= len(code) && pc < 8*4; pc += 4 {
+		inst, err := arm64asm.Decode(code[pc : pc+4])
+		if err != nil {
+			break
+		}
+		if _, cond := inst.Args[0].(arm64asm.Cond); inst.Op == arm64asm.B && cond {
+			return off + uint64(pc) + 4, off, nil
+		}
+	}
+	return 0, 0, errors.New("no stack check's conditional branch in the calibration function")
 }
 
 // selfFileOffset converts a run-time address of this process's text into

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/ctxwatch/ctxwatch/internal/target"
@@ -21,9 +22,6 @@ import (
 // moved to the next instruction, it is accepted again, so the check is
 // about boundaries and not about moves.
 func TestForProcessChecksInstructionBoundaries(t *testing.T) {
-	if runtime.GOARCH != "amd64" {
-		t.Skip("decodes amd64 code; this host is " + runtime.GOARCH)
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +59,7 @@ func TestForProcessChecksInstructionBoundaries(t *testing.T) {
 		// The probed instruction and the one after it.
 		addr := pt.Address
 		for range 2 {
-			inst, err := x86asm.Decode(code[addr-pt.Address:], 64)
+			inst, err := decode(code[addr-pt.Address:])
 			if err != nil {
 				t.Fatalf("decode %s at %#x: %v", pt.Func, addr, err)
 			}
@@ -95,6 +93,25 @@ func TestForProcessChecksInstructionBoundaries(t *testing.T) {
 	if _, _, err := plan.ForProcess(os.Getpid(), 0, bin.FileOffset); !errors.Is(err, target.ErrNotInstruction) {
 		t.Errorf("point at the end of %s: ForProcess error %v, want %v", fn.Name, err, target.ErrNotInstruction)
 	}
+}
+
+// inst is a decoded instruction of this machine's code.
+type inst struct {
+	Len  int
+	text string
+}
+
+func (i inst) String() string { return i.text }
+
+// decode decodes the instruction at the start of code: amd64's with
+// x86asm, arm64's (4 bytes each) with arm64asm.
+func decode(code []byte) (inst, error) {
+	if runtime.GOARCH == "arm64" {
+		in, err := arm64asm.Decode(code[:4])
+		return inst{4, in.String()}, err
+	}
+	in, err := x86asm.Decode(code, 64)
+	return inst{in.Len, in.String()}, err
 }
 
 func readAt(path string, b []byte, off uint64) (int, error) {

@@ -140,7 +140,7 @@ func main() {
 // value ("local", "go1.21.13", ...). Modules resolve freely (-mod=mod) and
 // cgo is off. Go 1.16 and 1.17 ignore the go env file, whose GOFLAGS may
 // hold flags they do not know.
-func env(toolchain string) []string {
+func env(toolchain, goarch string) []string {
 	e := os.Environ()
 	out := e[:0:0]
 	for _, kv := range e {
@@ -151,7 +151,7 @@ func env(toolchain string) []string {
 		}
 		out = append(out, kv)
 	}
-	out = append(out, "GOTOOLCHAIN="+toolchain, "GOFLAGS=-mod=mod", "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	out = append(out, "GOTOOLCHAIN="+toolchain, "GOFLAGS=-mod=mod", "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	if m, ok := GoMinor(toolchain); ok && m < 18 {
 		out = append(out, "GOENV=off")
 	}
@@ -159,10 +159,10 @@ func env(toolchain string) []string {
 }
 
 // run runs the go command in dir and returns an error with its output.
-func run(ctx context.Context, dir, toolchain string, args ...string) error {
+func run(ctx context.Context, dir, toolchain, goarch string, args ...string) error {
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
-	cmd.Env = env(toolchain)
+	cmd.Env = env(toolchain, goarch)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("GOTOOLCHAIN=%s go %s: %v\n%s", toolchain, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
@@ -174,12 +174,18 @@ func run(ctx context.Context, dir, toolchain string, args ...string) error {
 // and builds it, with DWARF, using toolchain ("go1.21.13", or "local").
 // minor selects the source (see RuntimeSource). It returns the binary's path.
 func BuildRuntime(ctx context.Context, dir, toolchain string, minor int) (string, error) {
+	return BuildRuntimeArch(ctx, dir, toolchain, "amd64", minor)
+}
+
+// BuildRuntimeArch is BuildRuntime for goarch (the tables are measured on
+// amd64; their tests check that arm64 lays the same structs out alike).
+func BuildRuntimeArch(ctx context.Context, dir, toolchain, goarch string, minor int) (string, error) {
 	goMod := "module example.com/probe\n\ngo 1.17\n"
 	if err := writeFiles(dir, goMod, RuntimeSource(minor)); err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "probe")
-	if err := run(ctx, dir, toolchain, "build", "-o", bin, "."); err != nil {
+	if err := run(ctx, dir, toolchain, goarch, "build", "-o", bin, "."); err != nil {
 		return "", err
 	}
 	return bin, nil
@@ -191,6 +197,11 @@ func BuildRuntime(ctx context.Context, dir, toolchain string, minor int) (string
 // If the modules demand a newer Go than toolchain provides and toolchain is
 // "local", it tries once more with GOTOOLCHAIN=auto.
 func BuildOTel(ctx context.Context, dir, toolchain, version string, goSum []byte) (string, error) {
+	return BuildOTelArch(ctx, dir, toolchain, "amd64", version, goSum)
+}
+
+// BuildOTelArch is BuildOTel for goarch.
+func BuildOTelArch(ctx context.Context, dir, toolchain, goarch, version string, goSum []byte) (string, error) {
 	goMod := "module example.com/probe\n\ngo 1.20\n"
 	if err := writeFiles(dir, goMod, OTelSource); err != nil {
 		return "", err
@@ -202,10 +213,10 @@ func BuildOTel(ctx context.Context, dir, toolchain, version string, goSum []byte
 	}
 	bin := filepath.Join(dir, "probe")
 	build := func(tc string) error {
-		if err := run(ctx, dir, tc, "get", OTelSDK+"@"+version, OTelTrace+"@"+version); err != nil {
+		if err := run(ctx, dir, tc, goarch, "get", OTelSDK+"@"+version, OTelTrace+"@"+version); err != nil {
 			return err
 		}
-		return run(ctx, dir, tc, "build", "-o", bin, ".")
+		return run(ctx, dir, tc, goarch, "build", "-o", bin, ".")
 	}
 	err := build(toolchain)
 	if err != nil && toolchain == "local" && strings.Contains(err.Error(), "requires go >=") {
