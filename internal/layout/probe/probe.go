@@ -36,6 +36,21 @@ var RuntimeFields = []Field{
 	{"runtime.g", "parentGoid"},
 	{"runtime.m", "curg"},
 	{"context.cancelCtx", "err"},
+	// Channels, for lost-at-handoff: where a sent element goes (a waiting
+	// receiver, a buffer slot, or the sender waits) and which one a
+	// receive takes.
+	{"runtime.hchan", "qcount"},
+	{"runtime.hchan", "dataqsiz"},
+	{"runtime.hchan", "buf"},
+	{"runtime.hchan", "elemsize"},
+	{"runtime.hchan", "closed"},
+	{"runtime.hchan", "sendx"},
+	{"runtime.hchan", "recvx"},
+	{"runtime.hchan", "recvq.first"},
+	{"runtime.hchan", "sendq.first"},
+	{"runtime.sudog", "g"},
+	{"runtime.sudog", "elem"},
+	{"runtime.sudog", "isSelect"},
 }
 
 // OTelFields are the OpenTelemetry Go fields ctxwatch reads.
