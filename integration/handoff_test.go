@@ -3,8 +3,10 @@ package integration
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -234,5 +236,90 @@ func TestExportHandoff(t *testing.T) {
 				t.Errorf("trace %s: %d break spans sent at line %d, want %d", tr.TraceID, sent[line], line, m.n)
 			}
 		}
+	}
+}
+
+// TestHandoffToolchains: the hand-off probes read runtime.hchan and
+// runtime.sudog, whose fields moved across releases (hchan.timer in Go
+// 1.23, sudog.isSelect in 1.26), and walk a parked receiver's frames.
+// testdata/handoffcompat, built by Go 1.21.13 (the oldest release the
+// hand-offs are checked on), 1.24.13 and 1.27.4 (the host's 1.26 builds
+// testdata/handoff), gets the send sites and lost-at-handoff breaks its
+// markers say, with a trace under a key of its own: exact counts per line.
+// A worker waiting in a multi-case select is not handed anything.
+func TestHandoffToolchains(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs("testdata/handoffcompat/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	markers := handoffMarkers(t, src)
+	for _, tc := range logToolchains {
+		t.Run(tc, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, data := range map[string]string{"go.mod": "module example.com/handoffcompat\n\ngo 1.21\n", "main.go": string(code)} {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exe := filepath.Join(dir, "handoffcompat")
+			build := exec.Command("go", "build", "-o", exe, ".")
+			build.Dir = dir
+			build.Env = compatEnv(tc, false)
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("build with %s: %v\n%s", tc, err, out)
+			}
+			r := ctxwatch(t, "--trace-key", "type=main.traceKey", "--", exe)
+			if r.code != 0 || len(r.summaries) != 1 {
+				t.Fatalf("exit %d, %d summaries; stderr:\n%s", r.code, len(r.summaries), r.stderr)
+			}
+			units, ok := selfCount(r.stdout, "requests")
+			if !ok || units == 0 {
+				t.Fatalf("the program's account is not in its output: %q", r.stdout)
+			}
+			sum := r.summaries[0]
+			var got, want []string
+			for _, s := range sum.Handoffs {
+				got = append(got, fmt.Sprintf("send %d: %d handed, %d kept, %d lost, %d new roots, %d not judged",
+					s.Site.Line, s.Handed, s.Propagated, s.Lost, s.NewRoot, s.NeverJudged))
+			}
+			for _, b := range sum.Breaks {
+				send := 0
+				if len(b.Handoff) > 0 {
+					send = b.Handoff[0].Line
+				}
+				got = append(got, fmt.Sprintf("%s %d at %d, sent at %d", b.Kind, b.Count, b.Site.Line, send))
+			}
+			recv := 0
+			for line, m := range markers {
+				if m.what == "recv" {
+					recv = line
+				}
+			}
+			for line, m := range markers {
+				if m.what != "send" {
+					continue
+				}
+				n := units * m.n
+				switch m.kind {
+				case "propagated":
+					want = append(want, fmt.Sprintf("send %d: %d handed, %d kept, 0 lost, 0 new roots, 0 not judged", line, n, n))
+				case "lost-at-handoff":
+					want = append(want, fmt.Sprintf("send %d: %d handed, 0 kept, %d lost, 0 new roots, 0 not judged", line, n, n),
+						fmt.Sprintf("lost-at-handoff %d at %d, sent at %d", n, recv, line))
+				case "not-judged":
+					want = append(want, fmt.Sprintf("send %d: %d handed, 0 kept, 0 lost, 0 new roots, %d not judged", line, n, n))
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) || sum.EventsLost == nil || *sum.EventsLost != 0 {
+				t.Errorf("built with %s:\n got %q\nwant %q\n(events lost %v)", tc, got, want, sum.EventsLost)
+			}
+		})
 	}
 }
