@@ -16,7 +16,9 @@
 //   - a range loop over a buffered channel of ids;
 //   - a one-case select with default sending an id;
 //   - a job that carries another trace (made by main before serving):
-//     not judged.
+//     not judged; that worker, inside its span of that trace, sends a
+//     result to the handler, inside its own span: the handler keeps its
+//     trace.
 //
 // And what is not a hand-off: sends outside any trace (main's, an untraced
 // request's), io.Pipe's channel (the library's own send and receive), and
@@ -63,6 +65,7 @@ var (
 	slowGo   = make(chan struct{}, 1) // the slow workers' start signals
 	oneGo    = make(chan struct{}, 1)
 	done     = make(chan struct{}, 16)
+	results  = make(chan struct{})
 	pr, pw   = io.Pipe()
 	// otherCtx carries a trace of its own, ended before serving.
 	otherCtx context.Context
@@ -142,6 +145,7 @@ func otherWorker() {
 	for {
 		j := <-others
 		_, span := tracer.Start(j.ctx, "another request's job")
+		results <- struct{}{} // to a handler inside its own span: it keeps its trace
 		span.End()
 		done <- struct{}{}
 	}
@@ -190,9 +194,12 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		panic("nonblock's worker is behind")
 	}
 	others <- job{ctx: otherCtx} // want:send not-judged 1
-	multi <- 7                   // not seen: received in a multi-case select
-	pw.Write([]byte("x"))        // io.Pipe: the library's own channel
-	for range 11 {               // one per job
+	<-results
+	_, span := tracer.Start(ctx, "after the result")
+	span.End()
+	multi <- 7            // not seen: received in a multi-case select
+	pw.Write([]byte("x")) // io.Pipe: the library's own channel
+	for range 11 {        // one per job
 		<-done
 	}
 	fmt.Fprintln(w, "ok")
