@@ -27,6 +27,11 @@ func TestPrometheus(t *testing.T) {
 	for range 3 {
 		m.addBreak(proc, stale)
 	}
+	handoff := analysis.Break{Kind: analysis.LostAtHandoff, Site: analysis.Frame{Function: "main.worker", File: "main.go", Line: 90},
+		Handoff: []analysis.Frame{{Function: "main.handle", File: "main.go", Line: 45}}}
+	for range 4 {
+		m.addBreak(proc, handoff)
+	}
 	m.update(findings.Summary{Process: proc, Snapshot: analysis.Snapshot{SpawnSites: []analysis.SpawnSite{
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 21}, TracedSpawns: 10, Propagated: 8, Lost: 2},
 	}, LogSites: []analysis.LogSite{
@@ -44,6 +49,7 @@ func TestPrometheus(t *testing.T) {
 		{"ctxwatch_breaks_total{", `code_function_name="main.audit"`, "} 2"},
 		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="lost-at-spawn"`, "} 2"},
 		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="stale-parent"`, "} 3"},
+		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="lost-at-handoff"`, "} 4"},
 		{"ctxwatch_spawns_traced_total{", `code_line_number="21"`, "} 10"},
 		{"ctxwatch_spawns_propagated_total{", `code_function_name="main.handle"`, "} 8"},
 		{"ctxwatch_spawns_lost_total{", `process_pid="42"`, "} 2"},
