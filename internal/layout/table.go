@@ -27,7 +27,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 72,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.18": { // measured with go1.18.10
 		{"runtime.g", "goid"}:       152,
@@ -49,7 +50,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 72,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.19": { // measured with go1.19.13
 		{"runtime.g", "goid"}:       152,
@@ -71,7 +73,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 72,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.20": { // measured with go1.20.14
 		{"runtime.g", "goid"}:       152,
@@ -93,7 +96,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 72,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.21": { // measured with go1.21.13
 		{"runtime.g", "goid"}:            152,
@@ -115,7 +119,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 72,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.22": { // measured with go1.22.12
 		{"runtime.g", "goid"}:            152,
@@ -137,7 +142,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 72,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.23": { // measured with go1.23.12
 		{"runtime.g", "goid"}:            160,
@@ -159,7 +165,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 80,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.24": { // measured with go1.24.13
 		{"runtime.g", "goid"}:            160,
@@ -181,7 +188,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 80,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.25": { // measured with go1.25.14
 		{"runtime.g", "goid"}:            152,
@@ -203,7 +211,8 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 80,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
-		{"runtime.sudog", "isSelect"}:    52,
+		// runtime.sudog elem.vu: not present
+		{"runtime.sudog", "isSelect"}: 52,
 	},
 	"go1.26": { // measured with go1.26.8
 		{"runtime.g", "goid"}:            152,
@@ -225,6 +234,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 80,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
+		{"runtime.sudog", "elem.vu"}:     32,
 		{"runtime.sudog", "isSelect"}:    60,
 	},
 	"go1.27": { // measured with go1.27.4
@@ -247,6 +257,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.hchan", "sendq.first"}: 80,
 		{"runtime.sudog", "g"}:           0,
 		{"runtime.sudog", "elem"}:        24,
+		{"runtime.sudog", "elem.vu"}:     32,
 		{"runtime.sudog", "isSelect"}:    60,
 	},
 }

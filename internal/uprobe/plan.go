@@ -281,6 +281,22 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	return p, nil
 }
 
+// sudogElem is the path of the element pointer in runtime.sudog: from Go
+// 1.26 elem is a maybeTraceablePtr, whose vu is the source of truth (its
+// vp may be cleared for the garbage collector).
+func sudogElem(bin *target.Binary) string {
+	if _, ok := layout.Runtime(bin.GoVersion, "runtime.sudog", "elem.vu"); ok {
+		return "elem.vu"
+	}
+	if _, ok := layout.Runtime(bin.GoVersion, "runtime.sudog", "elem"); ok {
+		return "elem"
+	}
+	if _, err := bin.FieldOffset("runtime.sudog", "elem.vu"); err == nil {
+		return "elem.vu"
+	}
+	return "elem"
+}
+
 // channels places the hand-off probes (lost-at-handoff) on the entries of
 // runtime.chansend and runtime.chanrecv, which every plain send and
 // receive, range loop and one-case select with default goes through, from
@@ -514,7 +530,7 @@ func (p *Plan) layout(bin *target.Binary) error {
 		{&l.ChanRecvq, "runtime.hchan", "recvq.first"},
 		{&l.ChanSendq, "runtime.hchan", "sendq.first"},
 		{&l.SudogG, "runtime.sudog", "g"},
-		{&l.SudogElem, "runtime.sudog", "elem"},
+		{&l.SudogElem, "runtime.sudog", sudogElem(bin)},
 		{&l.SudogIsSelect, "runtime.sudog", "isSelect"},
 		{&l.ChanBuf, "runtime.hchan", "buf"}, // last: set says all are
 	} {

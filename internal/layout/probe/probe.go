@@ -50,6 +50,9 @@ var RuntimeFields = []Field{
 	{"runtime.hchan", "sendq.first"},
 	{"runtime.sudog", "g"},
 	{"runtime.sudog", "elem"},
+	// From Go 1.26 elem is a maybeTraceablePtr whose vu is the source of
+	// truth (vp may be cleared for the garbage collector).
+	{"runtime.sudog", "elem.vu"},
 	{"runtime.sudog", "isSelect"},
 }
 
