@@ -253,18 +253,19 @@ int chan_send(REGS *ctx)
 	return 0;
 }
 
-// take hands entry hk to the receiving goroutine g if the element it takes
-// starts with word, and forgets the entry either way; user says the
-// receive was called by user code.
-static __always_inline void take(__u32 tgid, __u64 g, struct handoff_key *hk, __u64 word, int user)
+// take hands entry hk to the receiving goroutine if the element it takes
+// starts with word and the receive was called by user code (its stack is
+// walked only then), and forgets the entry either way.
+static __always_inline void take(REGS *ctx, __u32 tgid, struct handoff_key *hk, __u64 word)
 {
 	struct handoff *h = bpf_map_lookup_elem(&handoffs, hk);
 	if (!h)
 		return;
 	struct chan_key ck = {hk->tgid, hk->hchan};
+	int user = h->word == word && called_by_user(user_stack(ctx));
 	struct event *ev = 0;
 	struct gstate st;
-	if (user && h->word == word) {
+	if (user) {
 		ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 		if (!ev)
 			count(STAT_EVENTS_LOST);
@@ -288,7 +289,7 @@ static __always_inline void take(__u32 tgid, __u64 g, struct handoff_key *hk, __
 		bpf_ringbuf_discard(ev, 0);
 		return;
 	}
-	hand_to(tgid, g, &st, ev);
+	hand_to(tgid, GO_G(ctx), &st, ev);
 }
 
 // runtime.chanrecv(c *hchan, ep unsafe.Pointer, block bool): c in RAX.
@@ -309,8 +310,6 @@ int chan_recv(REGS *ctx)
 	    chan_word(c + off_c_recvx, &recvx) < 0 || chan_word(c + off_c_sendq, &sendq) < 0 ||
 	    chan_word(c + off_c_buf, &buf) < 0 || read(&elemsize, 2, c + off_c_elemsize) < 0)
 		return 0;
-	struct stack *s = user_stack(ctx);
-	int user = called_by_user(s);
 	__u64 sgoid = 0, selem = 0;
 	if (sendq) {
 		__u64 sg = 0;
@@ -322,7 +321,7 @@ int chan_recv(REGS *ctx)
 	struct handoff_key hk = {tgid, c, 0};
 	if (dataqsiz && qcount > 0) {
 		hk.at = recvx;
-		take(tgid, GO_G(ctx), &hk, elem_word(buf + recvx * elemsize, elemsize), user);
+		take(ctx, tgid, &hk, elem_word(buf + recvx * elemsize, elemsize));
 		if (qcount >= dataqsiz && sendq) {
 			// The first waiting sender's element moves into the slot
 			// just taken.
@@ -336,7 +335,7 @@ int chan_recv(REGS *ctx)
 	}
 	if (!dataqsiz && sendq) {
 		hk.at = HANDOFF_G | (sgoid & GOID_MASK);
-		take(tgid, GO_G(ctx), &hk, elem_word(selem, elemsize), user);
+		take(ctx, tgid, &hk, elem_word(selem, elemsize));
 	}
 	// Otherwise the receive waits (the sender hands it on) or returns a
 	// closed channel's zero value: nothing taken.
