@@ -32,7 +32,7 @@ struct handoff_key {
 struct handoff {
 	struct gstate st;   // what the receiver inherits
 	__u64 parent_goid;  // the sender
-	__u64 word;         // the element's first bytes: a stale entry is told by them
+	__u64 word;         // the element's first bytes (elem_word): a stale entry is told by them
 	__u64 stack[STACK_DEPTH]; // the send's stack, the user's send line first
 	__u32 nstack;
 	__u32 _pad;
@@ -66,19 +66,24 @@ static __always_inline int chan_word(__u64 c, __u64 *v)
 	return read(v, sizeof(*v), c);
 }
 
-// elem_word reads the first bytes (at most 8) of an element of size size.
+// elem_word sums up the first bytes (at most 16) of an element of size
+// size. Two words, not one: a job struct that starts with a context
+// starts with its itab, the same for every context of that type; the data
+// word after it tells one request's context from another's.
 static __always_inline __u64 elem_word(__u64 p, __u64 size)
 {
-	__u64 w = 0;
+	__u64 w[2] = {};
 	if (!p || !size)
 		return 0;
-	if (size >= 8)
-		bpf_probe_read_user(&w, 8, (void *)p);
+	if (size >= 16)
+		bpf_probe_read_user(w, 16, (void *)p);
+	else if (size >= 8)
+		bpf_probe_read_user(w, 8, (void *)p);
 	else if (size >= 4)
-		bpf_probe_read_user(&w, 4, (void *)p);
+		bpf_probe_read_user(w, 4, (void *)p);
 	else
-		bpf_probe_read_user(&w, 1, (void *)p);
-	return w;
+		bpf_probe_read_user(w, 1, (void *)p);
+	return w[0] ^ ((w[1] << 29) | (w[1] >> 35)) ^ (w[1] * 0x9e3779b97f4a7c15ULL);
 }
 
 // called_by_user says whether the channel operation whose entry probe
