@@ -13,9 +13,11 @@
 // sender waits in sendq with its element (sudog.elem); a receive takes slot
 // recvx, or, unbuffered, the first waiting sender's element; a receive from
 // a full buffer with a waiting sender moves that sender's element into the
-// slot just taken. A parked receiver's g.sched.bp is gopark's frame, called
-// by chanrecv. Offsets of hchan and sudog come from the agent (internal/
-// layout's table, or DWARF); multi-case select (selectgo) is not probed.
+// slot just taken. A parked receiver's frames, from its g.sched.bp (gopark's
+// frame or its caller's, by release), pass the return into chanrecv within
+// three frames. Offsets of hchan and sudog come from the agent (internal/
+// layout's table, or DWARF; sudog.elem is elem.vu from Go 1.26); multi-case
+// select (selectgo) is not probed.
 #ifndef CTXWATCH_CHAN_H
 #define CTXWATCH_CHAN_H
 

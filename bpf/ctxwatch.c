@@ -3,9 +3,10 @@
 // ctxwatch's kernel side: uprobes in a Go program that keep, per goroutine,
 // the trace in scope and tell the agent only what it needs: spawns inside a
 // trace, the first judged check of a goroutine that inherited one, drops,
-// overwrites, spans started on an ended parent of the same goroutine, and
-// the log records written inside a trace. A check outside any trace costs
-// one map lookup and emits nothing.
+// overwrites, spans started on an ended parent of the same goroutine, the
+// log records written inside a trace, and the channel elements that hand a
+// trace to their receiver (chan.h). A check outside any trace costs one map
+// lookup and emits nothing.
 //
 // The file is split by concern: goabi.h (the Go runtime and ABI), wire.h
 // (the records shared with the agent), walk.h (the context walk), stack.h
