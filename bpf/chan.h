@@ -3,7 +3,7 @@
 // goroutine that receives it in user code. Part of ctxwatch.c, after the
 // programs it shares helpers with.
 //
-// Go runtime facts relied on (runtime/chan.go, Go 1.21 to 1.27): a plain
+// Go runtime facts relied on (runtime/chan.go, Go 1.17 to 1.27): a plain
 // send, and a one-case select with default, enter chansend(c, ep, block,
 // callerpc) from chansend1 or selectnbsend; a receive, a range loop and a
 // one-case select with default enter chanrecv(c, ep, block) from chanrecv1,

@@ -242,8 +242,8 @@ func TestExportHandoff(t *testing.T) {
 // TestHandoffToolchains: the hand-off probes read runtime.hchan and
 // runtime.sudog, whose fields moved across releases (hchan.timer in Go
 // 1.23, sudog.isSelect in 1.26), and walk a parked receiver's frames.
-// testdata/handoffcompat, built by Go 1.21.13 (the oldest release the
-// hand-offs are checked on), 1.24.13 and 1.27.4 (the host's 1.26 builds
+// testdata/handoffcompat, built by Go 1.17.13 (the oldest release ctxwatch
+// watches), 1.21.13, 1.24.13 and 1.27.4 (the host's 1.26 builds
 // testdata/handoff), gets the send sites and lost-at-handoff breaks its
 // markers say, with a trace under a key of its own: exact counts per line.
 // A worker waiting in a multi-case select is not handed anything.
@@ -258,10 +258,10 @@ func TestHandoffToolchains(t *testing.T) {
 		t.Fatal(err)
 	}
 	markers := handoffMarkers(t, src)
-	for _, tc := range logToolchains {
+	for _, tc := range append([]string{"go1.17.13"}, logToolchains...) {
 		t.Run(tc, func(t *testing.T) {
 			dir := t.TempDir()
-			for name, data := range map[string]string{"go.mod": "module example.com/handoffcompat\n\ngo 1.21\n", "main.go": string(code)} {
+			for name, data := range map[string]string{"go.mod": "module example.com/handoffcompat\n\ngo 1.17\n", "main.go": string(code)} {
 				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
 					t.Fatal(err)
 				}

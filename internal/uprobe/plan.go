@@ -301,7 +301,7 @@ func sudogElem(bin *target.Binary) string {
 // runtime.chansend and runtime.chanrecv, which every plain send and
 // receive, range loop and one-case select with default goes through, from
 // the runtime's own wrappers (chansend1, chanrecv1, chanrecv2,
-// selectnbsend, selectnbrecv), Go 1.21 to 1.27. Multi-case select
+// selectnbsend, selectnbrecv), Go 1.17 to 1.27. Multi-case select
 // (runtime.selectgo) is not probed: its hand-offs are not seen.
 func (p *Plan) channels(bin *target.Binary) {
 	if p.Layout.ChanBuf == 0 {

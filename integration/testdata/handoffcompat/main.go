@@ -1,6 +1,6 @@
 // Command handoffcompat feeds worker pools through channels inside a trace
 // kept under a key of its own (--trace-key type=main.traceKey), with the
-// standard library alone, so that every Go release from 1.21 builds it
+// standard library alone, so that every Go release from 1.17 builds it
 // (TestHandoffToolchains): each unit of work sets a trace id on a
 // cancelable context, sends jobs to workers started outside any trace and
 // waits for them. A worker's next act is a check of its job's context
