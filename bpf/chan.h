@@ -199,7 +199,9 @@ int chan_send(REGS *ctx)
 		return 0;
 	if (read(&closed, sizeof(closed), c + off_c_closed) < 0 || closed)
 		return 0; // the send panics
-	if (read(&elemsize, 2, c + off_c_elemsize) < 0)
+	// An element of size zero (chan struct{}: a semaphore's token, a start
+	// or done signal) carries no work to judge.
+	if (read(&elemsize, 2, c + off_c_elemsize) < 0 || !elemsize)
 		return 0;
 	struct stack *s = user_stack(ctx);
 	if (!called_by_user(s))

@@ -47,12 +47,12 @@ func handoffMarkers(t *testing.T, path string) map[int]handoffMarker {
 // (two for the full buffer's loop) and counts what the worker's next span
 // start did: all kept where the job carries the request's context, all
 // new roots where it carries an id and the worker starts on Background,
-// none judged where the job carries another trace (or the worker only
-// takes a start signal, then its job). Each new root is one
+// none judged where the job carries another trace. Each new root is one
 // lost-at-handoff at the worker's line marked want:recv, with the send's
-// stack. Sends outside any trace (main's, the untraced request's), the
-// library's own channel (io.Pipe) and a receive in a multi-case select
-// hand nothing: no send site, no break.
+// stack. Sends outside any trace (main's, the untraced request's), start
+// signals (chan struct{}: no element), the library's own channel
+// (io.Pipe), a result sent to a handler inside its own span and a receive
+// in a multi-case select hand nothing: no send site, no break.
 func TestHandoffWorkerPools(t *testing.T) {
 	requireRoot(t)
 	src, err := filepath.Abs("testdata/handoff/main.go")

@@ -181,9 +181,9 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	kept <- job{ctx: ctx} // want:send propagated 1
 	ids <- 1              // want:send lost-at-handoff 1
 	waiting <- 2          // want:send lost-at-handoff 1
-	slowGo <- struct{}{}  // want:send not-judged 1
+	slowGo <- struct{}{}  // a signal: no element to hand
 	slow <- job{ctx: ctx} // want:send propagated 1
-	oneGo <- struct{}{}   // want:send not-judged 1
+	oneGo <- struct{}{}   // a signal: no element to hand
 	for i := range 2 {
 		oneSlot <- 3 + i // want:send lost-at-handoff 2
 	}

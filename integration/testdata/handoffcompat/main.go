@@ -118,9 +118,9 @@ func unit(i int) {
 	kept <- job{ctx: ctx} // want:send propagated 1
 	ids <- i              // want:send lost-at-handoff 1
 	waiting <- i          // want:send lost-at-handoff 1
-	slowGo <- struct{}{}  // want:send not-judged 1
+	slowGo <- struct{}{}  // a signal: no element to hand
 	slow <- job{ctx: ctx} // want:send propagated 1
-	oneGo <- struct{}{}   // want:send not-judged 1
+	oneGo <- struct{}{}   // a signal: no element to hand
 	for n := 0; n < 2; n++ {
 		oneSlot <- i // want:send lost-at-handoff 2
 	}
