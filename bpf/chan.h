@@ -116,11 +116,12 @@ static __always_inline int parked_by_user(struct stack *rs)
 // hand_to gives goroutine g (of process tgid) the state src that a send
 // handed on, with the send's stack, as a spawn gives its child: it is
 // pending, judged at its next trace-bearing act. A receiver that owns the
-// same trace has it already; one that owns another with a span of it open
-// (a handler waiting for its worker's result) is inside its own unit of
-// work, and keeps it. Otherwise the element is its next unit of work: with
-// custom keys a trace stays in scope until its cancelable ancestor is
-// canceled, often never for a worker's own, so scope alone cannot say.
+// same trace has it already; one that owns another in scope, with a span of
+// it open or a cancelable ancestor not canceled (a handler waiting for its
+// worker's result, a request's context), is inside its own unit of work,
+// and keeps it. Otherwise the element is its next unit of work: a trace
+// set on a context with neither (a worker's WithValue on Background, with
+// custom keys) never leaves scope, so scope alone cannot say.
 // ev holds the send's stack; hand_to submits or discards it.
 static __always_inline void hand_to(__u32 tgid, __u64 g, struct gstate *src, struct event *ev)
 {
@@ -129,7 +130,7 @@ static __always_inline void hand_to(__u32 tgid, __u64 g, struct gstate *src, str
 		goto discard;
 	struct gstate *rst = bpf_map_lookup_elem(&goroutines, &rkey);
 	if (rst && (rst->flags & G_OWNS) && !(rst->flags & G_PENDING) &&
-	    (same_trace(&rst->t, &src->t) || (rst->nspans && in_scope(rst))))
+	    (same_trace(&rst->t, &src->t) || ((rst->nspans || rst->cancel) && in_scope(rst))))
 		goto discard;
 	struct gstate cst = *src;
 	cst.flags = G_INHERITS | G_PENDING;

@@ -85,7 +85,8 @@ Break kinds:
                  sent with T in scope, and its next trace-bearing act carried no
                  trace or started another: reported at the receiver's line, with
                  the send's stack ("handoff"); a job carrying another trace is
-                 not judged; a receiver inside a span of its own trace keeps it;
+                 not judged; a receiver inside a unit of work of its own (a span
+                 open, its request not canceled) keeps its trace;
                  a chan struct{} (a signal, a semaphore) hands nothing
 Only checks with your code on the stack are judged (package main, the main
 module, --user-code prefixes); the line reported is your innermost frame, and

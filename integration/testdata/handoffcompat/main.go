@@ -5,7 +5,9 @@
 // cancelable context, sends jobs to workers started outside any trace and
 // waits for them. A worker's next act is a check of its job's context
 // (kept) or a new context from Background (lost-at-handoff: with custom
-// keys every check is work, and the first one carries no trace). It prints
+// keys every check is work, and the first one carries no trace). The id
+// worker, inside its own unit, sends the unit a result: the unit, inside
+// its own (its context not canceled), keeps its trace. It prints
 // "handoffcompat: requests N".
 package main
 
@@ -34,6 +36,7 @@ var (
 	multi   = make(chan int, 4)
 	quit    = make(chan struct{})
 	done    = make(chan struct{}, 16)
+	results = make(chan int)
 )
 
 // newTrace is a worker's new unit of work: a trace of its own, on a
@@ -58,7 +61,9 @@ func keptWorker() {
 
 func idWorker() {
 	for {
-		newTrace(<-ids)()
+		cancel := newTrace(<-ids)
+		results <- 1 // to the unit, inside its own: it keeps its trace
+		cancel()
 		done <- struct{}{}
 	}
 }
@@ -131,6 +136,9 @@ func unit(i int) {
 		panic("ids' worker is behind")
 	}
 	multi <- i // not seen: received in a multi-case select
+	for n := 0; n < 2; n++ {
+		<-results
+	}
 	for n := 0; n < 9; n++ {
 		<-done
 	}
