@@ -1,7 +1,7 @@
 // Command bench measures what ctxwatch costs the program it watches.
 //
 // It builds ctxwatch and bench/target into a temporary directory and times,
-// inside the target, five operations:
+// inside the target, six operations:
 //
 //	withvalue         context.WithValue outside any trace (ctxwatch's hot
 //	                  path: one map lookup, no event)
@@ -11,6 +11,8 @@
 //	                  inherited context once (WithCancel): two events each
 //	slog              a log/slog record written outside any trace (the log
 //	                  record probe, single-stepped: one map lookup, no event)
+//	chan              a send and a receive on a buffered channel outside
+//	                  any trace (the hand-off probes: one map lookup each)
 //
 // each in three modes:
 //
@@ -201,6 +203,7 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 		{"spawn", 20000},
 		{"spawn-traced", 20000},
 		{"slog", 50000},
+		{"chan", 100000},
 	}
 	if n > 0 {
 		for i := range ops {

@@ -3,9 +3,10 @@
 // ctxwatch's kernel side: uprobes in a Go program that keep, per goroutine,
 // the trace in scope and tell the agent only what it needs: spawns inside a
 // trace, the first judged check of a goroutine that inherited one, drops,
-// overwrites, spans started on an ended parent of the same goroutine, and
-// the log records written inside a trace. A check outside any trace costs
-// one map lookup and emits nothing.
+// overwrites, spans started on an ended parent of the same goroutine, the
+// log records written inside a trace, and the channel elements that hand a
+// trace to their receiver (chan.h). A check outside any trace costs one map
+// lookup and emits nothing.
 //
 // The file is split by concern: goabi.h (the Go runtime and ABI), wire.h
 // (the records shared with the agent), walk.h (the context walk), stack.h
@@ -44,6 +45,12 @@ volatile const __u64 typ_sdk_nonrecording_span, off_sdk_nrs_sc;
 // context. 0 when the SDK is not linked: nothing is taken as started, and
 // stale-parent is not watched.
 volatile const __u64 txt_tracer_start, txt_tracer_start_end, txt_ctx_with_span, txt_ctx_with_span_end;
+// runtime.hchan and runtime.sudog fields, for channel hand-offs (chan.h);
+// off_c_buf is 0 when they are not watched.
+volatile const __u64 off_c_qcount, off_c_dataqsiz, off_c_buf, off_c_elemsize, off_c_closed;
+volatile const __u64 off_c_sendx, off_c_recvx, off_c_recvq, off_c_sendq;
+volatile const __u64 off_sg_g, off_sg_elem, off_sg_is_select;
+volatile const __u64 txt_chanrecv, txt_chanrecv_end; // runtime.chanrecv's text
 volatile const __u32 n_keys;
 volatile const __u8 keys_kind[MAX_KEYS];
 volatile const __u64 keys_type[MAX_KEYS];
@@ -931,3 +938,5 @@ int spawn(REGS *ctx)
 	emit(ev, s);
 	return 0;
 }
+
+#include "chan.h"

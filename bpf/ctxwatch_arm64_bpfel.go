@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type CtxwatchChanKey struct {
+	_     structs.HostLayout
+	Tgid  uint64
+	Hchan uint64
+}
+
 type CtxwatchEvent struct {
 	_          structs.HostLayout
 	KtimeNs    uint64
@@ -55,6 +61,7 @@ const (
 	CtxwatchEventTypeEV_OVERWRITTEN  CtxwatchEventType = 4
 	CtxwatchEventTypeEV_STALE_PARENT CtxwatchEventType = 5
 	CtxwatchEventTypeEV_LOG          CtxwatchEventType = 6
+	CtxwatchEventTypeEV_HANDOFF      CtxwatchEventType = 7
 )
 
 type CtxwatchGflags uint32
@@ -83,6 +90,23 @@ type CtxwatchGstate struct {
 	SpawnNs uint64
 	Flags   uint32
 	Nspans  uint32
+}
+
+type CtxwatchHandoff struct {
+	_          structs.HostLayout
+	St         CtxwatchGstate
+	ParentGoid uint64
+	Word       uint64
+	Stack      [16]uint64
+	Nstack     uint32
+	Pad        uint32
+}
+
+type CtxwatchHandoffKey struct {
+	_     structs.HostLayout
+	Tgid  uint64
+	Hchan uint64
+	At    uint64
 }
 
 type CtxwatchKeyKind uint32
@@ -151,14 +175,18 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	CtxwatchMapChans                  = "chans"
 	CtxwatchMapCheckFuncs             = "check_funcs"
 	CtxwatchMapCtxWrappers            = "ctx_wrappers"
 	CtxwatchMapEvents                 = "events"
 	CtxwatchMapGoroutines             = "goroutines"
+	CtxwatchMapHandoffs               = "handoffs"
 	CtxwatchMapProcs                  = "procs"
 	CtxwatchMapRegistered             = "registered"
 	CtxwatchMapStacks                 = "stacks"
 	CtxwatchMapStats                  = "stats"
+	CtxwatchProgChanRecv              = "chan_recv"
+	CtxwatchProgChanSend              = "chan_send"
 	CtxwatchProgCheckFunc             = "check_func"
 	CtxwatchProgContextAfterFunc      = "context_after_func"
 	CtxwatchProgCtxArg0               = "ctx_arg0"
@@ -179,6 +207,15 @@ const (
 	CtxwatchVarKeysType               = "keys_type"
 	CtxwatchVarN_keys                 = "n_keys"
 	CtxwatchVarN_ranges               = "n_ranges"
+	CtxwatchVarOffC_buf               = "off_c_buf"
+	CtxwatchVarOffC_closed            = "off_c_closed"
+	CtxwatchVarOffC_dataqsiz          = "off_c_dataqsiz"
+	CtxwatchVarOffC_elemsize          = "off_c_elemsize"
+	CtxwatchVarOffC_qcount            = "off_c_qcount"
+	CtxwatchVarOffC_recvq             = "off_c_recvq"
+	CtxwatchVarOffC_recvx             = "off_c_recvx"
+	CtxwatchVarOffC_sendq             = "off_c_sendq"
+	CtxwatchVarOffC_sendx             = "off_c_sendx"
 	CtxwatchVarOffCancelErr           = "off_cancel_err"
 	CtxwatchVarOffG_goid              = "off_g_goid"
 	CtxwatchVarOffG_m                 = "off_g_m"
@@ -190,8 +227,13 @@ const (
 	CtxwatchVarOffRsParent            = "off_rs_parent"
 	CtxwatchVarOffRsSc                = "off_rs_sc"
 	CtxwatchVarOffSdkNrsSc            = "off_sdk_nrs_sc"
+	CtxwatchVarOffSgElem              = "off_sg_elem"
+	CtxwatchVarOffSgG                 = "off_sg_g"
+	CtxwatchVarOffSgIsSelect          = "off_sg_is_select"
 	CtxwatchVarRegisteredAny          = "registered_any"
 	CtxwatchVarRingWakeBytes          = "ring_wake_bytes"
+	CtxwatchVarTxtChanrecv            = "txt_chanrecv"
+	CtxwatchVarTxtChanrecvEnd         = "txt_chanrecv_end"
 	CtxwatchVarTxtCtxWithSpan         = "txt_ctx_with_span"
 	CtxwatchVarTxtCtxWithSpanEnd      = "txt_ctx_with_span_end"
 	CtxwatchVarTxtTracerStart         = "txt_tracer_start"
@@ -218,6 +260,7 @@ const (
 	CtxwatchVarUnusedOutcome          = "unused_outcome"
 	CtxwatchVarUnusedStat             = "unused_stat"
 	CtxwatchVarUserRanges             = "user_ranges"
+	CtxwatchVarZeroHandoff            = "zero_handoff"
 	CtxwatchVarZeroRegistered         = "zero_registered"
 	CtxwatchVarZeroStack              = "zero_stack"
 )
@@ -264,6 +307,8 @@ type CtxwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchProgramSpecs struct {
+	ChanRecv         *ebpf.ProgramSpec `ebpf:"chan_recv"`
+	ChanSend         *ebpf.ProgramSpec `ebpf:"chan_send"`
 	CheckFunc        *ebpf.ProgramSpec `ebpf:"check_func"`
 	ContextAfterFunc *ebpf.ProgramSpec `ebpf:"context_after_func"`
 	CtxArg0          *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
@@ -278,10 +323,12 @@ type CtxwatchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchMapSpecs struct {
+	Chans       *ebpf.MapSpec `ebpf:"chans"`
 	CheckFuncs  *ebpf.MapSpec `ebpf:"check_funcs"`
 	CtxWrappers *ebpf.MapSpec `ebpf:"ctx_wrappers"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	Goroutines  *ebpf.MapSpec `ebpf:"goroutines"`
+	Handoffs    *ebpf.MapSpec `ebpf:"handoffs"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
 	Registered  *ebpf.MapSpec `ebpf:"registered"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
@@ -304,6 +351,15 @@ type CtxwatchVariableSpecs struct {
 	KeysType               *ebpf.VariableSpec `ebpf:"keys_type"`
 	N_keys                 *ebpf.VariableSpec `ebpf:"n_keys"`
 	N_ranges               *ebpf.VariableSpec `ebpf:"n_ranges"`
+	OffC_buf               *ebpf.VariableSpec `ebpf:"off_c_buf"`
+	OffC_closed            *ebpf.VariableSpec `ebpf:"off_c_closed"`
+	OffC_dataqsiz          *ebpf.VariableSpec `ebpf:"off_c_dataqsiz"`
+	OffC_elemsize          *ebpf.VariableSpec `ebpf:"off_c_elemsize"`
+	OffC_qcount            *ebpf.VariableSpec `ebpf:"off_c_qcount"`
+	OffC_recvq             *ebpf.VariableSpec `ebpf:"off_c_recvq"`
+	OffC_recvx             *ebpf.VariableSpec `ebpf:"off_c_recvx"`
+	OffC_sendq             *ebpf.VariableSpec `ebpf:"off_c_sendq"`
+	OffC_sendx             *ebpf.VariableSpec `ebpf:"off_c_sendx"`
 	OffCancelErr           *ebpf.VariableSpec `ebpf:"off_cancel_err"`
 	OffG_goid              *ebpf.VariableSpec `ebpf:"off_g_goid"`
 	OffG_m                 *ebpf.VariableSpec `ebpf:"off_g_m"`
@@ -315,8 +371,13 @@ type CtxwatchVariableSpecs struct {
 	OffRsParent            *ebpf.VariableSpec `ebpf:"off_rs_parent"`
 	OffRsSc                *ebpf.VariableSpec `ebpf:"off_rs_sc"`
 	OffSdkNrsSc            *ebpf.VariableSpec `ebpf:"off_sdk_nrs_sc"`
+	OffSgElem              *ebpf.VariableSpec `ebpf:"off_sg_elem"`
+	OffSgG                 *ebpf.VariableSpec `ebpf:"off_sg_g"`
+	OffSgIsSelect          *ebpf.VariableSpec `ebpf:"off_sg_is_select"`
 	RegisteredAny          *ebpf.VariableSpec `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.VariableSpec `ebpf:"ring_wake_bytes"`
+	TxtChanrecv            *ebpf.VariableSpec `ebpf:"txt_chanrecv"`
+	TxtChanrecvEnd         *ebpf.VariableSpec `ebpf:"txt_chanrecv_end"`
 	TxtCtxWithSpan         *ebpf.VariableSpec `ebpf:"txt_ctx_with_span"`
 	TxtCtxWithSpanEnd      *ebpf.VariableSpec `ebpf:"txt_ctx_with_span_end"`
 	TxtTracerStart         *ebpf.VariableSpec `ebpf:"txt_tracer_start"`
@@ -343,6 +404,7 @@ type CtxwatchVariableSpecs struct {
 	UnusedOutcome          *ebpf.VariableSpec `ebpf:"unused_outcome"`
 	UnusedStat             *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UserRanges             *ebpf.VariableSpec `ebpf:"user_ranges"`
+	ZeroHandoff            *ebpf.VariableSpec `ebpf:"zero_handoff"`
 	ZeroRegistered         *ebpf.VariableSpec `ebpf:"zero_registered"`
 	ZeroStack              *ebpf.VariableSpec `ebpf:"zero_stack"`
 }
@@ -367,10 +429,12 @@ func (o *CtxwatchObjects) Close() error {
 //
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchMaps struct {
+	Chans       *ebpf.Map `ebpf:"chans"`
 	CheckFuncs  *ebpf.Map `ebpf:"check_funcs"`
 	CtxWrappers *ebpf.Map `ebpf:"ctx_wrappers"`
 	Events      *ebpf.Map `ebpf:"events"`
 	Goroutines  *ebpf.Map `ebpf:"goroutines"`
+	Handoffs    *ebpf.Map `ebpf:"handoffs"`
 	Procs       *ebpf.Map `ebpf:"procs"`
 	Registered  *ebpf.Map `ebpf:"registered"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
@@ -379,10 +443,12 @@ type CtxwatchMaps struct {
 
 func (m *CtxwatchMaps) Close() error {
 	return _CtxwatchClose(
+		m.Chans,
 		m.CheckFuncs,
 		m.CtxWrappers,
 		m.Events,
 		m.Goroutines,
+		m.Handoffs,
 		m.Procs,
 		m.Registered,
 		m.Stacks,
@@ -406,6 +472,15 @@ type CtxwatchVariables struct {
 	KeysType               *ebpf.Variable `ebpf:"keys_type"`
 	N_keys                 *ebpf.Variable `ebpf:"n_keys"`
 	N_ranges               *ebpf.Variable `ebpf:"n_ranges"`
+	OffC_buf               *ebpf.Variable `ebpf:"off_c_buf"`
+	OffC_closed            *ebpf.Variable `ebpf:"off_c_closed"`
+	OffC_dataqsiz          *ebpf.Variable `ebpf:"off_c_dataqsiz"`
+	OffC_elemsize          *ebpf.Variable `ebpf:"off_c_elemsize"`
+	OffC_qcount            *ebpf.Variable `ebpf:"off_c_qcount"`
+	OffC_recvq             *ebpf.Variable `ebpf:"off_c_recvq"`
+	OffC_recvx             *ebpf.Variable `ebpf:"off_c_recvx"`
+	OffC_sendq             *ebpf.Variable `ebpf:"off_c_sendq"`
+	OffC_sendx             *ebpf.Variable `ebpf:"off_c_sendx"`
 	OffCancelErr           *ebpf.Variable `ebpf:"off_cancel_err"`
 	OffG_goid              *ebpf.Variable `ebpf:"off_g_goid"`
 	OffG_m                 *ebpf.Variable `ebpf:"off_g_m"`
@@ -417,8 +492,13 @@ type CtxwatchVariables struct {
 	OffRsParent            *ebpf.Variable `ebpf:"off_rs_parent"`
 	OffRsSc                *ebpf.Variable `ebpf:"off_rs_sc"`
 	OffSdkNrsSc            *ebpf.Variable `ebpf:"off_sdk_nrs_sc"`
+	OffSgElem              *ebpf.Variable `ebpf:"off_sg_elem"`
+	OffSgG                 *ebpf.Variable `ebpf:"off_sg_g"`
+	OffSgIsSelect          *ebpf.Variable `ebpf:"off_sg_is_select"`
 	RegisteredAny          *ebpf.Variable `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.Variable `ebpf:"ring_wake_bytes"`
+	TxtChanrecv            *ebpf.Variable `ebpf:"txt_chanrecv"`
+	TxtChanrecvEnd         *ebpf.Variable `ebpf:"txt_chanrecv_end"`
 	TxtCtxWithSpan         *ebpf.Variable `ebpf:"txt_ctx_with_span"`
 	TxtCtxWithSpanEnd      *ebpf.Variable `ebpf:"txt_ctx_with_span_end"`
 	TxtTracerStart         *ebpf.Variable `ebpf:"txt_tracer_start"`
@@ -445,6 +525,7 @@ type CtxwatchVariables struct {
 	UnusedOutcome          *ebpf.Variable `ebpf:"unused_outcome"`
 	UnusedStat             *ebpf.Variable `ebpf:"unused_stat"`
 	UserRanges             *ebpf.Variable `ebpf:"user_ranges"`
+	ZeroHandoff            *ebpf.Variable `ebpf:"zero_handoff"`
 	ZeroRegistered         *ebpf.Variable `ebpf:"zero_registered"`
 	ZeroStack              *ebpf.Variable `ebpf:"zero_stack"`
 }
@@ -453,6 +534,8 @@ type CtxwatchVariables struct {
 //
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchPrograms struct {
+	ChanRecv         *ebpf.Program `ebpf:"chan_recv"`
+	ChanSend         *ebpf.Program `ebpf:"chan_send"`
 	CheckFunc        *ebpf.Program `ebpf:"check_func"`
 	ContextAfterFunc *ebpf.Program `ebpf:"context_after_func"`
 	CtxArg0          *ebpf.Program `ebpf:"ctx_arg0"`
@@ -465,6 +548,8 @@ type CtxwatchPrograms struct {
 
 func (p *CtxwatchPrograms) Close() error {
 	return _CtxwatchClose(
+		p.ChanRecv,
+		p.ChanSend,
 		p.CheckFunc,
 		p.ContextAfterFunc,
 		p.CtxArg0,

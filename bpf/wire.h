@@ -20,6 +20,7 @@ enum event_type {
 	EV_OVERWRITTEN = 4,  // WithValue put a different trace under the same key
 	EV_STALE_PARENT = 5, // a span started on an ended span this goroutine started
 	EV_LOG = 6,          // a log record written by a goroutine with a trace in scope
+	EV_HANDOFF = 7,      // a goroutine received a channel element sent with a trace in scope
 };
 
 enum outcome {
@@ -88,8 +89,8 @@ struct gstate {
 struct event {
 	__u64 ktime_ns;
 	__u64 goid;
-	__u64 parent_goid; // EV_SPAWN: the spawner
-	__u64 pc;          // EV_SPAWN: gopc; checks: the probed function's address
+	__u64 parent_goid; // EV_SPAWN: the spawner; EV_HANDOFF: the sender
+	__u64 pc;          // EV_SPAWN: gopc; EV_HANDOFF: the send's return address; checks: the probed function's address
 	__u64 spawn_ns;    // checks of inheritors: when the goroutine was spawned
 	__u32 tgid;
 	__u8 type;

@@ -56,7 +56,7 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/slogsite", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/slogsite", "./testdata/handoff", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)
@@ -102,7 +102,8 @@ type breakLine struct {
 	ParentGoroutine uint64  `json:"parent_goroutine"`
 	Site            frame   `json:"site"`
 	Spawn           []frame `json:"spawn"`
-	Stack           []frame `json:"stack"` // the user frames of the check, innermost first
+	Handoff         []frame `json:"handoff"` // lost-at-handoff: the send's stack
+	Stack           []frame `json:"stack"`   // the user frames of the check, innermost first
 	OtherTraceID    string  `json:"other_trace_id"`
 	ParentSpanID    string  `json:"parent_span_id"` // stale-parent: the ended parent
 	SpanID          string  `json:"span_id"`        // stale-parent: the span started on it
@@ -118,6 +119,16 @@ type spawnSite struct {
 	Retention    *float64 `json:"retention"`
 }
 
+type handoffSite struct {
+	Site        frame    `json:"site"`
+	Handed      uint64   `json:"handed"`
+	Propagated  uint64   `json:"propagated"`
+	Lost        uint64   `json:"lost"`
+	NewRoot     uint64   `json:"new_root"`
+	NeverJudged uint64   `json:"never_judged"`
+	Retention   *float64 `json:"retention"`
+}
+
 type logSite struct {
 	Site         frame  `json:"site"`
 	InsideTrace  uint64 `json:"inside_trace"`
@@ -129,27 +140,29 @@ type breakCount struct {
 	Kind    string  `json:"kind"`
 	Site    frame   `json:"site"`
 	Spawn   []frame `json:"spawn"`
+	Handoff []frame `json:"handoff"`
 	Stack   []frame `json:"stack"`
 	Count   uint64  `json:"count"`
 	TraceID string  `json:"trace_id"`
 }
 
 type summaryLine struct {
-	Type       string       `json:"type"`
-	PID        int          `json:"pid"`
-	Executable string       `json:"executable"`
-	Events     uint64       `json:"events"`
-	EventsLost *uint64      `json:"events_lost"`
-	ProbeHits  uint64       `json:"probe_hits"`
-	Unmatched  uint64       `json:"unmatched_checks"`
-	SpawnSites []spawnSite  `json:"spawn_sites"`
-	LogSites   []logSite    `json:"log_sites"`
-	Breaks     []breakCount `json:"breaks"`
-	Incomplete bool         `json:"incomplete"`
-	Forgotten  uint64       `json:"pending_forgotten"`
-	Evicted    uint64       `json:"states_evicted"`
-	Notes      []string     `json:"notes"`
-	Export     *exportStats `json:"export"`
+	Type       string        `json:"type"`
+	PID        int           `json:"pid"`
+	Executable string        `json:"executable"`
+	Events     uint64        `json:"events"`
+	EventsLost *uint64       `json:"events_lost"`
+	ProbeHits  uint64        `json:"probe_hits"`
+	Unmatched  uint64        `json:"unmatched_checks"`
+	SpawnSites []spawnSite   `json:"spawn_sites"`
+	LogSites   []logSite     `json:"log_sites"`
+	Handoffs   []handoffSite `json:"handoff_sites"`
+	Breaks     []breakCount  `json:"breaks"`
+	Incomplete bool          `json:"incomplete"`
+	Forgotten  uint64        `json:"pending_forgotten"`
+	Evicted    uint64        `json:"states_evicted"`
+	Notes      []string      `json:"notes"`
+	Export     *exportStats  `json:"export"`
 }
 
 // result is what one ctxwatch run produced.

@@ -2,7 +2,7 @@
 // and under ctxwatch. It times one operation in a loop and prints
 // "ns/op <float>".
 //
-//	target -op withvalue|spawn|withvalue-traced|spawn-traced|slog|units -n N
+//	target -op withvalue|spawn|withvalue-traced|spawn-traced|slog|chan|units -n N
 //
 // withvalue calls context.WithValue N times outside any trace (ctxwatch's
 // hot path: one map lookup); withvalue-traced does the same inside a trace
@@ -11,7 +11,9 @@
 // trace context so that its first check happens. Spawn times include
 // waiting for every goroutine to finish. slog writes N log/slog records
 // outside any trace, to a text handler that discards them (ctxwatch's log
-// record probe: one map lookup, no event).
+// record probe: one map lookup, no event). chan sends N values on a
+// buffered channel and receives each, outside any trace (ctxwatch's
+// hand-off probes on runtime.chansend and chanrecv: one map lookup each).
 //
 // units runs N units of work in a loop, as a worker does: each sets a new
 // trace on a fresh context, starts a goroutine that checks the traced
@@ -45,7 +47,7 @@ type k struct{}
 const traceID = "0123456789abcdef0123456789abcdef"
 
 func main() {
-	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced, spawn-traced, slog or units")
+	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced, spawn-traced, slog, chan or units")
 	n := flag.Int("n", 100000, "number of operations")
 	limit := flag.Duration("for", 0, "units: stop after this long even if fewer than N units ran")
 	flag.Parse()
@@ -63,6 +65,8 @@ func main() {
 		d = spawn(*n)
 	case "slog":
 		d = logRecords(*n)
+	case "chan":
+		d = chanOps(*n)
 	case "units":
 		var done int
 		d, done = units(*n, *limit)
@@ -99,6 +103,18 @@ func logRecords(n int) time.Duration {
 	start := time.Now()
 	for i := range n {
 		logger.Info("record", "i", i)
+	}
+	return time.Since(start)
+}
+
+// chanOps times n sends on a buffered channel, each received at once,
+// outside any trace.
+func chanOps(n int) time.Duration {
+	c := make(chan int, 1)
+	start := time.Now()
+	for i := range n {
+		c <- i
+		<-c
 	}
 	return time.Since(start)
 }

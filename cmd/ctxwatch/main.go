@@ -61,6 +61,11 @@ What is watched (uprobes, filtered by process):
                          their call of the handler; the record is never read
   --log-func functions   your own logging helpers: a record written with
                          their first context argument
+  channel sends and      runtime.chansend and chanrecv: plain sends and
+  receives               receives, range loops, one-case select with default,
+                         called from your code. Not seen: multi-case select
+                         (runtime.selectgo), and hand-offs that use no channel
+                         (a mutex-protected queue or slice, sync.Cond, sync.Pool)
 
 Break kinds:
   lost-at-spawn  a goroutine started inside trace T first used a context with no trace
@@ -75,6 +80,14 @@ Break kinds:
   stale-parent   a goroutine started a span on a context whose span it had itself
                  started and ended (ctx, span = tracer.Start(ctx, ...) in a loop);
                  spans of other goroutines on an ended parent are not breaks
+  lost-at-handoff
+                 a goroutine received (in your code) a channel element your code
+                 sent with T in scope, and its next trace-bearing act carried no
+                 trace or started another: reported at the receiver's line, with
+                 the send's stack ("handoff"); a job carrying another trace is
+                 not judged; a receiver inside a unit of work of its own (a span
+                 open, its request not canceled) keeps its trace;
+                 a chan struct{} (a signal, a semaphore) hands nothing
 Only checks with your code on the stack are judged (package main, the main
 module, --user-code prefixes); the line reported is your innermost frame, and
 every break carries your frames of the check ("stack"; the table lists them
@@ -84,7 +97,8 @@ start, a trace key set, a log record, a --check-func call), even after its
 spawner returned.
 With OTel, a traceless WithCancel/WithTimeout alone is no break: the work that
 follows decides, or, if none follows, the end of the watch. Goroutines started
-under sync.Once (lazy singletons) inherit nothing.
+under sync.Once (lazy singletons) inherit nothing; a job handed to one through
+a channel is judged.
 
 Flags:
 `

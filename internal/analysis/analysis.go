@@ -29,6 +29,11 @@ const (
 	// LogWithoutTrace: a goroutine with a trace in scope wrote a log
 	// record with a context that carries no trace.
 	LogWithoutTrace Kind = "log-without-trace"
+	// LostAtHandoff: a goroutine that received, in user code, a channel
+	// element sent from user code inside a trace acted next with no trace,
+	// or started another (Other: the new trace). Reported at the
+	// receiver's line, with the send's stack (Break.Handoff).
+	LostAtHandoff Kind = "lost-at-handoff"
 )
 
 // Frame is a source location.
@@ -79,7 +84,8 @@ type Break struct {
 	ParentGoroutine uint64
 	Site            Frame   // where it was seen: the innermost user frame of the check
 	Stack           []Frame // the user frames of the check, innermost first, inlined ones expanded
-	Spawn           []Frame // the spawn stack, go statement first; nil for dropped, overwritten, stale-parent and a record of a goroutine judged before
+	Spawn           []Frame // the spawn stack, go statement first; nil for dropped, overwritten, stale-parent, a hand-off and a record of a goroutine judged before
+	Handoff         []Frame // lost-at-handoff (and a handed-off goroutine's log-without-trace): the send's stack, the send line first
 	SpawnTime, Time uint64  // CLOCK_MONOTONIC ns; SpawnTime 0 when not spawned in a trace
 	// First is set on the first occurrence of this kind, site and spawn site.
 	First bool
@@ -121,6 +127,32 @@ func (s *SpawnSite) Retention() float64 {
 	return float64(s.Propagated) / float64(n)
 }
 
+// HandoffSite counts what became of the channel elements sent inside a
+// trace at one line (the send's innermost user frame): handed to a
+// receiving goroutine, and judged at its next trace-bearing act.
+type HandoffSite struct {
+	Site       Frame  `json:"site"`
+	Handed     uint64 `json:"handed"`
+	Propagated uint64 `json:"propagated"`
+	Lost       uint64 `json:"lost"`
+	NewRoot    uint64 `json:"new_root"`
+	// NeverJudged counts the hand-offs whose receiver got no verdict: it
+	// acted next with another trace (a job of another request), received
+	// another element first, did nothing trace-bearing, or its state was
+	// lost.
+	NeverJudged uint64 `json:"never_judged"`
+}
+
+// Retention is propagated / (propagated + lost + new roots), or -1 when no
+// receiver of the site has been judged yet.
+func (s *HandoffSite) Retention() float64 {
+	n := s.Propagated + s.Lost + s.NewRoot
+	if n == 0 {
+		return -1
+	}
+	return float64(s.Propagated) / float64(n)
+}
+
 // LogSite counts the log records written at one line (the innermost user
 // frame outside --log-func helpers) by goroutines with a trace in scope.
 type LogSite struct {
@@ -140,6 +172,7 @@ type BreakCount struct {
 	Site    Frame   `json:"site"`
 	Stack   []Frame `json:"stack,omitempty"`
 	Spawn   []Frame `json:"spawn,omitempty"`
+	Handoff []Frame `json:"handoff,omitempty"`
 	Count   uint64  `json:"count"`
 	TraceID string  `json:"trace_id"` // of the first occurrence
 }
@@ -157,6 +190,10 @@ type Snapshot struct {
 	// NeverJudged is the sum of the spawn sites' NeverJudged.
 	NeverJudged uint64
 	SpawnSites  []SpawnSite
+	// HandoffSites are the lines that sent channel elements inside a
+	// trace, most breaks first. Their never-judged hand-offs are not in
+	// NeverJudged.
+	HandoffSites []HandoffSite
 	// LogSites are the lines that wrote log records inside a trace, most
 	// without the trace first.
 	LogSites []LogSite
@@ -166,7 +203,8 @@ type Snapshot struct {
 type breakKey struct {
 	kind      Kind
 	site      Frame
-	spawnSite Frame
+	spawnSite Frame // or the send site
+	handoff   bool
 }
 
 // pending is a goroutine spawned in a trace whose first check is awaited.
@@ -176,8 +214,20 @@ type breakKey struct {
 type pending struct {
 	parent uint64
 	spawn  uint32 // index into Analyzer.spawns, or overflowSpawn
-	site   uint32 // index into Analyzer.spawnSites
+	// index into Analyzer.spawnSites, or lazySite; with handoffSite set,
+	// of Analyzer.handoffSites: the goroutine was handed a channel
+	// element, and spawn is the send's stack.
+	site uint32
 }
+
+// handoffSite marks pending.site as a send site.
+const handoffSite = 1 << 31
+
+// handoff says whether p was handed a channel element rather than spawned.
+func (p *pending) handoff() bool { return p.site != lazySite && p.site&handoffSite != 0 }
+
+// sendSite is the index into Analyzer.handoffSites of a handed-off p.
+func (p *pending) sendSite() uint32 { return p.site &^ handoffSite }
 
 // overflowSpawn marks a pending goroutine whose spawn stack is kept in
 // Analyzer.overflow: maxStacks distinct spawn stacks were interned already.
@@ -214,26 +264,28 @@ type traceless struct {
 // only the pending ones, at most MaxPending; everything else is per
 // distinct return address, stack, site or break of the program.
 type Analyzer struct {
-	pid        uint32
-	opts       Options
-	frames     map[uint64][]Frame // resolved return addresses
-	siteIndex  map[Frame]int
-	spawnSites []SpawnSite
-	pending    map[uint64]pending
-	spawnIndex map[stackKey]uint32 // distinct spawn stacks, interned
-	spawns     []spawnInfo
-	overflow   map[uint64][]Frame // spawn stacks of pending goroutines not interned
-	order      []uint64           // goroutines in pending, oldest first (may hold stale ids)
-	breaks     map[breakKey]*BreakCount
-	breakOrder []breakKey
-	traceless  map[uint64]*traceless // pending goroutines with a traceless incidental check
-	logIndex   map[Frame]int
-	logSites   []LogSite
-	logFuncs   map[string]bool
-	lazy       map[uint64]bool // lazy singletons past their first act (at most maxLazy)
-	events     uint64
-	unmatched  uint64
-	forgotten  uint64
+	pid          uint32
+	opts         Options
+	frames       map[uint64][]Frame // resolved return addresses
+	siteIndex    map[Frame]int
+	spawnSites   []SpawnSite
+	handoffIndex map[Frame]int
+	handoffSites []HandoffSite
+	pending      map[uint64]pending
+	spawnIndex   map[stackKey]uint32 // distinct spawn stacks, interned
+	spawns       []spawnInfo
+	overflow     map[uint64][]Frame // spawn stacks of pending goroutines not interned
+	order        []uint64           // goroutines in pending, oldest first (may hold stale ids)
+	breaks       map[breakKey]*BreakCount
+	breakOrder   []breakKey
+	traceless    map[uint64]*traceless // pending goroutines with a traceless incidental check
+	logIndex     map[Frame]int
+	logSites     []LogSite
+	logFuncs     map[string]bool
+	lazy         map[uint64]bool // lazy singletons past their first act (at most maxLazy)
+	events       uint64
+	unmatched    uint64
+	forgotten    uint64
 }
 
 // New returns an Analyzer for process pid.
@@ -246,18 +298,19 @@ func New(pid uint32, opts Options) *Analyzer {
 		logFuncs[f] = true
 	}
 	return &Analyzer{
-		pid:        pid,
-		opts:       opts,
-		frames:     map[uint64][]Frame{},
-		siteIndex:  map[Frame]int{},
-		pending:    map[uint64]pending{},
-		spawnIndex: map[stackKey]uint32{},
-		overflow:   map[uint64][]Frame{},
-		breaks:     map[breakKey]*BreakCount{},
-		traceless:  map[uint64]*traceless{},
-		logIndex:   map[Frame]int{},
-		logFuncs:   logFuncs,
-		lazy:       map[uint64]bool{},
+		pid:          pid,
+		opts:         opts,
+		frames:       map[uint64][]Frame{},
+		siteIndex:    map[Frame]int{},
+		handoffIndex: map[Frame]int{},
+		pending:      map[uint64]pending{},
+		spawnIndex:   map[stackKey]uint32{},
+		overflow:     map[uint64][]Frame{},
+		breaks:       map[breakKey]*BreakCount{},
+		traceless:    map[uint64]*traceless{},
+		logIndex:     map[Frame]int{},
+		logFuncs:     logFuncs,
+		lazy:         map[uint64]bool{},
 	}
 }
 
@@ -276,7 +329,9 @@ const maxStacks = 1 << 14
 // spawnOf returns what the spawn stack of e resolves to, resolved and
 // trimmed once per distinct stack: goroutines started at the same place
 // share it (read-only), and a spawn allocates nothing once its stack has
-// been seen. The index is overflowSpawn for a stack not interned.
+// been seen. The index is overflowSpawn for a stack not interned. For a
+// hand-off's send stack, the site is a send site (handoffSites): a send's
+// return address is never a go statement's.
 func (a *Analyzer) spawnOf(e *event.Event) (uint32, spawnInfo) {
 	k := stackKey{n: e.NStack, pcs: e.Stack}
 	for i := e.NStack; i < len(k.pcs); i++ {
@@ -287,7 +342,10 @@ func (a *Analyzer) spawnOf(e *event.Event) (uint32, spawnInfo) {
 	}
 	stack := spawnStack(a.stack(e.Frames()))
 	info := spawnInfo{stack: stack}
-	if len(stack) > 0 && strings.HasPrefix(stack[0].Function, "runtime.") {
+	if e.Kind == event.Handoff {
+		site, _ := a.userFrame(stack)
+		info.site = uint32(a.handoffSite(site))
+	} else if len(stack) > 0 && strings.HasPrefix(stack[0].Function, "runtime.") {
 		// The runtime's own goroutines (GC mark workers started
 		// while a traced goroutine allocates) carry no user trace.
 		info.runtime = true
@@ -376,6 +434,14 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		}
 		a.spawnSites[info.site].TracedSpawns++
 		a.remember(e.Goroutine, pending{parent: e.Parent, spawn: i, site: info.site}, info.stack)
+	case event.Handoff:
+		i, info := a.spawnOf(e)
+		h := int(info.site)
+		a.handoffSites[h].Handed++
+		// A hand-off is the request's work, even to a goroutine started
+		// under sync.Once (a lazily started worker fed by a channel).
+		delete(a.lazy, e.Goroutine)
+		a.remember(e.Goroutine, pending{parent: e.Parent, spawn: i, site: uint32(h) | handoffSite}, info.stack)
 	case event.FirstCheck:
 		p, ok := a.pending[e.Goroutine]
 		if !ok {
@@ -391,9 +457,12 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 		}
 		stack := a.spawnStackOf(e.Goroutine, p)
 		a.forget(e.Goroutine, p)
-		if p.site == lazySite {
+		if p.site == lazySite && !p.handoff() {
 			a.lazyDone(e.Goroutine)
 			return Break{}, false
+		}
+		if p.handoff() {
+			return a.handedFirst(e, &p, stack)
 		}
 		s := &a.spawnSites[p.site]
 		switch e.Outcome {
@@ -422,6 +491,35 @@ func (a *Analyzer) Handle(e *event.Event) (Break, bool) {
 	return Break{}, false
 }
 
+// handedFirst judges the next trace-bearing act of a goroutine handed a
+// channel element inside a trace, as a spawned child's first act is:
+// propagated, lost-at-handoff (no trace, or a new root), or, carrying
+// another trace, not judged.
+func (a *Analyzer) handedFirst(e *event.Event, p *pending, stack []Frame) (Break, bool) {
+	s := &a.handoffSites[p.sendSite()]
+	switch e.Outcome {
+	case event.Propagated:
+		s.Propagated++
+	case event.Lost:
+		s.Lost++
+		return a.report(LostAtHandoff, e, p, stack), true
+	case event.NewRoot:
+		s.NewRoot++
+		return a.report(LostAtHandoff, e, p, stack), true
+	}
+	return Break{}, false
+}
+
+func (a *Analyzer) handoffSite(f Frame) int {
+	i, ok := a.handoffIndex[f]
+	if !ok {
+		i = len(a.handoffSites)
+		a.handoffIndex[f] = i
+		a.handoffSites = append(a.handoffSites, HandoffSite{Site: f})
+	}
+	return i
+}
+
 // logRecord counts a log record written by a goroutine with a trace in
 // scope at its line, and reports it when its context carries no trace. A
 // record is trace-bearing work: for a goroutine that inherited the trace
@@ -440,27 +538,29 @@ func (a *Analyzer) logRecord(e *event.Event) (Break, bool) {
 	if judged {
 		stack = a.spawnStackOf(e.Goroutine, p)
 		a.forget(e.Goroutine, p)
-		if p.site == lazySite {
+		if p.site == lazySite && !p.handoff() {
 			a.lazyDone(e.Goroutine)
 			return Break{}, false // a lazy singleton inherited nothing
 		}
 	}
 	site := &a.logSites[a.logSite(a.logFrame(a.stack(e.Frames())))]
 	site.InsideTrace++
-	var spawn *SpawnSite
-	if judged {
-		spawn = &a.spawnSites[p.site]
+	var propagated, lost *uint64
+	if judged && p.handoff() {
+		propagated, lost = &a.handoffSites[p.sendSite()].Propagated, &a.handoffSites[p.sendSite()].Lost
+	} else if judged {
+		propagated, lost = &a.spawnSites[p.site].Propagated, &a.spawnSites[p.site].Lost
 	}
 	switch e.Outcome {
 	case event.Propagated:
 		site.WithTrace++
-		if spawn != nil {
-			spawn.Propagated++
+		if propagated != nil {
+			*propagated++
 		}
 	case event.Lost:
 		site.WithoutTrace++
-		if spawn != nil {
-			spawn.Lost++
+		if lost != nil {
+			*lost++
 			return a.report(LogWithoutTrace, e, &p, stack), true
 		}
 		return a.report(LogWithoutTrace, e, nil, nil), true
@@ -597,7 +697,13 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending, spawn []Frame) 
 		}
 	}
 	key := breakKey{kind: kind, site: b.Site}
-	if p != nil {
+	if p != nil && p.handoff() {
+		b.Handoff = spawn
+		b.ParentGoroutine = p.parent
+		b.SpawnTime = e.SpawnTime
+		key.spawnSite = a.handoffSites[p.sendSite()].Site
+		key.handoff = true
+	} else if p != nil {
 		b.Spawn = spawn
 		b.ParentGoroutine = p.parent
 		b.SpawnTime = e.SpawnTime
@@ -605,7 +711,7 @@ func (a *Analyzer) report(kind Kind, e *event.Event, p *pending, spawn []Frame) 
 	}
 	c, ok := a.breaks[key]
 	if !ok {
-		c = &BreakCount{Kind: kind, Site: b.Site, Stack: b.Stack, Spawn: b.Spawn, TraceID: e.Trace.Label()}
+		c = &BreakCount{Kind: kind, Site: b.Site, Stack: b.Stack, Spawn: b.Spawn, Handoff: b.Handoff, TraceID: e.Trace.Label()}
 		a.breaks[key] = c
 		a.breakOrder = append(a.breakOrder, key)
 	}
@@ -626,6 +732,14 @@ func (a *Analyzer) Snapshot() Snapshot {
 		s.NeverJudged += site.NeverJudged
 	}
 	slices.SortStableFunc(s.SpawnSites, func(x, y SpawnSite) int {
+		return cmp.Compare(y.Lost+y.NewRoot, x.Lost+x.NewRoot)
+	})
+	s.HandoffSites = slices.Clone(a.handoffSites)
+	for i := range s.HandoffSites {
+		site := &s.HandoffSites[i]
+		site.NeverJudged = site.Handed - min(site.Handed, site.Propagated+site.Lost+site.NewRoot)
+	}
+	slices.SortStableFunc(s.HandoffSites, func(x, y HandoffSite) int {
 		return cmp.Compare(y.Lost+y.NewRoot, x.Lost+x.NewRoot)
 	})
 	s.LogSites = slices.Clone(a.logSites)
@@ -657,6 +771,11 @@ func (a *Analyzer) Finish() []Break {
 		}
 		stack := a.spawnStackOf(g, p)
 		a.forget(g, p)
+		if p.handoff() {
+			a.handoffSites[p.sendSite()].Lost++
+			out = append(out, a.report(LostAtHandoff, &t.e, &p, stack))
+			continue
+		}
 		a.spawnSites[p.site].Lost++
 		out = append(out, a.report(LostAtSpawn, &t.e, &p, stack))
 	}

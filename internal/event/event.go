@@ -32,6 +32,12 @@ const (
 	// carries the trace), Lost (it carries none), Other (another trace, in
 	// Other, or a context the probes cannot walk, Other invalid).
 	Log Kind = 6
+	// Handoff: a goroutine received, in user code, a channel element that
+	// a goroutine with a trace in scope sent from user code; it inherits
+	// the trace for its next trace-bearing act, as a spawned child does.
+	// Parent is the sender, PC the send's return address, Stack the
+	// send's stack (the user's send line first).
+	Handoff Kind = 7
 )
 
 func (k Kind) String() string {
@@ -48,6 +54,8 @@ func (k Kind) String() string {
 		return "stale-parent"
 	case Log:
 		return "log"
+	case Handoff:
+		return "handoff"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -92,8 +100,8 @@ func (t *Trace) Bytes() []byte { return t.ID[:min(int(t.Len), TraceLen)] }
 type Event struct {
 	Time      uint64
 	Goroutine uint64
-	Parent    uint64 // Spawn: the spawning goroutine
-	PC        uint64 // Spawn: the go statement's return address; checks: the probed function; Log: the probed instruction
+	Parent    uint64 // Spawn: the spawning goroutine; Handoff: the sender
+	PC        uint64 // Spawn: the go statement's return address; Handoff: the send's; checks: the probed function; Log: the probed instruction
 	SpawnTime uint64 // checks of an inheriting goroutine: when it was spawned
 	PID       uint32
 	Kind      Kind

@@ -14,6 +14,8 @@ func keyOf(b analysis.Break) siteKey {
 	k := siteKey{pid: b.PID, kind: b.Kind, site: b.Site}
 	if len(b.Spawn) > 0 {
 		k.spawn = b.Spawn[0]
+	} else if len(b.Handoff) > 0 {
+		k.spawn = b.Handoff[0]
 	}
 	return k
 }

@@ -35,7 +35,8 @@ type metrics struct {
 
 	mu    sync.Mutex // sites and procs are read by the SDK's collection goroutines
 	sites map[spawnKey]analysis.SpawnSite
-	logs  map[spawnKey]analysis.LogSite // by log site
+	logs  map[spawnKey]analysis.LogSite     // by log site
+	sends map[spawnKey]analysis.HandoffSite // by send site
 	procs map[procKey]procStats
 }
 
@@ -89,7 +90,8 @@ func newMetrics(ctx context.Context, cfg Config) (*metrics, error) {
 	if !otlp && cfg.MetricsAddr == "" {
 		return nil, nil
 	}
-	m := &metrics{sites: map[spawnKey]analysis.SpawnSite{}, logs: map[spawnKey]analysis.LogSite{}, procs: map[procKey]procStats{}}
+	m := &metrics{sites: map[spawnKey]analysis.SpawnSite{}, logs: map[spawnKey]analysis.LogSite{},
+		sends: map[spawnKey]analysis.HandoffSite{}, procs: map[procKey]procStats{}}
 	res, err := resource.New(ctx, resource.WithAttributes(semconv.ServiceName("ctxwatch")), resource.WithFromEnv(), resource.WithHost())
 	if err != nil {
 		return nil, fmt.Errorf("resource of ctxwatch's metrics: %w", err)
@@ -199,6 +201,9 @@ func (m *metrics) instruments() error {
 	if err := m.logInstruments(meter); err != nil {
 		return err
 	}
+	if err := m.handoffInstruments(meter); err != nil {
+		return err
+	}
 	return m.processInstruments(meter)
 }
 
@@ -227,6 +232,39 @@ func (m *metrics) logInstruments(meter metric.Meter) error {
 	}, inside, with)
 	if err != nil {
 		return fmt.Errorf("register log counters: %w", err)
+	}
+	return nil
+}
+
+// handoffInstruments count the channel elements sent inside a trace and
+// handed to a receiver, by send site, as the spawn counters count spawns:
+// lost counts lost-at-handoff (no trace, or a new root).
+func (m *metrics) handoffInstruments(meter metric.Meter) error {
+	handed, err1 := meter.Int64ObservableCounter("ctxwatch.handoffs.handed", metric.WithUnit("{element}"),
+		metric.WithDescription("Channel elements sent from user code inside a trace and received by user code, by send site."))
+	propagated, err2 := meter.Int64ObservableCounter("ctxwatch.handoffs.propagated", metric.WithUnit("{element}"),
+		metric.WithDescription("Hand-offs whose receiver acted next with the trace, by send site."))
+	lost, err3 := meter.Int64ObservableCounter("ctxwatch.handoffs.lost", metric.WithUnit("{element}"),
+		metric.WithDescription("Hand-offs whose receiver acted next without the trace or started another (lost-at-handoff), by send site."))
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("create hand-off counters: %w", err)
+	}
+	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for k, s := range m.sends {
+			set := k.attrs(
+				semconv.CodeFunctionName(k.site.Function),
+				semconv.CodeFilePath(k.site.File),
+				semconv.CodeLineNumber(k.site.Line))
+			o.ObserveInt64(handed, int64(s.Handed), set)
+			o.ObserveInt64(propagated, int64(s.Propagated), set)
+			o.ObserveInt64(lost, int64(s.Lost+s.NewRoot), set)
+		}
+		return nil
+	}, handed, propagated, lost)
+	if err != nil {
+		return fmt.Errorf("register hand-off counters: %w", err)
 	}
 	return nil
 }
@@ -287,6 +325,9 @@ func (m *metrics) update(s findings.Summary) {
 	}
 	for _, site := range s.LogSites {
 		m.logs[spawnKey{procKey: k, site: site.Site}] = site
+	}
+	for _, site := range s.HandoffSites {
+		m.sends[spawnKey{procKey: k, site: site.Site}] = site
 	}
 	st := procStats{eventsLost: s.EventsLost, sampled: s.SampledFraction}
 	if s.Budget != nil {

@@ -27,8 +27,15 @@ func TestPrometheus(t *testing.T) {
 	for range 3 {
 		m.addBreak(proc, stale)
 	}
+	handoff := analysis.Break{Kind: analysis.LostAtHandoff, Site: analysis.Frame{Function: "main.worker", File: "main.go", Line: 90},
+		Handoff: []analysis.Frame{{Function: "main.handle", File: "main.go", Line: 45}}}
+	for range 4 {
+		m.addBreak(proc, handoff)
+	}
 	m.update(findings.Summary{Process: proc, Snapshot: analysis.Snapshot{SpawnSites: []analysis.SpawnSite{
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 21}, TracedSpawns: 10, Propagated: 8, Lost: 2},
+	}, HandoffSites: []analysis.HandoffSite{
+		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 45}, Handed: 9, Propagated: 2, Lost: 1, NewRoot: 4},
 	}, LogSites: []analysis.LogSite{
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 30}, InsideTrace: 7, WithTrace: 3, WithoutTrace: 4},
 	}}})
@@ -44,12 +51,16 @@ func TestPrometheus(t *testing.T) {
 		{"ctxwatch_breaks_total{", `code_function_name="main.audit"`, "} 2"},
 		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="lost-at-spawn"`, "} 2"},
 		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="stale-parent"`, "} 3"},
+		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="lost-at-handoff"`, "} 4"},
 		{"ctxwatch_spawns_traced_total{", `code_line_number="21"`, "} 10"},
 		{"ctxwatch_spawns_propagated_total{", `code_function_name="main.handle"`, "} 8"},
 		{"ctxwatch_spawns_lost_total{", `process_pid="42"`, "} 2"},
 		{"ctxwatch_breaks_total{", `ctxwatch_break_kind="log-without-trace"`, "} 1"},
 		{"ctxwatch_logs_in_trace_total{", `code_line_number="30"`, "} 7"},
 		{"ctxwatch_logs_with_trace_total{", `code_line_number="30"`, "} 3"},
+		{"ctxwatch_handoffs_handed_total{", `code_line_number="45"`, "} 9"},
+		{"ctxwatch_handoffs_propagated_total{", `code_line_number="45"`, "} 2"},
+		{"ctxwatch_handoffs_lost_total{", `code_line_number="45"`, "} 5"},
 	} {
 		found := false
 		for _, line := range strings.Split(text, "\n") {

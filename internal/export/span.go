@@ -24,6 +24,10 @@ const (
 	attrSpawnFile       = attribute.Key("ctxwatch.spawn.file")
 	attrSpawnLine       = attribute.Key("ctxwatch.spawn.line")
 	attrSpawnStack      = attribute.Key("ctxwatch.spawn.stack")
+	attrHandoffFunction = attribute.Key("ctxwatch.handoff.function") // lost-at-handoff: the send
+	attrHandoffFile     = attribute.Key("ctxwatch.handoff.file")
+	attrHandoffLine     = attribute.Key("ctxwatch.handoff.line")
+	attrHandoffStack    = attribute.Key("ctxwatch.handoff.stack")
 	attrStack           = attribute.Key("ctxwatch.stack")    // user frames of the check, innermost first
 	attrAfter           = attribute.Key("ctxwatch.after_ns") // from the spawn to the judged act
 	attrTraceValue      = attribute.Key("ctxwatch.trace.value")
@@ -62,6 +66,13 @@ func breakAttrs(b analysis.Break, suppressed uint64) []attribute.KeyValue {
 			attrSpawnLine.Int(b.Spawn[0].Line),
 			attrSpawnStack.StringSlice(stack))
 	}
+	if len(b.Handoff) > 0 {
+		a = append(a,
+			attrHandoffFunction.String(b.Handoff[0].Function),
+			attrHandoffFile.String(b.Handoff[0].File),
+			attrHandoffLine.Int(b.Handoff[0].Line),
+			attrHandoffStack.StringSlice(frameStrings(b.Handoff)))
+	}
 	// A custom key's value is shown as the user wrote it: a value that is
 	// not a W3C trace id is exported under a hash of it, which nobody
 	// could search for.
@@ -96,7 +107,7 @@ func parentContext(b analysis.Break) context.Context {
 // stale-parent break, placed under the ended parent, points at the span
 // started on it, in the same trace.
 func links(b analysis.Break) []trace.Link {
-	if b.Kind != analysis.NewRoot && b.Kind != analysis.Dropped && b.Kind != analysis.StaleParent || !b.Other.Valid() {
+	if b.Kind != analysis.NewRoot && b.Kind != analysis.Dropped && b.Kind != analysis.StaleParent && b.Kind != analysis.LostAtHandoff || !b.Other.Valid() {
 		return nil
 	}
 	sc := trace.NewSpanContext(trace.SpanContextConfig{

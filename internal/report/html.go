@@ -160,6 +160,7 @@ type processView struct {
 	Flow        flowGraph
 	Sites       []siteView
 	LogSites    []logSiteView
+	SendSites   []siteView // lines that sent channel elements inside a trace (Traced: handed)
 	Breaks      []breakView
 	Sources     []sourceView
 	sourceIndex map[string]string // by FILE:LINE
@@ -200,7 +201,7 @@ type breakView struct {
 	TraceID, TraceURL      string
 	OtherTraceID, OtherURL string
 	After                  string
-	Stack, Spawn           []frameView
+	Stack, Spawn, Handoff  []frameView
 }
 
 type frameView struct {
@@ -227,7 +228,7 @@ func (h *HTML) processView(i int, p *pageProcess, src *sourceReader) processView
 		// The watch ended before this process's summary: its breaks as
 		// they were first seen, and no counts.
 		for _, l := range p.breaks {
-			b := analysis.BreakCount{Kind: l.Kind, Site: l.Site, Stack: l.Stack, Spawn: l.Spawn, TraceID: l.TraceID}
+			b := analysis.BreakCount{Kind: l.Kind, Site: l.Site, Stack: l.Stack, Spawn: l.Spawn, Handoff: l.Handoff, TraceID: l.TraceID}
 			v.Breaks = append(v.Breaks, h.breakView(&v, src, b, false, &l))
 		}
 		return v
@@ -247,6 +248,10 @@ func (h *HTML) processView(i int, p *pageProcess, src *sourceReader) processView
 	v.Flow = buildFlow(s)
 	for _, site := range s.SpawnSites {
 		v.Sites = append(v.Sites, siteRow(&v, src, site))
+	}
+	for _, site := range s.HandoffSites {
+		v.SendSites = append(v.SendSites, siteRow(&v, src, analysis.SpawnSite{Site: site.Site, TracedSpawns: site.Handed,
+			Propagated: site.Propagated, Lost: site.Lost, NewRoot: site.NewRoot, NeverJudged: site.NeverJudged}))
 	}
 	for _, site := range s.LogSites {
 		v.LogSites = append(v.LogSites, logSiteView{
@@ -340,10 +345,17 @@ func (h *HTML) breakView(v *processView, src *sourceReader, b analysis.BreakCoun
 	for _, f := range b.Spawn {
 		bv.Spawn = append(bv.Spawn, v.frame(src, f))
 	}
-	if len(b.Spawn) > 0 {
-		// The spawn site: the innermost frame of your code.
-		at := b.Spawn[0]
-		for _, f := range b.Spawn {
+	for _, f := range b.Handoff {
+		bv.Handoff = append(bv.Handoff, v.frame(src, f))
+	}
+	origin := b.Spawn
+	if len(origin) == 0 {
+		origin = b.Handoff
+	}
+	if len(origin) > 0 {
+		// The spawn (or send) site: the innermost frame of your code.
+		at := origin[0]
+		for _, f := range origin {
 			if userLike(f) {
 				at = f
 				break

@@ -35,6 +35,7 @@ type jsonBreak struct {
 	Site            analysis.Frame   `json:"site"`
 	Stack           []analysis.Frame `json:"stack,omitempty"`
 	Spawn           []analysis.Frame `json:"spawn,omitempty"`
+	Handoff         []analysis.Frame `json:"handoff,omitempty"`
 	AfterNS         uint64           `json:"after_ns,omitempty"`
 }
 
@@ -59,6 +60,7 @@ func (j *JSON) Break(p findings.Process, b analysis.Break) error {
 		Site:            l.Site,
 		Stack:           l.Stack,
 		Spawn:           l.Spawn,
+		Handoff:         l.Handoff,
 		AfterNS:         l.AfterNS,
 	})
 }
@@ -68,55 +70,62 @@ type jsonSpawnSite struct {
 	Retention *float64 `json:"retention"` // null until a goroutine of the site was judged
 }
 
+type jsonHandoffSite struct {
+	analysis.HandoffSite
+	Retention *float64 `json:"retention"` // null until a receiver of the site was judged
+}
+
 type jsonSummary struct {
-	Type        string                `json:"type"`
-	PID         uint32                `json:"pid"`
-	Executable  string                `json:"executable"`
-	GoVersion   string                `json:"go_version,omitempty"`
-	ContainerID string                `json:"container_id,omitempty"`
-	PodUID      string                `json:"pod_uid,omitempty"`
-	DurationS   float64               `json:"duration_s"`
-	Events      uint64                `json:"events"`
-	EventsLost  uint64                `json:"events_lost"`
-	Incomplete  bool                  `json:"incomplete"`
-	Evicted     uint64                `json:"states_evicted"`
-	Forgotten   uint64                `json:"pending_forgotten"`
-	ProbeHits   uint64                `json:"probe_hits"`
-	Sampled     float64               `json:"sampled_fraction"`
-	Budget      *findings.BudgetStats `json:"budget,omitempty"`
-	Unmatched   uint64                `json:"unmatched_checks"`
-	NeverJudged uint64                `json:"never_judged"`
-	SpawnSites  []jsonSpawnSite       `json:"spawn_sites"`
-	LogSites    []analysis.LogSite    `json:"log_sites"`
-	Breaks      []analysis.BreakCount `json:"breaks"`
-	Notes       []string              `json:"notes,omitempty"`
-	Export      *findings.ExportStats `json:"export,omitempty"`
+	Type         string                `json:"type"`
+	PID          uint32                `json:"pid"`
+	Executable   string                `json:"executable"`
+	GoVersion    string                `json:"go_version,omitempty"`
+	ContainerID  string                `json:"container_id,omitempty"`
+	PodUID       string                `json:"pod_uid,omitempty"`
+	DurationS    float64               `json:"duration_s"`
+	Events       uint64                `json:"events"`
+	EventsLost   uint64                `json:"events_lost"`
+	Incomplete   bool                  `json:"incomplete"`
+	Evicted      uint64                `json:"states_evicted"`
+	Forgotten    uint64                `json:"pending_forgotten"`
+	ProbeHits    uint64                `json:"probe_hits"`
+	Sampled      float64               `json:"sampled_fraction"`
+	Budget       *findings.BudgetStats `json:"budget,omitempty"`
+	Unmatched    uint64                `json:"unmatched_checks"`
+	NeverJudged  uint64                `json:"never_judged"`
+	SpawnSites   []jsonSpawnSite       `json:"spawn_sites"`
+	HandoffSites []jsonHandoffSite     `json:"handoff_sites"`
+	LogSites     []analysis.LogSite    `json:"log_sites"`
+	Breaks       []analysis.BreakCount `json:"breaks"`
+	Notes        []string              `json:"notes,omitempty"`
+	Export       *findings.ExportStats `json:"export,omitempty"`
 }
 
 // Summary prints the summary line of a process.
 func (j *JSON) Summary(s findings.Summary) error {
 	out := jsonSummary{
-		Type:        "summary",
-		PID:         s.Process.PID,
-		Executable:  s.Executable,
-		GoVersion:   s.GoVersion,
-		ContainerID: s.ContainerID,
-		PodUID:      s.PodUID,
-		DurationS:   s.DurationS,
-		Events:      s.Events,
-		EventsLost:  s.EventsLost,
-		Evicted:     s.StatesEvicted,
-		Forgotten:   s.Forgotten,
-		ProbeHits:   s.ProbeHits,
-		Sampled:     s.SampledFraction,
-		Budget:      s.Budget,
-		Unmatched:   s.Unmatched,
-		NeverJudged: s.NeverJudged,
-		SpawnSites:  []jsonSpawnSite{},
-		LogSites:    s.LogSites,
-		Breaks:      s.Breaks,
-		Notes:       s.Notes,
-		Export:      s.Export,
+		Type:         "summary",
+		PID:          s.Process.PID,
+		Executable:   s.Executable,
+		GoVersion:    s.GoVersion,
+		ContainerID:  s.ContainerID,
+		PodUID:       s.PodUID,
+		DurationS:    s.DurationS,
+		Events:       s.Events,
+		EventsLost:   s.EventsLost,
+		Evicted:      s.StatesEvicted,
+		Forgotten:    s.Forgotten,
+		ProbeHits:    s.ProbeHits,
+		Sampled:      s.SampledFraction,
+		Budget:       s.Budget,
+		Unmatched:    s.Unmatched,
+		NeverJudged:  s.NeverJudged,
+		SpawnSites:   []jsonSpawnSite{},
+		HandoffSites: []jsonHandoffSite{},
+		LogSites:     s.LogSites,
+		Breaks:       s.Breaks,
+		Notes:        s.Notes,
+		Export:       s.Export,
 	}
 	if why := s.Incomplete(); why != "" {
 		out.Incomplete = true
@@ -134,6 +143,13 @@ func (j *JSON) Summary(s findings.Summary) error {
 			js.Retention = &r
 		}
 		out.SpawnSites = append(out.SpawnSites, js)
+	}
+	for _, site := range s.HandoffSites {
+		js := jsonHandoffSite{HandoffSite: site}
+		if r := site.Retention(); r >= 0 {
+			js.Retention = &r
+		}
+		out.HandoffSites = append(out.HandoffSites, js)
 	}
 	return j.enc.Encode(out)
 }

@@ -30,6 +30,7 @@ type BreakLine struct {
 	Site                 analysis.Frame
 	Stack                []analysis.Frame
 	Spawn                []analysis.Frame
+	Handoff              []analysis.Frame // lost-at-handoff: the send's stack
 	AfterNS              uint64
 }
 
@@ -100,6 +101,7 @@ func lineOf(p findings.Process, b analysis.Break) BreakLine {
 		Site:            b.Site,
 		Stack:           b.Stack,
 		Spawn:           b.Spawn,
+		Handoff:         b.Handoff,
 		AfterNS:         b.After(),
 	}
 	if b.Kind == analysis.StaleParent {
@@ -124,6 +126,7 @@ func breakFromJSON(j *jsonBreak) *BreakLine {
 		Site:            j.Site,
 		Stack:           j.Stack,
 		Spawn:           j.Spawn,
+		Handoff:         j.Handoff,
 		AfterNS:         j.AfterNS,
 	}
 }
@@ -148,6 +151,9 @@ func summaryFromJSON(j *jsonSummary) *findings.Summary {
 	}
 	for _, site := range j.SpawnSites {
 		s.SpawnSites = append(s.SpawnSites, site.SpawnSite) // retention follows from the counts
+	}
+	for _, site := range j.HandoffSites {
+		s.HandoffSites = append(s.HandoffSites, site.HandoffSite)
 	}
 	// JSON adds the incomplete note to the notes; the summary says it
 	// itself (Incomplete), so a page would show it twice.

@@ -84,6 +84,20 @@ func writeSummary(w io.Writer, s findings.Summary, what string, stacks bool) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	// Send lines, only where channel elements were sent inside a trace.
+	if len(s.HandoffSites) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEND SITE\tHANDED\tKEPT\tLOST\tNEW-ROOT\tNOT JUDGED\tRETENTION")
+		for _, site := range s.HandoffSites {
+			ret := "-"
+			if r := site.Retention(); r >= 0 {
+				ret = fmt.Sprintf("%.1f%%", 100*r)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", loc(site.Site), site.Handed, site.Propagated, site.Lost, site.NewRoot, site.NeverJudged, ret)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
 	// Log lines, only where records were written inside a trace.
 	if len(s.LogSites) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -100,6 +114,8 @@ func writeSummary(w io.Writer, s findings.Summary, what string, stacks bool) {
 		spawn := "-"
 		if len(br.Spawn) > 0 {
 			spawn = loc(br.Spawn[0])
+		} else if len(br.Handoff) > 0 {
+			spawn = "sent at " + loc(br.Handoff[0])
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", br.Kind, br.Count, loc(br.Site), spawn)
 	}
@@ -120,7 +136,7 @@ func writeSummary(w io.Writer, s findings.Summary, what string, stacks bool) {
 // first) and, for a goroutine's break, the stack of its spawn.
 func writeStacks(w io.Writer, breaks []analysis.BreakCount) {
 	for _, br := range breaks {
-		if len(br.Stack) == 0 && len(br.Spawn) == 0 {
+		if len(br.Stack) == 0 && len(br.Spawn) == 0 && len(br.Handoff) == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "\nstack of %s at %s\n", br.Kind, loc(br.Site))
@@ -130,6 +146,12 @@ func writeStacks(w io.Writer, breaks []analysis.BreakCount) {
 		if len(br.Spawn) > 0 {
 			fmt.Fprintf(w, "  spawned at\n")
 			for _, f := range br.Spawn {
+				fmt.Fprintf(w, "    %s\n", loc(f))
+			}
+		}
+		if len(br.Handoff) > 0 {
+			fmt.Fprintf(w, "  handed off at\n")
+			for _, f := range br.Handoff {
 				fmt.Fprintf(w, "    %s\n", loc(f))
 			}
 		}

@@ -30,6 +30,11 @@ var runtimeAssumptions = []assumption{
 	{[]string{"internal/abi.ITab", "runtime.itab"}, "Type", 8},
 	// A func value points at its code pointer.
 	{[]string{"runtime.funcval"}, "fn", 0},
+	// A channel's element count is its first word, and a waiting
+	// goroutine's sudog starts with its g (chan.h; the other hchan and
+	// sudog fields moved across releases and come from the layout table).
+	{[]string{"runtime.hchan"}, "qcount", 0},
+	{[]string{"runtime.sudog"}, "g", 0},
 	// A string is {ptr, len}.
 	{[]string{"string"}, "len", 8},
 }

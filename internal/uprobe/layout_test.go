@@ -156,6 +156,7 @@ func TestEnumsMatchObject(t *testing.T) {
 		event.Overwritten: bpf.CtxwatchEventTypeEV_OVERWRITTEN,
 		event.StaleParent: bpf.CtxwatchEventTypeEV_STALE_PARENT,
 		event.Log:         bpf.CtxwatchEventTypeEV_LOG,
+		event.Handoff:     bpf.CtxwatchEventTypeEV_HANDOFF,
 	}
 	outcomes := map[event.Outcome]bpf.CtxwatchOutcome{
 		event.Propagated: bpf.CtxwatchOutcomeOUT_PROPAGATED,

@@ -261,6 +261,7 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, err))
 		}
 	}
+	p.channels(bin)
 	p.slog(bin)
 	for _, name := range opts.LogFuncs {
 		fn, err := bin.Func(name)
@@ -278,6 +279,48 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// sudogElem is the path of the element pointer in runtime.sudog: from Go
+// 1.26 elem is a maybeTraceablePtr, whose vu is the source of truth (its
+// vp may be cleared for the garbage collector).
+func sudogElem(bin *target.Binary) string {
+	if _, ok := layout.Runtime(bin.GoVersion, "runtime.sudog", "elem.vu"); ok {
+		return "elem.vu"
+	}
+	if _, ok := layout.Runtime(bin.GoVersion, "runtime.sudog", "elem"); ok {
+		return "elem"
+	}
+	if _, err := bin.FieldOffset("runtime.sudog", "elem.vu"); err == nil {
+		return "elem.vu"
+	}
+	return "elem"
+}
+
+// channels places the hand-off probes (lost-at-handoff) on the entries of
+// runtime.chansend and runtime.chanrecv, which every plain send and
+// receive, range loop and one-case select with default goes through, from
+// the runtime's own wrappers (chansend1, chanrecv1, chanrecv2,
+// selectnbsend, selectnbrecv), Go 1.17 to 1.27. Multi-case select
+// (runtime.selectgo) is not probed: its hand-offs are not seen.
+func (p *Plan) channels(bin *target.Binary) {
+	if p.Layout.ChanBuf == 0 {
+		return
+	}
+	if fn, err := bin.Func("runtime.chanrecv"); err == nil {
+		p.Layout.ChanRecvText, p.Layout.ChanRecvTextEnd = fn.Entry, fn.End
+	}
+	for _, c := range []struct {
+		name string
+		prog Program
+	}{{"runtime.chansend", ChanSend}, {"runtime.chanrecv", ChanRecv}} {
+		if err := p.entry(bin, c.name, c.prog, 0); err != nil {
+			p.Notes = append(p.Notes, fmt.Sprintf("channel hand-offs not watched: %v", err))
+			p.Points = slices.DeleteFunc(p.Points, func(pt Point) bool { return pt.Program == ChanSend })
+			p.Layout.ChanBuf = 0
+			return
+		}
+	}
 }
 
 // slogFuncs are the functions of log/slog that every record of a Logger
@@ -473,6 +516,30 @@ func (p *Plan) layout(bin *target.Binary) error {
 			return fmt.Errorf("%w: %w", err, ErrUnsupported)
 		}
 	}
+	// Optional: without them, channel hand-offs are not watched (NewPlan).
+	for _, f := range []struct {
+		dst       *uint64
+		typ, path string
+	}{
+		{&l.ChanQcount, "runtime.hchan", "qcount"},
+		{&l.ChanDataqsiz, "runtime.hchan", "dataqsiz"},
+		{&l.ChanElemsize, "runtime.hchan", "elemsize"},
+		{&l.ChanClosed, "runtime.hchan", "closed"},
+		{&l.ChanSendx, "runtime.hchan", "sendx"},
+		{&l.ChanRecvx, "runtime.hchan", "recvx"},
+		{&l.ChanRecvq, "runtime.hchan", "recvq.first"},
+		{&l.ChanSendq, "runtime.hchan", "sendq.first"},
+		{&l.SudogG, "runtime.sudog", "g"},
+		{&l.SudogElem, "runtime.sudog", sudogElem(bin)},
+		{&l.SudogIsSelect, "runtime.sudog", "isSelect"},
+		{&l.ChanBuf, "runtime.hchan", "buf"}, // last: set says all are
+	} {
+		if err := field(f.dst, f.typ, f.path); err != nil {
+			l.ChanBuf = 0
+			p.Notes = append(p.Notes, fmt.Sprintf("channel hand-offs not watched: %v", err))
+			break
+		}
+	}
 	// Optional: without it, AfterFunc work is not followed (NewPlan).
 	if err := field(&l.GSchedCtxt, "runtime.g", "sched.ctxt"); err != nil {
 		l.GSchedCtxt = 0
@@ -605,6 +672,7 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 			&l.BackgroundCtx, &l.TodoCtx, &l.EmptyCtx, &l.String, &l.Bytes,
 			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan, &l.SDKNonRecordingSpan,
 			&l.TracerStart, &l.TracerStartEnd, &l.ContextWithSpan, &l.ContextWithSpanEnd,
+			&l.ChanRecvText, &l.ChanRecvTextEnd,
 		} {
 			if *a != 0 {
 				*a += bias

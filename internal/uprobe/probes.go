@@ -40,11 +40,15 @@ const (
 	SlogHandle
 	// LogFunc goes on the entry of a --log-func function.
 	LogFunc
+	// ChanSend goes on runtime.chansend's entry: an element sent.
+	ChanSend
+	// ChanRecv goes on runtime.chanrecv's entry: an element received.
+	ChanRecv
 )
 
 func (p Program) String() string {
 	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func",
-		"slog_handle", "log_func"}[p]
+		"slog_handle", "log_func", "chan_send", "chan_recv"}[p]
 }
 
 // KeyKind says how a user trace key is matched.
@@ -106,6 +110,14 @@ type Layout struct {
 	// (stale-parent). Zero when the SDK is not linked.
 	TracerStart, TracerStartEnd         uint64
 	ContextWithSpan, ContextWithSpanEnd uint64
+	// Channel fields, for hand-offs (lost-at-handoff): runtime.hchan's
+	// and runtime.sudog's. ChanBuf is 0 when hand-offs are not watched.
+	ChanQcount, ChanDataqsiz, ChanBuf, ChanElemsize, ChanClosed uint64
+	ChanSendx, ChanRecvx, ChanRecvq, ChanSendq                  uint64
+	SudogG, SudogElem, SudogIsSelect                            uint64
+	// ChanRecvText is runtime.chanrecv's text (end exclusive): a parked
+	// receiver's frames are found from the return into it.
+	ChanRecvText, ChanRecvTextEnd uint64
 }
 
 // Range is a run-time text range of user code.
@@ -251,6 +263,20 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		bpf.CtxwatchVarTxtTracerStartEnd:      l.TracerStartEnd,
 		bpf.CtxwatchVarTxtCtxWithSpan:         l.ContextWithSpan,
 		bpf.CtxwatchVarTxtCtxWithSpanEnd:      l.ContextWithSpanEnd,
+		bpf.CtxwatchVarOffC_qcount:            l.ChanQcount,
+		bpf.CtxwatchVarOffC_dataqsiz:          l.ChanDataqsiz,
+		bpf.CtxwatchVarOffC_buf:               l.ChanBuf,
+		bpf.CtxwatchVarOffC_elemsize:          l.ChanElemsize,
+		bpf.CtxwatchVarOffC_closed:            l.ChanClosed,
+		bpf.CtxwatchVarOffC_sendx:             l.ChanSendx,
+		bpf.CtxwatchVarOffC_recvx:             l.ChanRecvx,
+		bpf.CtxwatchVarOffC_recvq:             l.ChanRecvq,
+		bpf.CtxwatchVarOffC_sendq:             l.ChanSendq,
+		bpf.CtxwatchVarOffSgG:                 l.SudogG,
+		bpf.CtxwatchVarOffSgElem:              l.SudogElem,
+		bpf.CtxwatchVarOffSgIsSelect:          l.SudogIsSelect,
+		bpf.CtxwatchVarTxtChanrecv:            l.ChanRecvText,
+		bpf.CtxwatchVarTxtChanrecvEnd:         l.ChanRecvTextEnd,
 		bpf.CtxwatchVarN_keys:                 uint32(len(cfg.Keys)),
 		bpf.CtxwatchVarN_ranges:               uint32(len(cfg.UserText)),
 	}
@@ -610,6 +636,10 @@ func (p *Probes) attach() error {
 			prog = p.objs.TimeAfterFunc
 		case ContextAfterFunc:
 			prog = p.objs.ContextAfterFunc
+		case ChanSend:
+			prog = p.objs.ChanSend
+		case ChanRecv:
+			prog = p.objs.ChanRecv
 		default:
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
 		}

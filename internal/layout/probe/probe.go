@@ -36,6 +36,24 @@ var RuntimeFields = []Field{
 	{"runtime.g", "parentGoid"},
 	{"runtime.m", "curg"},
 	{"context.cancelCtx", "err"},
+	// Channels, for lost-at-handoff: where a sent element goes (a waiting
+	// receiver, a buffer slot, or the sender waits) and which one a
+	// receive takes.
+	{"runtime.hchan", "qcount"},
+	{"runtime.hchan", "dataqsiz"},
+	{"runtime.hchan", "buf"},
+	{"runtime.hchan", "elemsize"},
+	{"runtime.hchan", "closed"},
+	{"runtime.hchan", "sendx"},
+	{"runtime.hchan", "recvx"},
+	{"runtime.hchan", "recvq.first"},
+	{"runtime.hchan", "sendq.first"},
+	{"runtime.sudog", "g"},
+	{"runtime.sudog", "elem"},
+	// From Go 1.26 elem is a maybeTraceablePtr whose vu is the source of
+	// truth (vp may be cleared for the garbage collector).
+	{"runtime.sudog", "elem.vu"},
+	{"runtime.sudog", "isSelect"},
 }
 
 // OTelFields are the OpenTelemetry Go fields ctxwatch reads.

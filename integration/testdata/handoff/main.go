@@ -1,0 +1,275 @@
+// Command handoff is an OpenTelemetry-instrumented HTTP service and its
+// keep-alive client, in one process, whose handler feeds worker pools
+// through channels in each way ctxwatch tells apart (lost-at-handoff). The
+// workers are started by main, outside any trace; each gets its jobs only
+// through its channel:
+//
+//   - a buffered channel whose job carries the request's context: the
+//     worker starts its span on it (kept);
+//   - a buffered channel of ids only: the worker starts its span on
+//     context.Background() (a new root: lost-at-handoff at its line);
+//   - an unbuffered channel whose worker waits in its receive, ids only;
+//   - an unbuffered channel whose sender waits for the worker, with the
+//     context (kept);
+//   - a one-slot buffered channel sent two ids in a row, the second sender
+//     waiting on the full buffer;
+//   - a range loop over a buffered channel of ids;
+//   - a one-case select with default sending an id;
+//   - a job that carries another trace (made by main before serving):
+//     not judged; that worker, inside its span of that trace, sends a
+//     result to the handler, inside its own span: the handler keeps its
+//     trace.
+//
+// And what is not a hand-off: sends outside any trace (main's, an untraced
+// request's), io.Pipe's channel (the library's own send and receive), and
+// a receive in a multi-case select (runtime.selectgo, not watched). The
+// handler waits for every worker before it answers. The program prints
+// its own account: "handoff: requests N health N".
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+var tracer trace.Tracer
+
+type job struct {
+	ctx context.Context
+	id  int
+}
+
+var (
+	kept     = make(chan job, 4)
+	ids      = make(chan int, 4)
+	waiting  = make(chan int)
+	slow     = make(chan job)
+	oneSlot  = make(chan int, 1)
+	ranged   = make(chan int, 4)
+	nonblock = make(chan int, 4)
+	others   = make(chan job, 4)
+	multi    = make(chan int, 4)
+	quit     = make(chan struct{})
+	slowGo   = make(chan struct{}, 1) // the slow workers' start signals
+	oneGo    = make(chan struct{}, 1)
+	done     = make(chan struct{}, 16)
+	results  = make(chan struct{})
+	pr, pw   = io.Pipe()
+	// otherCtx carries a trace of its own, ended before serving.
+	otherCtx context.Context
+)
+
+func keptWorker() {
+	for {
+		j := <-kept
+		_, span := tracer.Start(j.ctx, "kept job")
+		span.End()
+		done <- struct{}{}
+	}
+}
+
+func idWorker() {
+	for {
+		id := <-ids
+		_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+		span.End()
+		done <- struct{}{}
+	}
+}
+
+func waitingWorker() {
+	for {
+		id := <-waiting
+		_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+		span.End()
+		done <- struct{}{}
+	}
+}
+
+func slowWorker() {
+	for {
+		<-slowGo
+		time.Sleep(2 * time.Millisecond) // the sender waits in sendq
+		j := <-slow
+		_, span := tracer.Start(j.ctx, "slow job")
+		span.End()
+		done <- struct{}{}
+	}
+}
+
+func oneSlotWorker() {
+	for {
+		<-oneGo
+		time.Sleep(2 * time.Millisecond) // the second sender waits on the full buffer
+		for range 2 {
+			id := <-oneSlot
+			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+			span.End()
+			done <- struct{}{}
+		}
+	}
+}
+
+func rangeWorker() {
+	for id := range ranged {
+		_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+		span.End()
+		done <- struct{}{}
+	}
+}
+
+func nonblockWorker() {
+	for {
+		select {
+		case id := <-nonblock:
+			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+			span.End()
+			done <- struct{}{}
+		}
+	}
+}
+
+func otherWorker() {
+	for {
+		j := <-others
+		_, span := tracer.Start(j.ctx, "another request's job")
+		results <- struct{}{} // to a handler inside its own span: it keeps its trace
+		span.End()
+		done <- struct{}{}
+	}
+}
+
+func multiWorker() {
+	for {
+		select {
+		case id := <-multi:
+			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id))
+			span.End()
+			done <- struct{}{}
+		case <-quit:
+			return
+		}
+	}
+}
+
+func pipeWorker() {
+	buf := make([]byte, 16)
+	for {
+		if _, err := pr.Read(buf); err != nil {
+			return
+		}
+		_, span := tracer.Start(context.Background(), "pipe read")
+		span.End()
+		done <- struct{}{}
+	}
+}
+
+func handle(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	kept <- job{ctx: ctx} // want:send propagated 1
+	ids <- 1              // want:send lost-at-handoff 1
+	waiting <- 2          // want:send lost-at-handoff 1
+	slowGo <- struct{}{}  // a signal: no element to hand
+	slow <- job{ctx: ctx} // want:send propagated 1
+	oneGo <- struct{}{}   // a signal: no element to hand
+	for i := range 2 {
+		oneSlot <- 3 + i // want:send lost-at-handoff 2
+	}
+	ranged <- 5 // want:send lost-at-handoff 1
+	select {
+	case nonblock <- 6: // want:send lost-at-handoff 1
+	default:
+		panic("nonblock's worker is behind")
+	}
+	others <- job{ctx: otherCtx} // want:send not-judged 1
+	<-results
+	_, span := tracer.Start(ctx, "after the result")
+	span.End()
+	multi <- 7            // not seen: received in a multi-case select
+	pw.Write([]byte("x")) // io.Pipe: the library's own channel
+	for range 11 {        // one per job
+		<-done
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// health is untraced: its send hands nothing.
+func health(w http.ResponseWriter, r *http.Request) {
+	ids <- 0
+	<-done
+	fmt.Fprintln(w, "ok")
+}
+
+func main() {
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(sdktrace.AlwaysSample())}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
+		exp, err := otlptracehttp.New(context.Background())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "handoff:", err)
+			os.Exit(1)
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	tracer = tp.Tracer("handoff")
+
+	var span trace.Span
+	otherCtx, span = tracer.Start(context.Background(), "another request")
+	span.End()
+
+	for _, w := range []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker,
+		nonblockWorker, otherWorker, multiWorker, pipeWorker} {
+		go w()
+	}
+	// Outside any trace: nothing handed.
+	for i := range 3 {
+		ids <- 100 + i
+		<-done
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/work", otelhttp.NewHandler(http.HandlerFunc(handle), "work",
+		otelhttp.WithSpanNameFormatter(func(op string, _ *http.Request) string { return op })))
+	mux.HandleFunc("/health", health)
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+
+	time.Sleep(10 * time.Millisecond) // the workers wait in their receives
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	const requests = 10
+	for range requests {
+		for _, path := range []string{"/work", "/health"} {
+			resp, err := client.Get("http://" + ln.Addr().String() + path)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "handoff:", err)
+				os.Exit(1)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	close(quit)
+	srv.Shutdown(context.Background())
+	if err := tp.Shutdown(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "handoff:", err)
+	}
+	fmt.Printf("handoff: requests %d health %d\n", requests, requests)
+}

@@ -1,0 +1,159 @@
+// Command handoffcompat feeds worker pools through channels inside a trace
+// kept under a key of its own (--trace-key type=main.traceKey), with the
+// standard library alone, so that every Go release from 1.17 builds it
+// (TestHandoffToolchains): each unit of work sets a trace id on a
+// cancelable context, sends jobs to workers started outside any trace and
+// waits for them. A worker's next act is a check of its job's context
+// (kept) or a new context from Background (lost-at-handoff: with custom
+// keys every check is work, and the first one carries no trace). The id
+// worker, inside its own unit, sends the unit a result: the unit, inside
+// its own (its context not canceled), keeps its trace. It prints
+// "handoffcompat: requests N".
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+type traceKey struct{}
+
+type job struct {
+	ctx context.Context
+	id  int
+}
+
+var (
+	kept    = make(chan job, 4)
+	ids     = make(chan int, 4)
+	waiting = make(chan int)
+	slow    = make(chan job)
+	slowGo  = make(chan struct{}, 1)
+	oneSlot = make(chan int, 1)
+	oneGo   = make(chan struct{}, 1)
+	ranged  = make(chan int, 4)
+	multi   = make(chan int, 4)
+	quit    = make(chan struct{})
+	done    = make(chan struct{}, 16)
+	results = make(chan int)
+)
+
+// newTrace is a worker's new unit of work: a trace of its own, on a
+// cancelable context. Its cancel ends the unit, as a span's End would:
+// the worker's completion signal, sent after, hands nothing.
+//
+//go:noinline
+func newTrace(id int) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background()) // want:recv lost-at-handoff
+	_ = context.WithValue(ctx, traceKey{}, fmt.Sprintf("%032x", 1000+id))
+	return cancel
+}
+
+func keptWorker() {
+	for {
+		j := <-kept
+		_, cancel := context.WithTimeout(j.ctx, time.Second)
+		cancel()
+		done <- struct{}{}
+	}
+}
+
+func idWorker() {
+	for {
+		cancel := newTrace(<-ids)
+		results <- 1 // to the unit, inside its own: it keeps its trace
+		cancel()
+		done <- struct{}{}
+	}
+}
+
+func waitingWorker() {
+	for {
+		newTrace(<-waiting)()
+		done <- struct{}{}
+	}
+}
+
+func slowWorker() {
+	for {
+		<-slowGo
+		time.Sleep(2 * time.Millisecond)
+		j := <-slow
+		_, cancel := context.WithTimeout(j.ctx, time.Second)
+		cancel()
+		done <- struct{}{}
+	}
+}
+
+func oneSlotWorker() {
+	for {
+		<-oneGo
+		time.Sleep(2 * time.Millisecond)
+		for n := 0; n < 2; n++ {
+			newTrace(<-oneSlot)()
+			done <- struct{}{}
+		}
+	}
+}
+
+func rangeWorker() {
+	for id := range ranged {
+		newTrace(id)()
+		done <- struct{}{}
+	}
+}
+
+func multiWorker() {
+	for {
+		select {
+		case id := <-multi:
+			newTrace(id)()
+			done <- struct{}{}
+		case <-quit:
+			return
+		}
+	}
+}
+
+func unit(i int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ctx = context.WithValue(ctx, traceKey{}, fmt.Sprintf("%032x", i+1))
+	kept <- job{ctx: ctx} // want:send propagated 1
+	ids <- i              // want:send lost-at-handoff 1
+	waiting <- i          // want:send lost-at-handoff 1
+	slowGo <- struct{}{}  // a signal: no element to hand
+	slow <- job{ctx: ctx} // want:send propagated 1
+	oneGo <- struct{}{}   // a signal: no element to hand
+	for n := 0; n < 2; n++ {
+		oneSlot <- i // want:send lost-at-handoff 2
+	}
+	ranged <- i // want:send lost-at-handoff 1
+	select {
+	case ids <- i: // want:send lost-at-handoff 1
+	default:
+		panic("ids' worker is behind")
+	}
+	multi <- i // not seen: received in a multi-case select
+	for n := 0; n < 2; n++ {
+		<-results
+	}
+	for n := 0; n < 9; n++ {
+		<-done
+	}
+}
+
+func main() {
+	for _, w := range []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker, multiWorker} {
+		go w()
+	}
+	time.Sleep(10 * time.Millisecond) // the workers wait in their receives
+	const requests = 10
+	for i := 0; i < requests; i++ {
+		unit(i)
+		time.Sleep(time.Millisecond)
+	}
+	close(quit)
+	fmt.Printf("handoffcompat: requests %d\n", requests)
+}
