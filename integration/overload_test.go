@@ -145,8 +145,9 @@ var incompleteRE = regexp.MustCompile(`verdicts incomplete: (\d+) events lost`)
 func TestOverloadLiveTable(t *testing.T) {
 	requireRoot(t)
 	// The storm, then the program waits for the end of its input, so the
-	// live table has a second to show it.
-	tmux, session := inTmux(t, fmt.Sprintf("%s --ring-size 4096 --trace-key type=main.traceKey -- %s %s -wait; sleep 30",
+	// live table has a second to show it. Should ctxwatch end early, the
+	// pane says how (a SIGKILL leaves the table's last frame on screen).
+	tmux, session := inTmux(t, fmt.Sprintf("%s --ring-size 4096 --trace-key type=main.traceKey -- %s %s -wait; echo ctxwatch exited $?; sleep 30",
 		filepath.Join(bin, "ctxwatch"), filepath.Join(bin, "spawnstorm"), strings.Join(stormFlags(), " ")))
 	var last string
 	screen := func() string {
