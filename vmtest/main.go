@@ -20,9 +20,8 @@
 // libraries (userland.go). The same tests run as on amd64.
 //
 // Inside the VM there is no go command, so the integration tests that run
-// it are left out by name with -skip (default vmSkip: TestGoRun,
-// TestGoTestExec, TestCompat, TestTooOldGo, TestSpawnProbeOnRunqputCall,
-// TestAssumptionsChecked);
+// it are left out by name with -skip (default vmSkip: the tests that need
+// the go command, Chromium or Prometheus, or the host's speed);
 // every other test runs as on the host, with CTXWATCH_TEST_BIN naming the
 // prebuilt binaries and, under TCG, CTXWATCH_TEST_SLOW=4 (8 on arm64)
 // stretching the tests' waits (on the kernel command line: it follows the
@@ -57,8 +56,10 @@ import (
 // vmSkip are the tests that need what the VMs do not have. The go
 // command: TestGoRun and TestGoTestExec run `go run` and `go test -exec`
 // under ctxwatch; TestCompat and TestTooOldGo build targets with other Go
-// toolchains; TestSpawnProbeOnRunqputCall and TestAssumptionsChecked build
-// the binary they inspect (no kernel involved); TestGin and TestFiber build
+// toolchains, and so do TestLogToolchains and TestHandoffToolchains;
+// TestSpawnProbeOnRunqputCall, TestAssumptionsChecked,
+// TestSlogProbeOnHandleCall and TestChanProbesPlanned build the binary they
+// inspect (no kernel involved); TestGin and TestFiber build
 // the modules of testdata/gin and testdata/fiber. Chromium and Prometheus:
 // TestHTMLReport reads its page with the one, TestPrometheus scrapes with
 // the other. And the host's speed, which TCG emulation divides by ten or
@@ -68,7 +69,7 @@ import (
 // TestBurstAfterQuiet needs the agent to get a CPU as soon as the probes
 // wake it (single-threaded TCG runs both guest CPUs on one host thread).
 // They run on the host (make test-host).
-const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestSpawnProbeOnRunqputCall|TestAssumptionsChecked|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber|TestHTMLReport|TestPrometheus)$"
+const vmSkip = "^(TestGoRun|TestGoTestExec|TestCompat|TestTooOldGo|TestLogToolchains|TestHandoffToolchains|TestSpawnProbeOnRunqputCall|TestAssumptionsChecked|TestSlogProbeOnHandleCall|TestChanProbesPlanned|TestOverheadBudget|TestSoak|TestSoakAttachDetach|TestAgentMemory|TestBurstAfterQuiet|TestGin|TestFiber|TestHTMLReport|TestPrometheus)$"
 
 func main() {
 	os.Exit(run())
