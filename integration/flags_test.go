@@ -133,16 +133,22 @@ func inTmux(t *testing.T, cmd string) (tmux func(args ...string) string, session
 		t.Fatal("tmux is needed to give ctxwatch a terminal: apt-get install tmux")
 	}
 	session = fmt.Sprintf("ctxwatch-test-%d", time.Now().UnixNano())
+	// A server of the test's own (-S: its own socket, in the test's
+	// temporary directory), not the default one: a session killed at the
+	// end of one test makes a shared server exit while the next test's
+	// new-session may already be talking to it ("server exited
+	// unexpectedly", seen under TCG, where that window is wide).
+	socket := filepath.Join(t.TempDir(), "tmux")
 	tmux = func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command("tmux", args...).CombinedOutput()
+		out, err := exec.Command("tmux", append([]string{"-S", socket}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tmux %v: %v: %s", args, err, out)
 		}
 		return string(out)
 	}
 	tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd)
-	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", session).Run() })
+	t.Cleanup(func() { exec.Command("tmux", "-S", socket, "kill-server").Run() })
 	return tmux, session
 }
 
