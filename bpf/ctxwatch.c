@@ -724,21 +724,30 @@ static __always_inline __u64 arg_reg(REGS *ctx, __u32 i)
 #endif
 }
 
-// --check-func functions: the register pair of the context argument is
-// looked up by probe address, only for goroutines inside a trace.
+// func_ctx_arg reads the context argument of a --check-func or --log-func
+// function at its entry: its register pair is looked up by probe address
+// (check_funcs). It returns 0 for an address the agent did not register.
+static __always_inline int func_ctx_arg(REGS *ctx, struct iface *c)
+{
+	__u64 ip = GO_PC(ctx);
+	__u32 *reg = bpf_map_lookup_elem(&check_funcs, &ip);
+	if (!reg)
+		return 0;
+	c->tab = arg_reg(ctx, *reg);
+	c->data = arg_reg(ctx, *reg + 1);
+	return 1;
+}
+
+// --check-func functions, only for goroutines inside a trace.
 SEC("uprobe/check_func")
 int check_func(REGS *ctx)
 {
 	__u32 tgid;
 	__u64 key;
+	struct iface c;
 	struct gstate *st = entered(ctx, &tgid, &key);
-	if (!st)
+	if (!st || !func_ctx_arg(ctx, &c))
 		return 0;
-	__u64 ip = GO_PC(ctx);
-	__u32 *reg = bpf_map_lookup_elem(&check_funcs, &ip);
-	if (!reg)
-		return 0;
-	struct iface c = {arg_reg(ctx, *reg), arg_reg(ctx, *reg + 1)};
 	check(ctx, key, st, c, 1);
 	return 0;
 }
@@ -810,20 +819,16 @@ int slog_handle(REGS *ctx)
 }
 
 // --log-func functions, at entry: a record written with their context
-// argument, whose register pair is looked up by probe address (check_funcs).
+// argument.
 SEC("uprobe/log_func")
 int log_func(REGS *ctx)
 {
 	__u32 tgid;
 	__u64 key;
+	struct iface c;
 	struct gstate *st = entered(ctx, &tgid, &key);
-	if (!st)
+	if (!st || !func_ctx_arg(ctx, &c))
 		return 0;
-	__u64 ip = GO_PC(ctx);
-	__u32 *reg = bpf_map_lookup_elem(&check_funcs, &ip);
-	if (!reg)
-		return 0;
-	struct iface c = {arg_reg(ctx, *reg), arg_reg(ctx, *reg + 1)};
 	log_record(ctx, key, st, c, 0);
 	return 0;
 }
