@@ -595,3 +595,30 @@ func TestExportStaleParent(t *testing.T) {
 		}
 	}
 }
+
+// waitBreakSpans waits until Jaeger holds service's traces: one server span
+// ("work") per request and want break spans of kind, and fails the test
+// when it holds other counts. It returns the traces.
+func waitBreakSpans(t *testing.T, j *jaeger, service, kind string, requests, want int, stderr string) map[string]jaegerTrace {
+	t.Helper()
+	var traces map[string]jaegerTrace
+	count := func() (servers, breaks int) {
+		for _, tr := range traces {
+			servers += len(tr.named("work"))
+			breaks += len(tr.named("trace break: " + kind))
+		}
+		return
+	}
+	waitForOr(t, "Jaeger to store every trace", 30*time.Second, func() bool {
+		traces = j.traces(t, service)
+		servers, breaks := count()
+		return servers >= requests && breaks >= want
+	}, func() string {
+		servers, breaks := count()
+		return fmt.Sprintf("%d traces, %d server spans, %d break spans; stderr:\n%s", len(traces), servers, breaks, stderr)
+	})
+	if servers, breaks := count(); servers != requests || breaks != want {
+		t.Errorf("Jaeger holds %d server spans and %d break spans, want %d and %d", servers, breaks, requests, want)
+	}
+	return traces
+}

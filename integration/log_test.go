@@ -253,25 +253,7 @@ func TestExportLogWithoutTrace(t *testing.T) {
 		t.Fatalf("%d requests, summary export %+v; want %d sent, 0 dropped; stderr:\n%s", requests, r.export, want, r.stderr)
 	}
 
-	var traces map[string]jaegerTrace
-	count := func() (servers, breaks int) {
-		for _, tr := range traces {
-			servers += len(tr.named("work"))
-			breaks += len(tr.named("trace break: log-without-trace"))
-		}
-		return
-	}
-	waitForOr(t, "Jaeger to store every trace", 30*time.Second, func() bool {
-		traces = j.traces(t, service)
-		servers, breaks := count()
-		return servers >= int(requests) && breaks >= want
-	}, func() string {
-		servers, breaks := count()
-		return fmt.Sprintf("%d traces, %d server spans, %d break spans; the service's stderr:\n%s", len(traces), servers, breaks, r.stderr)
-	})
-	if servers, breaks := count(); servers != int(requests) || breaks != want {
-		t.Errorf("Jaeger holds %d server spans and %d break spans, want %d and %d", servers, breaks, requests, want)
-	}
+	traces := waitBreakSpans(t, j, service, "log-without-trace", int(requests), want, r.stderr)
 	for _, tr := range traces {
 		work := tr.named("work")
 		if len(work) != 1 {
