@@ -117,12 +117,14 @@ func newWatcher(cfg Config) (*watcher, error) {
 
 // attach inspects process pid's executable and attaches the probes. The
 // process should be stopped (just exec'd) or it runs unwatched meanwhile.
-func (w *watcher) attach(pid int) error { return w.attachAfter(pid, nil) }
+func (w *watcher) attach(pid int) error { return w.attachAfter(pid, nil, nil) }
 
 // attachAfter is attach, with ready (if not nil) called once the binary is
 // inspected and before any probe goes in: what must be in place before
-// the probes can be made meanwhile.
-func (w *watcher) attachAfter(pid int, ready func()) error {
+// the probes can be made meanwhile; and attached (if not nil) called as
+// soon as the probes are in, before anything says so: the moment at which
+// a running process must still be there to count as watched.
+func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
 	since := follow.Now()
 	var key exeKey
@@ -272,7 +274,10 @@ func (w *watcher) attachAfter(pid int, ready func()) error {
 		}
 		return aerr
 	}
-	attached := time.Now()
+	if attached != nil {
+		attached()
+	}
+	attachedAt := time.Now()
 	kept = true
 	if err := bin.Trim(); err != nil {
 		w.log.Print(err)
@@ -285,7 +290,7 @@ func (w *watcher) attachAfter(pid int, ready func()) error {
 		w.warn.Printf("pid %d (%s): %s", pid, filepath.Base(name), n)
 	}
 	if w.budget != nil {
-		cycle, err := startDutyCycle(w.budget, pid, probes, points, attached, func(err error) {
+		cycle, err := startDutyCycle(w.budget, pid, probes, points, attachedAt, func(err error) {
 			w.warn.Printf("pid %d: overhead budget: %v", pid, err)
 		})
 		if err != nil {

@@ -60,7 +60,13 @@ func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signa
 		followed = true
 	}
 	started := startTime(pid)
-	aerr := w.attachAfter(pid, startFollowing)
+	// Whether the process was still there when the probes went in, decided
+	// then: checked later, a process that exited after the attach (and
+	// whose pid another took) would be taken for one that exited during it.
+	liveAtAttach := false
+	aerr := w.attachAfter(pid, startFollowing, func() {
+		liveAtAttach = started != 0 && !exited(pidfd) && startTime(pid) == started
+	})
 	if !followed { // attach failed before the probes
 		startFollowing()
 	}
@@ -91,7 +97,7 @@ func (w *watcher) watchPID(pid int, duration time.Duration, sigs <-chan os.Signa
 	// Exited: after the probes were in (its summary follows, as for any
 	// exit), or before, when the pid may name another process by now,
 	// which the probes may have gone into: out with them.
-	if exited(pidfd) && (aerr != nil || started == 0 || startTime(pid) != started && startTime(pid) != 0) {
+	if exited(pidfd) && (aerr != nil || !liveAtAttach) {
 		w.execd(pid, follow.Now())
 		return StopFailed, badInput(fmt.Errorf("pid %d exited while ctxwatch was attaching: not watched", pid))
 	}
