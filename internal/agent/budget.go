@@ -14,38 +14,48 @@ import (
 )
 
 // overheadBudget is --overhead-budget. What a probe hit costs on this
-// machine is measured in the background from start-up (it takes some
-// 150 ms), while the first target is inspected and its probes attached;
-// a process's duty cycle starts once it is known.
+// machine is measured in the background (it takes some 150 ms of a CPU,
+// more on a loaded machine), and a process's duty cycle starts once it is
+// known. When it starts is the caller's choice (begin): with --pid, after
+// the probes are in, so that it does not compete with the attach for the
+// CPUs; with a command, from start-up, while the stopped process waits.
 type overheadBudget struct {
 	fraction float64 // 0.01 for 1%
+	logf     func(format string, args ...any)
+	once     sync.Once
 	ready    chan struct{}
 	cost     uprobe.HitCost // once ready is closed
 	err      error          // once ready is closed
 }
 
-// startOverheadBudget starts measuring the cost of a hit for a budget of
-// pct percent; logf reports the measurement.
-func startOverheadBudget(pct float64, logf func(format string, args ...any)) *overheadBudget {
-	b := &overheadBudget{fraction: pct / 100, ready: make(chan struct{})}
-	go func() {
-		defer close(b.ready)
-		t0 := time.Now()
-		hc, err := uprobe.MeasureHitCost()
-		if err != nil {
-			b.err = fmt.Errorf("measure the cost of a probe hit for --overhead-budget: %w", err)
-			return
-		}
-		b.cost = hc
-		logf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); "+
-			"hits are charged the emulated cost, or the single-stepped one in a process with a single-stepped probe",
-			pct, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond))
-	}()
-	return b
+// newOverheadBudget is a budget of pct percent, its measurement not begun;
+// logf reports the measurement.
+func newOverheadBudget(pct float64, logf func(format string, args ...any)) *overheadBudget {
+	return &overheadBudget{fraction: pct / 100, logf: logf, ready: make(chan struct{})}
 }
 
-// wait waits for the measurement.
+// begin starts measuring the cost of a hit, once.
+func (b *overheadBudget) begin() {
+	b.once.Do(func() {
+		go func() {
+			defer close(b.ready)
+			t0 := time.Now()
+			hc, err := uprobe.MeasureHitCost()
+			if err != nil {
+				b.err = fmt.Errorf("measure the cost of a probe hit for --overhead-budget: %w", err)
+				return
+			}
+			b.cost = hc
+			b.logf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); "+
+				"hits are charged the emulated cost, or the single-stepped one in a process with a single-stepped probe",
+				b.fraction*100, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond))
+		}()
+	})
+}
+
+// wait waits for the measurement, begun if it was not.
 func (b *overheadBudget) wait() error {
+	b.begin()
 	<-b.ready
 	return b.err
 }

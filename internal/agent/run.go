@@ -160,7 +160,10 @@ func Run(cfg Config, t Target) (Result, error) {
 	}
 	defer w.close()
 	if cfg.Budget > 0 {
-		w.budget = startOverheadBudget(cfg.Budget, cfg.Log.Printf)
+		w.budget = newOverheadBudget(cfg.Budget, cfg.Log.Printf)
+		if t.PID == 0 {
+			w.budget.begin() // else once attached (watchPID)
+		}
 	}
 
 	stopLoop := make(chan struct{})

@@ -4,14 +4,12 @@ import (
 	"debug/dwarf"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 )
 
 // Go-specific DWARF attributes emitted by cmd/link.
 const (
 	attrGoKind        dwarf.Attr = 0x2900 // DW_AT_go_kind: reflect.Kind of the type
-	attrGoEmbedded    dwarf.Attr = 0x2903 // DW_AT_go_embedded_field: the member is an embedded field
 	attrGoRuntimeType dwarf.Attr = 0x2904 // DW_AT_go_runtime_type: type descriptor, relative to runtime.types
 )
 
@@ -48,9 +46,6 @@ type dwarfIndex struct {
 	types    map[string]typeEntry
 	subsByPC map[uint64]dwarf.Offset
 	subsName map[string]dwarf.Offset
-	// embedsFirst maps struct type names to the type of their first
-	// member when that member is an embedded field named Context.
-	embedsFirst map[string]dwarf.Offset
 }
 
 type typeEntry struct {
@@ -66,14 +61,11 @@ const maxDWARFDepth = 1024
 // indexDWARF walks all entries once, recording named types and subprograms.
 func indexDWARF(d *dwarf.Data) (*dwarfIndex, error) {
 	ix := &dwarfIndex{
-		d:           d,
-		types:       make(map[string]typeEntry),
-		subsByPC:    make(map[uint64]dwarf.Offset),
-		subsName:    make(map[string]dwarf.Offset),
-		embedsFirst: make(map[string]dwarf.Offset),
+		d:        d,
+		types:    make(map[string]typeEntry),
+		subsByPC: make(map[uint64]dwarf.Offset),
+		subsName: make(map[string]dwarf.Offset),
 	}
-	// The struct whose first member the next entry may be.
-	structName, first := "", false
 	r := d.Reader()
 	// Entries lie in order within a section: offsets go back only where
 	// another section's units start (.debug_types, or the type units of
@@ -104,17 +96,6 @@ func indexDWARF(d *dwarf.Data) (*dwarfIndex, error) {
 		}
 		last = e.Offset
 		name, _ := e.Val(dwarf.AttrName).(string)
-		if first && e.Tag == dwarf.TagMember && name == "Context" {
-			if emb, _ := e.Val(attrGoEmbedded).(bool); emb {
-				if off, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
-					ix.embedsFirst[structName] = off
-				}
-			}
-		}
-		first = false
-		if e.Tag == dwarf.TagStructType && e.Children && name != "" {
-			structName, first = name, true
-		}
 		switch e.Tag {
 		case dwarf.TagSubprogram:
 			if pc, ok := e.Val(dwarf.AttrLowpc).(uint64); ok {
@@ -517,30 +498,10 @@ func (ix *dwarfIndex) goKind(off dwarf.Offset) (kind int, name string, size int6
 	return 0, name, 0, fmt.Errorf("typedef chain too long at %#x", off)
 }
 
-// ContextWrappers returns the names of the struct types, and of the
-// pointers to them that the binary has, whose first field is an embedded
-// context.Context (os/signal's signalCtx, a user's wrapper), from DWARF.
-// Without DWARF it returns none.
-func (b *Binary) ContextWrappers() []string {
-	ix, err := b.dwarfData()
-	if err != nil {
-		return nil
-	}
-	iface, ok := ix.types["context.Context"]
-	if !ok {
-		return nil
-	}
-	var names []string
-	for name, off := range ix.embedsFirst {
-		if off != iface.off {
-			continue
-		}
-		for _, n := range []string{name, "*" + name} {
-			if te, ok := ix.types[n]; ok && te.hasRtype {
-				names = append(names, n)
-			}
-		}
-	}
-	slices.Sort(names)
-	return names
-}
+// ContextWrappers returns the link-time addresses of the type descriptors
+// of the struct types, and pointers to them, that the binary converts to
+// context.Context and whose first field is an embedded context.Context
+// (os/signal's signalCtx, a user's wrapper), and why there are none when
+// they cannot be read. They come from the static itabs, not from DWARF,
+// which takes seconds to read in a large binary.
+func (b *Binary) ContextWrappers() ([]uint64, error) { return b.itabWrappers() }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/ctxwatch/ctxwatch/internal/layout"
 	"github.com/ctxwatch/ctxwatch/internal/target"
 )
 
@@ -25,8 +26,8 @@ var runtimeAssumptions = []assumption{
 	// valueCtx is {Context, key, val any}: two words each.
 	{[]string{"context.valueCtx"}, "key", 16},
 	{[]string{"context.valueCtx"}, "val", 32},
-	// An itab's concrete type is its second word (internal/abi.ITab since
-	// Go 1.22, runtime.itab before).
+	// An itab's concrete type is its second word (internal/abi.ITab from
+	// Go 1.23, runtime.itab before: the layout table's measurements).
 	{[]string{"internal/abi.ITab", "runtime.itab"}, "Type", 8},
 	// A func value points at its code pointer.
 	{[]string{"runtime.funcval"}, "fn", 0},
@@ -39,11 +40,28 @@ var runtimeAssumptions = []assumption{
 	{[]string{"string"}, "len", 8},
 }
 
-// checkAssumptions compares what the probes assume of the Go runtime's
-// layout with the binary's DWARF, when it has DWARF: a Go release that
-// changed one is refused, not watched wrong. It returns how many it
-// checked (none without DWARF, or for types the binary does not have).
+// checkAssumptions checks what the probes assume of the Go runtime's
+// layout: a Go release that changed one is refused, not watched wrong. For
+// a release the layout table knows, against the table (measured from that
+// release's DWARF, and compared with the assumptions by
+// TestAssumptionsInTable): no DWARF is read, which takes seconds in a
+// large binary. For another release, against the binary's DWARF when it
+// has DWARF. It returns how many it checked (none without DWARF, or for
+// types the binary does not have).
 func checkAssumptions(bin *target.Binary, as []assumption) (int, error) {
+	if _, known := layout.Runtime(bin.GoVersion, "runtime.g", "goid"); known {
+		return checkAgainst(bin.GoVersion, as, func(typ, field string) (uint64, error) {
+			if off, ok := layout.Runtime(bin.GoVersion, typ, field); ok {
+				return off, nil
+			}
+			return 0, target.ErrNoSymbol // not under this name in this release
+		})
+	}
+	return checkAgainst(bin.GoVersion, as, bin.FieldOffset)
+}
+
+// checkAgainst compares each assumption with the offset fieldOffset gives.
+func checkAgainst(goVersion string, as []assumption, fieldOffset func(typ, field string) (uint64, error)) (int, error) {
 	checked := 0
 	for _, a := range as {
 		for _, typ := range a.types {
@@ -51,7 +69,7 @@ func checkAssumptions(bin *target.Binary, as []assumption) (int, error) {
 			if typ == "runtime.itab" {
 				field = "_type"
 			}
-			off, err := bin.FieldOffset(typ, field)
+			off, err := fieldOffset(typ, field)
 			if errors.Is(err, target.ErrNoLayout) {
 				return checked, nil // no DWARF: the compat matrix vouches
 			}
@@ -60,7 +78,7 @@ func checkAssumptions(bin *target.Binary, as []assumption) (int, error) {
 			}
 			if off != a.want {
 				return checked, fmt.Errorf("%s.%s is at offset %d in this binary (Go %s), the probes assume %d: %w",
-					typ, field, off, bin.GoVersion, a.want, ErrUnsupported)
+					typ, field, off, goVersion, a.want, ErrUnsupported)
 			}
 			checked++
 			break

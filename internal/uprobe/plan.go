@@ -579,11 +579,21 @@ func (p *Plan) layout(bin *target.Binary) error {
 			return fmt.Errorf("%w: %w", err, ErrUnsupported)
 		}
 	}
-	// Wrappers known by name, and with DWARF every struct type whose first
-	// field is an embedded context.Context.
+	// Wrappers known by name, and every struct type converted to a
+	// context.Context whose first field is an embedded context.Context.
 	seen := map[uint64]bool{}
-	for _, name := range append(slices.Clone(contextWrapperTypes), bin.ContextWrappers()...) {
-		if addr, err := bin.TypeAddr(name); err == nil && !seen[addr] {
+	var wrappers []uint64
+	for _, name := range contextWrapperTypes {
+		if addr, err := bin.TypeAddr(name); err == nil {
+			wrappers = append(wrappers, addr)
+		}
+	}
+	more, err := bin.ContextWrappers()
+	if err != nil {
+		p.Notes = append(p.Notes, fmt.Sprintf("context wrapper types other than %s not walked through: %v", strings.Join(contextWrapperTypes, ", "), err))
+	}
+	for _, addr := range append(wrappers, more...) {
+		if !seen[addr] {
 			seen[addr] = true
 			p.ContextWrappers = append(p.ContextWrappers, addr)
 		}
@@ -641,13 +651,11 @@ func (p *Plan) layout(bin *target.Binary) error {
 			p.Notes = append(p.Notes, fmt.Sprintf("stale-parent not watched: %s.(*tracer).Start not found: %v", otelSDK, err))
 		}
 	}
-	// The SDK's own span for unsampled traces; not in the layout table.
+	// The SDK's own span for unsampled traces.
 	if typ(&l.SDKNonRecordingSpan, otelSDK+".nonRecordingSpan"); l.SDKNonRecordingSpan != 0 {
-		if off, err := bin.FieldOffset(otelSDK+".nonRecordingSpan", "sc"); err == nil {
-			l.SDKNonRecordingSpanSC = off
-		} else {
+		if err := field(&l.SDKNonRecordingSpanSC, otelSDK+".nonRecordingSpan", "sc"); err != nil {
 			l.SDKNonRecordingSpan = 0
-			p.Notes = append(p.Notes, "unsampled OTel spans not watched: no DWARF for the SDK's nonRecordingSpan")
+			p.Notes = append(p.Notes, fmt.Sprintf("unsampled OTel spans not watched: %v", err))
 		}
 	}
 	return nil
@@ -696,6 +704,9 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 		pt.FileOffset = off
 		pt.Address += bias
 		points[i] = pt
+		if !slices.Contains(cfg.Programs, pt.Program) {
+			cfg.Programs = append(cfg.Programs, pt.Program)
+		}
 	}
 	return cfg, points, nil
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -145,6 +147,9 @@ type Config struct {
 	// values are structs with an embedded context.Context first (os/signal's
 	// signalCtx): the probes' context walk goes through them.
 	ContextWrappers []uint64
+	// Programs are those the probes use (Plan.ForProcess lists them):
+	// only they are loaded. Nil loads every one.
+	Programs []Program
 }
 
 // Point is one place to attach a program.
@@ -337,7 +342,7 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		opts.MapReplacements[bpf.CtxwatchMapGoroutines] = shared.Goroutines
 	}
 	p := &Probes{pid: cfg.PID}
-	if err := spec.LoadAndAssign(&p.objs, &opts); err != nil {
+	if err := loadObjects(spec, opts, cfg.Programs, &p.objs); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load eBPF program: %+v", ve)
@@ -355,6 +360,108 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		}
 	}
 	return p, nil
+}
+
+// loadObjects loads spec's maps, and of its programs those that serve the
+// probes of programs (every one when programs is nil), into objs; the
+// others stay nil. The kernel's verifier, most of the time it takes to
+// attach, runs on the programs in two loads at once, which share the maps
+// made before them: on a machine of two or more CPUs the wait is about
+// halved.
+func loadObjects(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, programs []Program, objs *bpf.CtxwatchObjects) error {
+	names := make(map[string]bool)
+	for _, pr := range programs {
+		if spec.Programs[pr.String()] == nil {
+			return fmt.Errorf("eBPF program %s missing from object", pr)
+		}
+		names[pr.String()] = true
+	}
+	if programs == nil {
+		for name := range spec.Programs {
+			names[name] = true
+		}
+	}
+	mapsOnly := spec.Copy()
+	mapsOnly.Programs = map[string]*ebpf.ProgramSpec{}
+	maps, err := ebpf.NewCollectionWithOptions(mapsOnly, opts)
+	if err != nil {
+		return fmt.Errorf("create the eBPF maps: %w", err)
+	}
+	defer maps.Close() // what was not assigned
+	shared := ebpf.CollectionOptions{Programs: opts.Programs, MapReplacements: maps.Maps}
+
+	// Two halves of about the same size (instructions before verification).
+	var sorted []string
+	for name := range names {
+		sorted = append(sorted, name)
+	}
+	size := func(n string) int { return len(spec.Programs[n].Instructions) }
+	slices.SortFunc(sorted, func(a, b string) int { return size(b) - size(a) })
+	var halves [2][]string
+	var weight [2]int
+	for _, n := range sorted {
+		i := 0
+		if weight[1] < weight[0] {
+			i = 1
+		}
+		halves[i] = append(halves[i], n)
+		weight[i] += size(n)
+	}
+	type loaded struct {
+		coll *ebpf.Collection
+		err  error
+	}
+	var results [2]loaded
+	var wg sync.WaitGroup
+	for i, half := range halves {
+		if len(half) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := spec.Copy()
+			s.Programs = make(map[string]*ebpf.ProgramSpec, len(half))
+			for _, n := range half {
+				s.Programs[n] = spec.Programs[n]
+			}
+			coll, err := ebpf.NewCollectionWithOptions(s, shared)
+			results[i] = loaded{coll, err}
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, r := range results {
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	if len(errs) == 0 {
+		progs := reflect.ValueOf(&objs.CtxwatchPrograms).Elem()
+		for i := 0; i < progs.NumField(); i++ {
+			name := progs.Type().Field(i).Tag.Get("ebpf")
+			for _, r := range results {
+				if r.coll != nil && r.coll.Programs[name] != nil {
+					progs.Field(i).Set(reflect.ValueOf(r.coll.DetachProgram(name)))
+				}
+			}
+		}
+		if err := maps.Assign(&objs.CtxwatchMaps); err != nil {
+			errs = append(errs, err)
+		} else if err := maps.Assign(&objs.CtxwatchVariables); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, r := range results {
+		if r.coll != nil {
+			r.coll.Close() // the programs left: none, unless one failed
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		objs.Close()
+		return err
+	}
+	return nil
 }
 
 // Events is the ring buffer the program writes to.
@@ -642,6 +749,9 @@ func (p *Probes) attach() error {
 			prog = p.objs.ChanRecv
 		default:
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
+		}
+		if prog == nil {
+			return fmt.Errorf("attach %s: eBPF program %s was not loaded (Config.Programs)", pt.Func, pt.Program)
 		}
 		// With the process id the kernel plants the breakpoint in that
 		// process alone: others running the same file pay no trap. A

@@ -54,6 +54,18 @@ var RuntimeFields = []Field{
 	// truth (vp may be cleared for the garbage collector).
 	{"runtime.sudog", "elem.vu"},
 	{"runtime.sudog", "isSelect"},
+	// What bpf/goabi.h assumes without being told (internal/uprobe's
+	// runtimeAssumptions): measured per release, so that a release the
+	// table knows needs no DWARF to check them.
+	{"context.valueCtx", "Context"},
+	{"context.valueCtx", "key"},
+	{"context.valueCtx", "val"},
+	{"context.cancelCtx", "Context"},
+	{"context.timerCtx", "cancelCtx"},
+	{"runtime.itab", "_type"},
+	{"internal/abi.ITab", "Type"},
+	{"runtime.funcval", "fn"},
+	{"string", "len"},
 }
 
 // OTelFields are the OpenTelemetry Go fields ctxwatch reads.
@@ -62,6 +74,7 @@ var OTelFields = []Field{
 	{"go.opentelemetry.io/otel/sdk/trace.recordingSpan", "parent"},
 	{"go.opentelemetry.io/otel/sdk/trace.recordingSpan", "endTime"},
 	{"go.opentelemetry.io/otel/trace.nonRecordingSpan", "sc"},
+	{"go.opentelemetry.io/otel/sdk/trace.nonRecordingSpan", "sc"},
 	{"go.opentelemetry.io/otel/trace.SpanContext", "traceID"},
 	{"go.opentelemetry.io/otel/trace.SpanContext", "spanID"},
 }
@@ -132,7 +145,8 @@ func main() {
 }
 
 // OTelSource is the OTel probe program: it creates a recording span with
-// the SDK and a non-recording span from a remote span context.
+// the SDK, a non-recording span from a remote span context, and the SDK's
+// own non-recording span (a trace its sampler drops).
 const OTelSource = `package main
 
 import (
@@ -151,6 +165,9 @@ func main() {
 	rctx := trace.ContextWithRemoteSpanContext(ctx, sc)
 	fmt.Println(trace.SpanFromContext(rctx).SpanContext().TraceID(), span.SpanContext().SpanID())
 	_ = tp.Shutdown(ctx)
+	never := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	_, dropped := never.Tracer("probe").Start(rctx, "dropped")
+	fmt.Println(dropped.IsRecording())
 }
 `
 

@@ -1,0 +1,165 @@
+package target
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// wrappersSource prints the dynamic type word of each context it makes:
+// the truth ContextWrappers is checked against, from the running program.
+const wrappersSource = `package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"unsafe"
+)
+
+type key struct{}
+
+type ptrWrap struct {
+	context.Context
+	n int
+}
+
+type valWrap struct{ context.Context }
+
+type notFirst struct {
+	n int
+	context.Context
+}
+
+type firstOther struct {
+	error
+	context.Context
+}
+
+func typeWord(v interface{}) uintptr { return (*[2]uintptr)(unsafe.Pointer(&v))[0] }
+
+var sink []context.Context
+
+func main() {
+	base := context.WithValue(context.Background(), key{}, 1)
+	sig, stop := signal.NotifyContext(base, os.Interrupt)
+	defer stop()
+	for _, c := range []struct {
+		name string
+		ctx  context.Context
+	}{
+		{"wrapper *main.ptrWrap", &ptrWrap{base, 1}},
+		{"wrapper main.valWrap", valWrap{base}},
+		{"wrapper signal.NotifyContext", sig},
+		{"other *main.notFirst", &notFirst{1, base}},
+		{"other *main.firstOther", &firstOther{nil, base}},
+		{"other *context.valueCtx", base},
+	} {
+		sink = append(sink, c.ctx)
+		fmt.Printf("%s %x\n", c.name, typeWord(c.ctx))
+	}
+}
+`
+
+// TestContextWrappers: the wrappers read from the itabs are exactly the
+// types the running program's wrapper contexts have (a pointer to a struct
+// embedding context.Context first, such a struct by value, os/signal's
+// signalCtx), none of the others (context.Context embedded second, another
+// interface embedded first, package context's own); for Go 1.17 (the embedded bit in the field's offset) and the toolchain
+// of this module (in the field's name, from Go 1.19), PIE and not, and
+// stripped (no DWARF, no symbols: the itabs still answer). DWARF, which
+// ctxwatch read for this before, found none of them.
+func TestContextWrappers(t *testing.T) {
+	for _, tc := range []string{"go1.17.13", "local"} {
+		for _, mode := range []string{modeDefault, modePIE, modeStripped} {
+			t.Run(tc+"/"+mode, func(t *testing.T) {
+				exe := buildWrappers(t, tc, mode)
+				out, err := exec.Command(exe).Output()
+				if err != nil {
+					t.Fatalf("run %s: %v", exe, err)
+				}
+				b, err := Open(exe)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer b.Close()
+				valueCtx, err := b.TypeAddr("*context.valueCtx")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var bias uint64
+				var want, others []uint64
+				for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					f := strings.Fields(line)
+					if len(f) != 3 {
+						t.Fatalf("bad line %q", line)
+					}
+					w, err := strconv.ParseUint(f[2], 16, 64)
+					if err != nil {
+						t.Fatalf("bad line %q", line)
+					}
+					if f[0] == "wrapper" {
+						want = append(want, w)
+					} else {
+						others = append(others, w)
+					}
+					if f[1] == "*context.valueCtx" {
+						bias = w - valueCtx
+					}
+				}
+				if bias != 0 && !b.PIE {
+					t.Fatalf("*context.valueCtx at %#x in the file, %#x in the process: not PIE, no bias expected", valueCtx, valueCtx+bias)
+				}
+				got, err := b.ContextWrappers()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range got {
+					got[i] += bias
+				}
+				slices.Sort(want)
+				if !slices.Equal(got, want) {
+					t.Errorf("ContextWrappers (+ load bias %#x) = %#x; the program's wrapper contexts have types %#x (others %#x)", bias, got, want, others)
+				}
+			})
+		}
+	}
+}
+
+// buildWrappers builds wrappersSource with toolchain tc ("local": the go
+// command's own) in mode.
+func buildWrappers(t *testing.T, tc, mode string) string {
+	t.Helper()
+	g := goTool(t)
+	dir := t.TempDir()
+	for name, text := range map[string]string{"go.mod": "module example.com/wrappers\n\ngo 1.17\n", "main.go": wrappersSource} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe := filepath.Join(dir, "wrappers")
+	args := append([]string{"build", "-o", exe}, modeFlags[mode]...)
+	cmd := exec.Command(g, append(args, ".")...)
+	cmd.Dir = dir
+	cmd.Env = goEnv(t, "GOOS=linux", "GOARCH=amd64")
+	if tc != "local" {
+		// Go 1.17 rejects the -buildvcs a go env file may set: no env file.
+		cmd.Env = append(cmd.Env, "GOTOOLCHAIN="+tc, "GOENV=off")
+		for _, k := range []string{"GOMODCACHE", "GOCACHE", "GOPROXY", "GOSUMDB"} {
+			if os.Getenv(k) == "" {
+				if v, err := exec.Command(g, "env", k).Output(); err == nil {
+					cmd.Env = append(cmd.Env, k+"="+strings.TrimSpace(string(v)))
+				}
+			}
+		}
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s (%s): %v\n%s", strings.Join(args, " "), tc, err, out)
+	}
+	return exe
+}
