@@ -303,7 +303,8 @@ func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 		}
 		w.mu.Unlock()
 		if cycle != nil {
-			w.log.Printf("pid %d: overhead budget charges %s per probe hit", pid, cycle.cost)
+			w.log.Printf("pid %d: overhead budget charges %s per probe hit, %s per duty cycle (%d probes out and back in; window %s)",
+				pid, cycle.cost, cycle.cycle, len(points), cycle.ctl.Window())
 		}
 	}
 	go w.awaitExit(pid, s)

@@ -46,9 +46,9 @@ func (b *overheadBudget) begin() {
 				return
 			}
 			b.cost = hc
-			b.logf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped (measured in %s); "+
+			b.logf("overhead budget %g%%: a probe hit costs %s emulated, %s single-stepped, a probe's attach %s and detach %s (measured in %s); "+
 				"hits are charged the emulated cost, or the single-stepped one in a process with a single-stepped probe",
-				b.fraction*100, hc.Emulated, hc.Stepped, time.Since(t0).Round(time.Millisecond))
+				b.fraction*100, hc.Emulated, hc.Stepped, hc.Attach, hc.Detach, time.Since(t0).Round(time.Millisecond))
 		}()
 	})
 }
@@ -92,7 +92,8 @@ type dutyCycle struct {
 	ctl    *budget.Controller
 	probes *uprobe.Probes
 	cpus   int
-	cost   time.Duration
+	cost   time.Duration // per hit
+	cycle  time.Duration // per detach and re-attach
 	// extra is what a hit counted apart (SteppedHits) is charged beyond
 	// cost, in hits; charged is the last count given to ctl, which never
 	// goes back.
@@ -111,12 +112,14 @@ func startDutyCycle(b *overheadBudget, pid int, probes *uprobe.Probes, points []
 	}
 	cpus := targetCPUs(pid)
 	cost := b.hitCost(points)
-	ctl, err := budget.New(budget.Config{Budget: b.fraction, CPUs: cpus, HitCost: cost}, attached, 0)
+	n := time.Duration(len(points))
+	ctl, err := budget.New(budget.Config{Budget: b.fraction, CPUs: cpus, HitCost: cost,
+		DetachCost: n * b.cost.Detach, AttachCost: n * b.cost.Attach}, attached, 0)
 	if err != nil {
 		return nil, err
 	}
-	d := &dutyCycle{ctl: ctl, probes: probes, cpus: cpus, cost: cost, extra: b.steppedExtra(cost),
-		stop: make(chan struct{}), done: make(chan struct{})}
+	d := &dutyCycle{ctl: ctl, probes: probes, cpus: cpus, cost: cost, cycle: n * (b.cost.Detach + b.cost.Attach),
+		extra: b.steppedExtra(cost), stop: make(chan struct{}), done: make(chan struct{})}
 	go d.run(onErr)
 	return d, nil
 }
@@ -190,11 +193,12 @@ func (d *dutyCycle) account(sum *findings.Summary) {
 	st := d.ctl.Stats()
 	sum.SampledFraction = st.SampledFraction
 	sum.Budget = &findings.BudgetStats{
-		Budget:    d.ctl.Budget(),
-		Overhead:  st.Overhead,
-		HitCostNS: float64(d.cost.Nanoseconds()),
-		CPUs:      d.cpus,
-		Detaches:  st.Detaches,
+		Budget:      d.ctl.Budget(),
+		Overhead:    st.Overhead,
+		HitCostNS:   float64(d.cost.Nanoseconds()),
+		CycleCostNS: float64(d.cycle.Nanoseconds()),
+		CPUs:        d.cpus,
+		Detaches:    st.Detaches,
 	}
 }
 

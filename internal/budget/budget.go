@@ -6,7 +6,9 @@
 //
 //   - cost: probe hits × the cost of one hit, measured at start-up on this
 //     machine (uprobe.MeasureHitCost). It is time the target spends trapped
-//     in the kernel instead of running its own code.
+//     in the kernel instead of running its own code. Every detach and every
+//     re-attach is charged too (Config.DetachCost, AttachCost): the kernel
+//     rewrites the target's text under its memory map lock.
 //   - overhead: cost / (wall time × CPUs of the target), where CPUs is the
 //     number of CPUs the target may run on. A budget of 1% on a 2-CPU
 //     machine allows 20 ms of probe time per second of wall time.
@@ -57,9 +59,18 @@ type Config struct {
 	// HitCost is what one probe hit costs the target.
 	HitCost time.Duration
 	// Window sets the bucket size: Budget × CPUs × Window of probe time.
-	// Zero means DefaultWindow.
+	// Zero means DefaultWindow. It is widened so that a duty cycle (a
+	// detach and a re-attach) costs at most CycleShare of the bucket: a
+	// budget that is refilled by tiny windows would be spent on cycling.
 	Window time.Duration
+	// DetachCost and AttachCost are what taking all the probes out and
+	// putting them back costs the target, charged at each detach and each
+	// re-attach.
+	DetachCost, AttachCost time.Duration
 }
+
+// CycleShare is the largest share of the bucket one duty cycle may cost.
+const CycleShare = 0.1
 
 // ErrConfig means a Config cannot be used.
 var ErrConfig = errors.New("invalid overhead budget")
@@ -98,8 +109,14 @@ func New(cfg Config, now time.Time, hits uint64) (*Controller, error) {
 		return nil, fmt.Errorf("%w: hit cost %s", ErrConfig, cfg.HitCost)
 	case cfg.Window < 0:
 		return nil, fmt.Errorf("%w: window %s", ErrConfig, cfg.Window)
+	case cfg.DetachCost < 0 || cfg.AttachCost < 0:
+		return nil, fmt.Errorf("%w: cycle cost %s + %s", ErrConfig, cfg.DetachCost, cfg.AttachCost)
 	}
 	rate := cfg.Budget * float64(cfg.CPUs)
+	if cycle := (cfg.DetachCost + cfg.AttachCost).Seconds(); cycle > 0 {
+		// capacity = rate × Window ≥ cycle / CycleShare
+		cfg.Window = max(cfg.Window, time.Duration(cycle/CycleShare/rate*float64(time.Second)))
+	}
 	c := &Controller{
 		cfg:      cfg,
 		rate:     rate,
@@ -146,11 +163,22 @@ func (c *Controller) Update(now time.Time, hits uint64) (attach bool) {
 	case c.attached && c.tokens <= 0:
 		c.attached = false
 		c.detaches++
+		c.charge(c.cfg.DetachCost)
 	case !c.attached && c.tokens >= c.capacity:
 		c.attached = true
+		c.charge(c.cfg.AttachCost)
 	}
 	return c.attached
 }
+
+// charge spends d of probe time that is no hit's (a detach, a re-attach).
+func (c *Controller) charge(d time.Duration) {
+	c.cost += d.Seconds()
+	c.tokens -= d.Seconds()
+}
+
+// Window returns the bucket's window, as widened for the cycle cost.
+func (c *Controller) Window() time.Duration { return c.cfg.Window }
 
 // Next returns how long after the last Update the next one is due.
 func (c *Controller) Next() time.Duration {

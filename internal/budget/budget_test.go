@@ -207,3 +207,84 @@ func TestIdleTicksScaleWithBudget(t *testing.T) {
 		t.Errorf("burst after idling cost %s, want at most %s", spent, 3*bucket)
 	}
 }
+
+// TestCycleCostCharged: with a detach and a re-attach costing the target
+// time of their own, a hot target is charged them at every cycle, on top of
+// its hits: the estimate is exactly hits × hit cost + detaches × detach
+// cost + re-attaches × attach cost, counted here from the outside, and the
+// overhead, cycles included, stays within the budget.
+func TestCycleCostCharged(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		detach, attach time.Duration
+	}{
+		{"cheap cycle", 50 * time.Microsecond, 80 * time.Microsecond},
+		{"dear cycle", 2 * time.Millisecond, 3 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Budget: 0.01, CPUs: 2, HitCost: 6 * time.Microsecond, DetachCost: tc.detach, AttachCost: tc.attach}
+			s := newSim(t, cfg)
+			reattaches, was := 0, true
+			for end := s.now.Add(2 * time.Minute); s.now.Before(end); {
+				s.run(s.c.Next(), 100000) // one tick
+				if now := s.c.Attached(); now && !was {
+					reattaches++
+				}
+				was = s.c.Attached()
+			}
+			st := s.c.Stats()
+			if st.Detaches < 10 {
+				t.Fatalf("%d detaches: the load should make the probes cycle", st.Detaches)
+			}
+			wall := s.now.Sub(time.Unix(1000, 0)).Seconds()
+			want := (float64(s.hits)*cfg.HitCost.Seconds() + float64(st.Detaches)*tc.detach.Seconds() +
+				float64(reattaches)*tc.attach.Seconds()) / (wall * float64(cfg.CPUs))
+			if math.Abs(st.Overhead-want) > 1e-9 {
+				t.Errorf("estimated overhead %.6f, want %.6f (%d hits, %d detaches, %d re-attaches)", st.Overhead, want, s.hits, st.Detaches, reattaches)
+			}
+			if st.Overhead > cfg.Budget*1.05 {
+				t.Errorf("overhead %.4f with cycles charged, over the %.2f budget", st.Overhead, cfg.Budget)
+			}
+			hitsOnly := float64(s.hits) * cfg.HitCost.Seconds() / (wall * float64(cfg.CPUs))
+			if st.Overhead <= hitsOnly {
+				t.Errorf("overhead %.6f is no more than the hits' %.6f: cycles not charged", st.Overhead, hitsOnly)
+			}
+		})
+	}
+}
+
+// TestCycleWidensWindow: a cycle costs at most CycleShare of the bucket:
+// the window grows with the cycle cost, and is left alone when a cycle is
+// cheap.
+func TestCycleWidensWindow(t *testing.T) {
+	cheap, err := New(Config{Budget: 0.01, CPUs: 2, HitCost: time.Microsecond, DetachCost: 10 * time.Microsecond, AttachCost: 10 * time.Microsecond}, time.Unix(0, 0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cheap.Window() != DefaultWindow {
+		t.Errorf("window %s for a 20 µs cycle, want the default %s", cheap.Window(), DefaultWindow)
+	}
+	// 1% of 2 CPUs over 1 s is 20 ms of probe time; a 10 ms cycle needs
+	// a bucket of 100 ms: a 5 s window.
+	dear, err := New(Config{Budget: 0.01, CPUs: 2, HitCost: time.Microsecond, DetachCost: 4 * time.Millisecond, AttachCost: 6 * time.Millisecond}, time.Unix(0, 0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := dear.Window(); w < 5*time.Second-time.Millisecond || w > 5*time.Second+time.Millisecond {
+		t.Errorf("window %s for a 10 ms cycle at 1%% of 2 CPUs, want 5s", w)
+	}
+	if _, err := New(Config{Budget: 0.01, CPUs: 1, HitCost: time.Microsecond, AttachCost: -time.Millisecond}, time.Unix(0, 0), 0); !errors.Is(err, ErrConfig) {
+		t.Errorf("negative attach cost: %v, want ErrConfig", err)
+	}
+}
+
+// TestNoCycleNoCharge: a target under its budget never cycles, and is
+// charged its hits alone, whatever a cycle would cost.
+func TestNoCycleNoCharge(t *testing.T) {
+	s := newSim(t, Config{Budget: 0.01, CPUs: 1, HitCost: 6 * time.Microsecond, DetachCost: time.Millisecond, AttachCost: time.Millisecond})
+	s.run(time.Minute, 1000)
+	st := s.c.Stats()
+	if st.Detaches != 0 || math.Abs(st.Overhead-0.006) > 0.0005 {
+		t.Errorf("stats %+v, want no detach and the hits' 0.006", st)
+	}
+}

@@ -82,6 +82,9 @@ type BudgetStats struct {
 	Overhead float64 `json:"estimated_overhead"`
 	// HitCostNS is the cost of one probe hit used for the estimate, in ns.
 	HitCostNS float64 `json:"hit_cost_ns"`
+	// CycleCostNS is what one duty cycle (all probes out, then back in)
+	// is charged, in ns.
+	CycleCostNS float64 `json:"cycle_cost_ns"`
 	// CPUs is the number of CPUs the target may run on.
 	CPUs int `json:"cpus"`
 	// Detaches counts the times the probes were taken out.

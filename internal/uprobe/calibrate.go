@@ -32,6 +32,12 @@ type HitCost struct {
 	// function's first instruction; on arm64 a function's first
 	// instruction, the stack check's load of g.stackguard0.
 	Stepped time.Duration
+	// Attach and Detach are the CPU time the kernel spends placing one
+	// uprobe in a process and taking it out (the breakpoint written into
+	// a copy of the text page, under the process's memory map lock): what
+	// a duty cycle costs per probe, charged to the target as if it paid
+	// all of it.
+	Attach, Detach time.Duration
 }
 
 // calibrationCalls is the number of calls timed per measurement.
@@ -88,16 +94,21 @@ func MeasureHitCost() (HitCost, error) {
 		dst *time.Duration
 		off uint64
 	}{{&hc.Emulated, offPush}, {&hc.Stepped, offRet}} {
+		t0 := threadTime()
 		l, err := ex.Uprobe("", objs.Empty, &link.UprobeOptions{Address: m.off, PID: os.Getpid()})
 		if err != nil {
 			return hc, fmt.Errorf("attach calibration uprobe: %w", err)
 		}
+		hc.Attach = max(hc.Attach, threadTime()-t0)
 		probed := median3(timeCalls)
+		t0 = threadTime()
 		if err := l.Close(); err != nil {
 			return hc, fmt.Errorf("detach calibration uprobe: %w", err)
 		}
+		hc.Detach = max(hc.Detach, threadTime()-t0)
 		*m.dst = max(probed-bare, time.Nanosecond)
 	}
+	hc.Attach, hc.Detach = max(hc.Attach, time.Nanosecond), max(hc.Detach, time.Nanosecond)
 	return hc, nil
 }
 
