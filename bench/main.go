@@ -127,14 +127,18 @@ func main() {
 	n := flag.Int("n", 0, "operations per run for every op (default: 50000 for withvalue ops, 20000 for spawn ops)")
 	runs := flag.Int("runs", 3, "runs of each op in each mode; the median is reported")
 	out := flag.String("out", "", "also write the tables to `FILE` (docs/performance.md)")
+	flag.IntVar(&cpuRounds, "cpu-rounds", 15, "rounds of each mode in the CPU-per-request section")
 	flag.BoolVar(&opsOnly, "ops-only", false, "measure the per-op table only (no HTTP, storm or attach sections)")
-	flag.StringVar(&only, "only", "", "run only this section after the per-op table (http, agent, attach or node), and the per-op table with -runs 1 -n 1000")
+	flag.StringVar(&only, "only", "", "run only this section after the per-op table (http, cpu, agent, attach or node), and the per-op table with -runs 1 -n 1000")
 	flag.DurationVar(&httpDur, "http-duration", 4*time.Second, "load per HTTP run")
 	flag.IntVar(&stormN, "storm-n", 100000, "goroutines the storm example spawns")
 	flag.Parse()
 	if *n < 0 || *runs <= 0 || flag.NArg() > 0 {
 		flag.Usage()
 		os.Exit(2)
+	}
+	if only != "" {
+		*runs, *n = 1, 1000 // the per-op table as a smoke test only
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -147,10 +151,11 @@ func main() {
 
 // Flags of the sections after the per-op table.
 var (
-	opsOnly bool
-	only    string
-	httpDur time.Duration
-	stormN  int
+	opsOnly   bool
+	only      string
+	httpDur   time.Duration
+	stormN    int
+	cpuRounds int
 )
 
 func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error {
@@ -245,6 +250,9 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 			run   func() (string, error)
 		}{
 			{"2. HTTP service under load", func() (string, error) { return b.httpBench(ctx, service, runs, httpDur, 4) }},
+			{"2b. Service CPU per request at a fixed rate", func() (string, error) {
+				return b.cpuBench(ctx, service, cpuRounds, 1000, 3*time.Second)
+			}},
 			{"3. The agent", func() (string, error) { return b.stormBench(ctx, storm, stormN) }},
 			{"4. Attach time on a large binary", func() (string, error) {
 				jaeger, err := jaegerBinary()

@@ -153,8 +153,13 @@ func (d *dutyCycle) update(apply bool, onErr func(error)) {
 		onErr(err)
 		return
 	}
+	run, err := d.probes.RunTime()
+	if err != nil {
+		onErr(err)
+		return
+	}
 	d.charged = max(d.charged, chargedHits(hits, stepped, d.extra))
-	attach := d.ctl.Update(time.Now(), d.charged)
+	attach := d.ctl.Update(time.Now(), d.charged, run)
 	switch {
 	case !apply:
 	case attach && !d.probes.Attached():

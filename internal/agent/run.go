@@ -161,6 +161,12 @@ func Run(cfg Config, t Target) (Result, error) {
 	defer w.close()
 	if cfg.Budget > 0 {
 		w.budget = newOverheadBudget(cfg.Budget, cfg.Log.Printf)
+		// The programs' own run time is charged as the kernel measures it.
+		if stats, err := uprobe.EnableRunTimeStats(); err != nil {
+			cfg.Warn.Printf("overhead budget: the probes' run time is not charged, only their traps: %v", err)
+		} else {
+			defer stats.Close()
+		}
 		if t.PID == 0 {
 			w.budget.begin() // else once attached (watchPID)
 		}

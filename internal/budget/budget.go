@@ -8,7 +8,9 @@
 //     machine (uprobe.MeasureHitCost). It is time the target spends trapped
 //     in the kernel instead of running its own code. Every detach and every
 //     re-attach is charged too (Config.DetachCost, AttachCost): the kernel
-//     rewrites the target's text under its memory map lock.
+//     rewrites the target's text under its memory map lock. And the time
+//     the probes' eBPF programs ran, which the kernel measures (Update's
+//     run): the hit cost, measured with an empty program, is the trap's.
 //   - overhead: cost / (wall time × CPUs of the target), where CPUs is the
 //     number of CPUs the target may run on. A budget of 1% on a 2-CPU
 //     machine allows 20 ms of probe time per second of wall time.
@@ -87,10 +89,11 @@ type Controller struct {
 	attached    bool
 	start, last time.Time
 	lastHits    uint64
+	lastRun     time.Duration
 	onTime      time.Duration // attached time, up to last
 	cost        float64       // estimated seconds of probe time so far
 	detaches    int
-	hitRate     float64 // hits per second in the last attached tick
+	burn        float64 // seconds of probe time per second in the last attached tick
 	rateKnown   bool
 }
 
@@ -130,11 +133,13 @@ func New(cfg Config, now time.Time, hits uint64) (*Controller, error) {
 	return c, nil
 }
 
-// Update accounts for the time since the last call and the hits counted
-// since (hits is the process's cumulative hit counter) and returns whether
-// the probes should be attached from now on. The caller attaches or
-// detaches accordingly; a change takes effect at now.
-func (c *Controller) Update(now time.Time, hits uint64) (attach bool) {
+// Update accounts for the time since the last call, the hits counted
+// since (hits is the process's cumulative hit counter) and the run time
+// of the probes' programs since (run is cumulative too; zero when the
+// kernel does not measure it), and returns whether the probes should be
+// attached from now on. The caller attaches or detaches accordingly; a
+// change takes effect at now.
+func (c *Controller) Update(now time.Time, hits uint64, run time.Duration) (attach bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	dt := now.Sub(c.last)
@@ -145,12 +150,15 @@ func (c *Controller) Update(now time.Time, hits uint64) (attach bool) {
 	if hits > c.lastHits {
 		spent = float64(hits-c.lastHits) * c.cfg.HitCost.Seconds()
 	}
-	c.lastHits = hits
+	if run > c.lastRun {
+		spent += (run - c.lastRun).Seconds()
+	}
+	c.lastHits, c.lastRun = hits, max(c.lastRun, run)
 	c.cost += spent
 	if c.attached {
 		c.onTime += dt
 		if dt > 0 {
-			c.hitRate = float64(spent) / c.cfg.HitCost.Seconds() / dt.Seconds()
+			c.burn = spent / dt.Seconds()
 			c.rateKnown = true
 		}
 	}
@@ -189,7 +197,7 @@ func (c *Controller) Next() time.Duration {
 		if !c.rateKnown {
 			return MinTick
 		}
-		burn := c.hitRate * c.cfg.HitCost.Seconds() // probe seconds per second
+		burn := c.burn // probe seconds per second
 		if burn <= 0 {
 			// Idle: look as often as a burst on every CPU would take to
 			// empty the bucket (Budget × Window), at least every MaxTick.

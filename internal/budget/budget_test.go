@@ -19,6 +19,9 @@ type sim struct {
 	frac  float64       // fractional hits carried between ticks
 	late  time.Duration // added to every tick
 	ticks int
+	// runPerHit is how long the probe's program runs per hit, which the
+	// kernel adds up (Update's run).
+	runPerHit time.Duration
 }
 
 func newSim(t *testing.T, cfg Config) *sim {
@@ -43,7 +46,7 @@ func (s *sim) run(d time.Duration, hitsPerSec float64) {
 			s.frac -= whole
 		}
 		s.now = s.now.Add(next)
-		s.c.Update(s.now, s.hits)
+		s.c.Update(s.now, s.hits, time.Duration(s.hits)*s.runPerHit)
 		s.ticks++
 	}
 }
@@ -147,14 +150,14 @@ func TestDebtIsRepaid(t *testing.T) {
 	}
 	// One tick costs 100 ms of probe time: 10 s of budget at 1%.
 	now = now.Add(tick)
-	if c.Update(now, 10000) {
+	if c.Update(now, 10000, 0) {
 		t.Fatal("attached after spending ten buckets")
 	}
 	// The full bucket (10 ms) paid for part of it: 90 ms of debt, then
 	// 10 ms to fill the bucket again, at 10 ms per second: about 10 s.
 	var back time.Duration
 	for d := tick; d < time.Minute; d += tick {
-		if c.Update(now.Add(d), 10000) {
+		if c.Update(now.Add(d), 10000, 0) {
 			back = d
 			break
 		}
@@ -286,5 +289,35 @@ func TestNoCycleNoCharge(t *testing.T) {
 	st := s.c.Stats()
 	if st.Detaches != 0 || math.Abs(st.Overhead-0.006) > 0.0005 {
 		t.Errorf("stats %+v, want no detach and the hits' 0.006", st)
+	}
+}
+
+// TestRunTimeCharged: the programs' own run time, which the kernel
+// measures, is charged on top of the hits' trap cost: a target whose
+// programs run 1 µs per hit of a 0.4 µs trap is charged 1.4 µs a hit, and
+// kept within the budget by it, where the trap cost alone would have left
+// it over.
+func TestRunTimeCharged(t *testing.T) {
+	cfg := Config{Budget: 0.01, CPUs: 2, HitCost: 400 * time.Nanosecond}
+	// 30000 hits/s at 1.4 µs is 4.2% of a CPU, 2.1% of two: over 1%;
+	// at 0.4 µs alone it would be 0.6%, under.
+	s := newSim(t, cfg)
+	s.runPerHit = time.Microsecond
+	s.run(2*time.Minute, 30000)
+	st := s.c.Stats()
+	wall := s.now.Sub(time.Unix(1000, 0)).Seconds()
+	want := float64(s.hits) * (cfg.HitCost + s.runPerHit).Seconds() / (wall * float64(cfg.CPUs))
+	if math.Abs(st.Overhead-want) > 1e-9 {
+		t.Errorf("estimated overhead %.6f, want %.6f: hits at 1.4 µs", st.Overhead, want)
+	}
+	if st.Detaches == 0 || st.Overhead > cfg.Budget*1.05 {
+		t.Errorf("stats %+v: the run time should make the probes cycle and stay within 1%%", st)
+	}
+	// The same load without run time stays attached: it is the run time
+	// that is over budget.
+	s2 := newSim(t, cfg)
+	s2.run(2*time.Minute, 30000)
+	if st2 := s2.c.Stats(); st2.Detaches != 0 {
+		t.Errorf("trap cost alone: %+v, want no detach", st2)
 	}
 }

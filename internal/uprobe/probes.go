@@ -6,13 +6,16 @@ package uprobe
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/bpf"
 )
@@ -796,6 +799,39 @@ func (p *Probes) Hits() (uint64, error) {
 // hits then include at least these.
 func (p *Probes) SteppedHits() (uint64, error) {
 	return sumHits(p.objs.HitsStepped, "single-stepped probe hits")
+}
+
+// RunTime is how long the loaded programs have run so far, as the kernel
+// measures it while run-time statistics are on (EnableRunTimeStats); zero
+// otherwise. The hits' cost, measured with an empty program, is the trap
+// alone: this is the programs' own work, which the target pays too.
+func (p *Probes) RunTime() (time.Duration, error) {
+	var sum time.Duration
+	progs := reflect.ValueOf(&p.objs.CtxwatchPrograms).Elem()
+	for i := 0; i < progs.NumField(); i++ {
+		prog, _ := progs.Field(i).Interface().(*ebpf.Program)
+		if prog == nil {
+			continue
+		}
+		st, err := prog.Stats()
+		if err != nil {
+			return 0, fmt.Errorf("read the run time of eBPF program %s: %w", progs.Type().Field(i).Tag.Get("ebpf"), err)
+		}
+		sum += st.Runtime
+	}
+	return sum, nil
+}
+
+// EnableRunTimeStats turns on the kernel's run-time statistics of eBPF
+// programs (Linux 5.8) until the returned Closer is closed. While on,
+// every eBPF program of the machine pays two clock reads per run (some
+// tens of nanoseconds), not only ctxwatch's.
+func EnableRunTimeStats() (io.Closer, error) {
+	c, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return nil, fmt.Errorf("enable eBPF run-time statistics: %w", err)
+	}
+	return c, nil
 }
 
 // sumHits sums a per-CPU hit counter laid out as hits.
