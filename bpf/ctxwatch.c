@@ -298,6 +298,22 @@ static __always_inline __u32 span_tag(const struct trace *t)
 	return ((__u32)t->span[0] | (__u32)t->span[1] << 8 | (__u32)t->span[2] << 16 | (__u32)t->span[3] << 24) | 1;
 }
 
+_Static_assert(MAX_SPANS == 4, "oldest_ended takes the four slots of gstate.spans");
+
+// oldest_ended returns the slot of the oldest of a full state's spans
+// s0..s3 (oldest first) that has ended, MAX_SPANS when none has (or none
+// could be read). A global function, verified once, as parent_ended.
+__attribute__((noinline)) int oldest_ended(__u64 s0, __u64 s1, __u64 s2, __u64 s3)
+{
+	__u64 s[MAX_SPANS] = {s0, s1, s2, s3};
+	for (int i = 0; i < MAX_SPANS; i++) {
+		__u64 end[2] = {}; // time.Time wall, ext: both zero until End
+		if (bpf_probe_read_user(end, sizeof(end), (void *)(s[i] + off_rs_end)) == 0 && (end[0] || end[1]))
+			return i;
+	}
+	return MAX_SPANS;
+}
+
 // add_span records span of the goroutine's trace; tag is its span_tag if
 // this goroutine started it, else 0.
 static __always_inline void add_span(struct gstate *st, __u64 span, __u32 tag)
@@ -316,8 +332,18 @@ static __always_inline void add_span(struct gstate *st, __u64 span, __u32 tag)
 		st->mine[n & (MAX_SPANS - 1)] = tag;
 		st->nspans = n + 1;
 	} else {
-		// Keep the newest: the oldest of four is the likeliest ended.
-		for (int i = 0; i < MAX_SPANS - 1; i++) {
+		// Full: drop the oldest span that has ended, else the oldest. A
+		// unit of work's span outlives the spans of its steps, started
+		// and ended one after the other under it; dropping the oldest
+		// whatever it was pushed the unit's open span out after four
+		// steps, and scope rule 2 then found every span it knew ended:
+		// the unit's later records and checks were not judged.
+		__u32 drop = oldest_ended(st->spans[0], st->spans[1], st->spans[2], st->spans[3]);
+		if (drop >= MAX_SPANS)
+			drop = 0;
+		for (__u32 i = 0; i < MAX_SPANS - 1; i++) {
+			if (i < drop)
+				continue;
 			st->spans[i] = st->spans[i + 1];
 			st->mine[i] = st->mine[i + 1];
 		}

@@ -100,6 +100,24 @@ func TestLogWithoutTrace(t *testing.T) {
 	}
 }
 
+// TestLogAfterChildSpans: testdata/childspans' handler starts six step
+// spans on the request's context one after the other, each ended before
+// the next, more than the four spans a goroutine's state keeps, then
+// logs. The request's span is open: each record is inside its trace, with
+// it or without it, once per request, and the untraced requests between
+// them on the same connection are inside none. The steps used to push the
+// request's span out of the state; every span left there had ended, so
+// the trace was out of scope and the records were not judged at all.
+func TestLogAfterChildSpans(t *testing.T) {
+	requireRoot(t)
+	requireLogProbes(t)
+	src, err := filepath.Abs("testdata/childspans/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLogVerdicts(t, ctxwatch(t, "--", filepath.Join(bin, "childspans")), src, logMarkers(t, src))
+}
+
 // checkLogVerdicts checks a run of testdata/slogsite with --log-func
 // main.logf: the log sites and breaks its markers say, per request.
 func checkLogVerdicts(t *testing.T, r result, src string, markers map[int]marker) {

@@ -185,6 +185,13 @@ func getTraced(t *testing.T, url string) driven {
 // test unless the answer is 200.
 func sendTraced(t *testing.T, method, url, contentType string, body []byte) driven {
 	t.Helper()
+	return sendTracedStatus(t, method, url, contentType, body, http.StatusOK)
+}
+
+// sendTracedStatus sends a request with a traceparent of its own, and
+// fails the test unless the answer has status want.
+func sendTracedStatus(t *testing.T, method, url, contentType string, body []byte, want int) driven {
+	t.Helper()
 	tp, id := traceparent(t)
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
@@ -200,8 +207,8 @@ func sendTraced(t *testing.T, method, url, contentType string, body []byte) driv
 	}
 	answer, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: %s: %s", method, url, resp.Status, answer)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: %s, want %d: %s", method, url, resp.Status, want, answer)
 	}
 	return driven{what: method + " " + url, traceID: id}
 }
