@@ -290,6 +290,7 @@ func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 		w.warn.Printf("pid %d (%s): %s", pid, filepath.Base(name), n)
 	}
 	if w.budget != nil {
+		w.budget.tellRunTime(w.warn.Printf)
 		cycle, err := startDutyCycle(w.budget, pid, probes, points, attachedAt, func(err error) {
 			w.warn.Printf("pid %d: overhead budget: %v", pid, err)
 		})

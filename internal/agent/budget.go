@@ -26,6 +26,19 @@ type overheadBudget struct {
 	ready    chan struct{}
 	cost     uprobe.HitCost // once ready is closed
 	err      error          // once ready is closed
+	// runTimeErr says why the programs' run time is not charged (nil: it
+	// is); told once, when a first process is watched (toldOnce).
+	runTimeErr error
+	toldOnce   sync.Once
+}
+
+// tellRunTime warns, once, that the programs' run time is not charged.
+func (b *overheadBudget) tellRunTime(warn func(format string, args ...any)) {
+	if b.runTimeErr != nil {
+		b.toldOnce.Do(func() {
+			warn("overhead budget: the probes' run time is not charged, only their traps: %v", b.runTimeErr)
+		})
+	}
 }
 
 // newOverheadBudget is a budget of pct percent, its measurement not begun;

@@ -162,8 +162,11 @@ func Run(cfg Config, t Target) (Result, error) {
 	if cfg.Budget > 0 {
 		w.budget = newOverheadBudget(cfg.Budget, cfg.Log.Printf)
 		// The programs' own run time is charged as the kernel measures it.
+		// Without it (CAP_SYS_ADMIN, where the kernel let uprobes be made
+		// with less), the user is told once a process is watched: a run
+		// that cannot attach says only why.
 		if stats, err := uprobe.EnableRunTimeStats(); err != nil {
-			cfg.Warn.Printf("overhead budget: the probes' run time is not charged, only their traps: %v", err)
+			w.budget.runTimeErr = err
 		} else {
 			defer stats.Close()
 		}
