@@ -29,6 +29,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.18": { // measured with go1.18.10
 		{"runtime.g", "goid"}:       152,
@@ -52,6 +53,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.19": { // measured with go1.19.13
 		{"runtime.g", "goid"}:       152,
@@ -75,6 +77,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.20": { // measured with go1.20.14
 		{"runtime.g", "goid"}:       152,
@@ -98,6 +101,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.21": { // measured with go1.21.13
 		{"runtime.g", "goid"}:            152,
@@ -121,6 +125,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   360,
 	},
 	"go1.22": { // measured with go1.22.12
 		{"runtime.g", "goid"}:            152,
@@ -144,6 +149,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   360,
 	},
 	"go1.23": { // measured with go1.23.12
 		{"runtime.g", "goid"}:            160,
@@ -167,6 +173,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.24": { // measured with go1.24.13
 		{"runtime.g", "goid"}:            160,
@@ -190,6 +197,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.25": { // measured with go1.25.14
 		{"runtime.g", "goid"}:            152,
@@ -213,6 +221,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		// runtime.sudog elem.vu: not present
 		{"runtime.sudog", "isSelect"}: 52,
+		{"runtime.g", "selectDone"}:   368,
 	},
 	"go1.26": { // measured with go1.26.8
 		{"runtime.g", "goid"}:            152,
@@ -236,6 +245,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		{"runtime.sudog", "elem.vu"}:     32,
 		{"runtime.sudog", "isSelect"}:    60,
+		{"runtime.g", "selectDone"}:      376,
 	},
 	"go1.27": { // measured with go1.27.4
 		{"runtime.g", "goid"}:            152,
@@ -259,6 +269,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"runtime.sudog", "elem"}:        24,
 		{"runtime.sudog", "elem.vu"}:     32,
 		{"runtime.sudog", "isSelect"}:    60,
+		{"runtime.g", "selectDone"}:      376,
 	},
 }
 

@@ -54,6 +54,9 @@ var RuntimeFields = []Field{
 	// truth (vp may be cleared for the garbage collector).
 	{"runtime.sudog", "elem.vu"},
 	{"runtime.sudog", "isSelect"},
+	// Multi-case select: set once some case has won the select (uint32,
+	// atomic.Uint32 from Go 1.20), which the runtime's dequeue passes over.
+	{"runtime.g", "selectDone"},
 }
 
 // OTelFields are the OpenTelemetry Go fields ctxwatch reads.
