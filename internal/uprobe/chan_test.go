@@ -3,6 +3,7 @@ package uprobe_test
 import (
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,10 +12,12 @@ import (
 )
 
 // TestChanProbesPlanned: a binary's plan probes runtime.chansend and
-// runtime.chanrecv, each once, and gives the probes the hchan and sudog
-// offsets its own DWARF has (the element pointer's source of truth,
-// sudog.elem.vu, where elem is a maybeTraceablePtr), and chanrecv's text,
-// which a parked receiver's frames are found from.
+// runtime.chanrecv, each once, and runtime.selectgo's entry and each of
+// its RETs (single-stepped, counted apart), and gives the probes the hchan,
+// sudog and g.selectDone offsets its own DWARF has (the element pointer's
+// source of truth, sudog.elem.vu, where elem is a maybeTraceablePtr), and
+// the texts of chanrecv and selectgo, which a parked receiver's frames are
+// found from.
 func TestChanProbesPlanned(t *testing.T) {
 	dir := t.TempDir()
 	build := exec.Command("go", "build", "-o", dir+"/", "./examples/worker")
@@ -32,13 +35,31 @@ func TestChanProbesPlanned(t *testing.T) {
 		t.Fatal(err)
 	}
 	probed := map[string]int{}
+	var rets []uint64
 	for _, pt := range plan.Points {
-		if pt.Program == uprobe.ChanSend || pt.Program == uprobe.ChanRecv {
+		switch pt.Program {
+		case uprobe.ChanSend, uprobe.ChanRecv, uprobe.SelectEnter:
 			probed[pt.Program.String()+" "+pt.Func]++
+		case uprobe.SelectReturn:
+			probed[pt.Program.String()+" "+pt.Func]++
+			rets = append(rets, pt.Address)
+			if !pt.Stepped || !pt.CountedApart {
+				t.Errorf("select_ret at %#x: stepped %v, counted apart %v; want both", pt.Address, pt.Stepped, pt.CountedApart)
+			}
 		}
 	}
-	if probed["chan_send runtime.chansend"] != 1 || probed["chan_recv runtime.chanrecv"] != 1 || len(probed) != 2 {
-		t.Errorf("channel probes %v, want chan_send on runtime.chansend and chan_recv on runtime.chanrecv; notes %q", probed, plan.Notes)
+	selectgo, err := bin.Func("runtime.selectgo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRets, err := bin.Returns(selectgo)
+	if err != nil || len(wantRets) == 0 {
+		t.Fatalf("RETs of runtime.selectgo: %v, %v", wantRets, err)
+	}
+	if probed["chan_send runtime.chansend"] != 1 || probed["chan_recv runtime.chanrecv"] != 1 ||
+		probed["select_enter runtime.selectgo"] != 1 || len(probed) != 4 || !slices.Equal(rets, wantRets) {
+		t.Errorf("channel probes %v at RETs %#x, want chan_send on runtime.chansend, chan_recv on runtime.chanrecv, select_enter on runtime.selectgo and select_ret on its RETs %#x; notes %q",
+			probed, rets, wantRets, plan.Notes)
 	}
 	l := plan.Layout
 	elem := "elem"
@@ -55,6 +76,7 @@ func TestChanProbesPlanned(t *testing.T) {
 		{l.ChanRecvx, "runtime.hchan", "recvx"}, {l.ChanRecvq, "runtime.hchan", "recvq.first"},
 		{l.ChanSendq, "runtime.hchan", "sendq.first"}, {l.SudogG, "runtime.sudog", "g"},
 		{l.SudogElem, "runtime.sudog", elem}, {l.SudogIsSelect, "runtime.sudog", "isSelect"},
+		{l.GSelectDone, "runtime.g", "selectDone"},
 	} {
 		want, err := bin.FieldOffset(f.typ, f.path)
 		if err != nil {
@@ -68,8 +90,11 @@ func TestChanProbesPlanned(t *testing.T) {
 	if err != nil || l.ChanRecvText != fn.Entry || l.ChanRecvTextEnd != fn.End || fn.End <= fn.Entry {
 		t.Errorf("chanrecv's text [%#x, %#x), want %+v (%v)", l.ChanRecvText, l.ChanRecvTextEnd, fn, err)
 	}
+	if l.SelectText != selectgo.Entry || l.SelectTextEnd != selectgo.End {
+		t.Errorf("selectgo's text [%#x, %#x), want %+v", l.SelectText, l.SelectTextEnd, selectgo)
+	}
 	for _, n := range plan.Notes {
-		if strings.Contains(n, "hand-offs not watched") {
+		if strings.Contains(n, "not watched") && strings.Contains(n, "select") || strings.Contains(n, "hand-offs not watched") {
 			t.Errorf("note %q", n)
 		}
 	}

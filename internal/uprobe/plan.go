@@ -301,8 +301,8 @@ func sudogElem(bin *target.Binary) string {
 // runtime.chansend and runtime.chanrecv, which every plain send and
 // receive, range loop and one-case select with default goes through, from
 // the runtime's own wrappers (chansend1, chanrecv1, chanrecv2,
-// selectnbsend, selectnbrecv), Go 1.17 to 1.27. Multi-case select
-// (runtime.selectgo) is not probed: its hand-offs are not seen.
+// selectnbsend, selectnbrecv), Go 1.17 to 1.27; and for multi-case
+// selects (see selects) on runtime.selectgo.
 func (p *Plan) channels(bin *target.Binary) {
 	if p.Layout.ChanBuf == 0 {
 		return
@@ -320,6 +320,43 @@ func (p *Plan) channels(bin *target.Binary) {
 			p.Layout.ChanBuf = 0
 			return
 		}
+	}
+	p.selects(bin)
+}
+
+// selects watches multi-case selects, runtime.selectgo(cas0, order0, pc0,
+// nsends, nrecvs, block) (int, bool), which the compiler calls from the
+// select's own function. Its entry plans the receive of each receive case
+// whose channel holds traced elements, and each of its RETs (found by
+// decoding it, single-stepped: every select of the process pays the trap)
+// does the plan of the case chosen. A receiver parked in a select is
+// handed its element by the send (chan_send), which finds the select's
+// frames from selectgo's text and passes over a select already won
+// (g.selectDone). Without selectgo's RETs, a select's receive from a
+// buffer or from a waiting sender is not seen; without its text or
+// g.selectDone, a receiver parked in a select is handed nothing.
+func (p *Plan) selects(bin *target.Binary) {
+	fn, err := bin.Func("runtime.selectgo")
+	if err != nil {
+		p.Notes = append(p.Notes, fmt.Sprintf("hand-offs through a multi-case select not watched: %v", err))
+		return
+	}
+	if p.Layout.GSelectDone != 0 {
+		p.Layout.SelectText, p.Layout.SelectTextEnd = fn.Entry, fn.End
+	}
+	rets, err := bin.Returns(fn)
+	if err == nil && len(rets) == 0 {
+		err = errors.New("no RET found")
+	}
+	if err == nil {
+		err = p.entry(bin, fn.Name, SelectEnter, 0)
+	}
+	if err != nil {
+		p.Notes = append(p.Notes, fmt.Sprintf("a multi-case select's receive from a buffer or a waiting sender not watched: %v", err))
+		return
+	}
+	for _, r := range rets {
+		p.Points = append(p.Points, Point{Program: SelectReturn, Func: fn.Name, Address: r, Stepped: true, CountedApart: true})
 	}
 }
 
@@ -540,6 +577,14 @@ func (p *Plan) layout(bin *target.Binary) error {
 			break
 		}
 	}
+	// Optional: without it, a receiver parked in a multi-case select is
+	// not handed an element (channels).
+	if l.ChanBuf != 0 {
+		if err := field(&l.GSelectDone, "runtime.g", "selectDone"); err != nil {
+			l.GSelectDone = 0
+			p.Notes = append(p.Notes, fmt.Sprintf("hand-offs to a receiver parked in a multi-case select not watched: %v", err))
+		}
+	}
 	// Optional: without it, AfterFunc work is not followed (NewPlan).
 	if err := field(&l.GSchedCtxt, "runtime.g", "sched.ctxt"); err != nil {
 		l.GSchedCtxt = 0
@@ -672,7 +717,7 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 			&l.BackgroundCtx, &l.TodoCtx, &l.EmptyCtx, &l.String, &l.Bytes,
 			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan, &l.SDKNonRecordingSpan,
 			&l.TracerStart, &l.TracerStartEnd, &l.ContextWithSpan, &l.ContextWithSpanEnd,
-			&l.ChanRecvText, &l.ChanRecvTextEnd,
+			&l.ChanRecvText, &l.ChanRecvTextEnd, &l.SelectText, &l.SelectTextEnd,
 		} {
 			if *a != 0 {
 				*a += bias

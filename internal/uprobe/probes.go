@@ -44,11 +44,16 @@ const (
 	ChanSend
 	// ChanRecv goes on runtime.chanrecv's entry: an element received.
 	ChanRecv
+	// SelectEnter goes on runtime.selectgo's entry: a multi-case select
+	// about to run, whose receives are planned.
+	SelectEnter
+	// SelectReturn goes on every RET of runtime.selectgo: the case chosen.
+	SelectReturn
 )
 
 func (p Program) String() string {
 	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func",
-		"slog_handle", "log_func", "chan_send", "chan_recv"}[p]
+		"slog_handle", "log_func", "chan_send", "chan_recv", "select_enter", "select_ret"}[p]
 }
 
 // KeyKind says how a user trace key is matched.
@@ -118,6 +123,11 @@ type Layout struct {
 	// ChanRecvText is runtime.chanrecv's text (end exclusive): a parked
 	// receiver's frames are found from the return into it.
 	ChanRecvText, ChanRecvTextEnd uint64
+	// SelectText is runtime.selectgo's text (end exclusive), and
+	// GSelectDone the offset of runtime.g.selectDone: a receiver parked
+	// in a multi-case select is handed an element only when both are
+	// known. Zero when selects are not watched.
+	SelectText, SelectTextEnd, GSelectDone uint64
 }
 
 // Range is a run-time text range of user code.
@@ -277,6 +287,9 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		bpf.CtxwatchVarOffSgIsSelect:          l.SudogIsSelect,
 		bpf.CtxwatchVarTxtChanrecv:            l.ChanRecvText,
 		bpf.CtxwatchVarTxtChanrecvEnd:         l.ChanRecvTextEnd,
+		bpf.CtxwatchVarTxtSelectgo:            l.SelectText,
+		bpf.CtxwatchVarTxtSelectgoEnd:         l.SelectTextEnd,
+		bpf.CtxwatchVarOffG_selectDone:        l.GSelectDone,
 		bpf.CtxwatchVarN_keys:                 uint32(len(cfg.Keys)),
 		bpf.CtxwatchVarN_ranges:               uint32(len(cfg.UserText)),
 	}
@@ -640,6 +653,10 @@ func (p *Probes) attach() error {
 			prog = p.objs.ChanSend
 		case ChanRecv:
 			prog = p.objs.ChanRecv
+		case SelectEnter:
+			prog = p.objs.SelectEnter
+		case SelectReturn:
+			prog = p.objs.SelectRet
 		default:
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
 		}
