@@ -299,15 +299,15 @@ int chan_send(REGS *ctx)
 
 // take hands entry hk to the receiving goroutine if the element it takes
 // starts with word and the receive was called by user code (its stack is
-// walked only then: depth as for called_by_user), and forgets the entry
-// either way.
+// walked only then: depth as for called_by_user; below 0, the probe is in
+// user code itself), and forgets the entry either way.
 static __always_inline void take(REGS *ctx, __u32 tgid, struct handoff_key *hk, __u64 word, int depth)
 {
 	struct handoff *h = bpf_map_lookup_elem(&handoffs, hk);
 	if (!h)
 		return;
 	struct chan_key ck = {hk->tgid, hk->hchan};
-	int user = h->word == word && called_by_user(user_stack(ctx), depth);
+	int user = h->word == word && (depth < 0 || called_by_user(user_stack(ctx), depth));
 	struct event *ev = 0;
 	struct gstate st;
 	if (user) {
@@ -424,10 +424,13 @@ int chan_recv(REGS *ctx)
 // Which case it takes is known only at its return, and what the receive
 // took only before it ran: the entry probe plans the receive of each of
 // the first SELECT_CASES receive cases whose channel holds traced elements
-// (plan_recv), kept by goroutine; the probe on selectgo's RET does the
-// plan of the case chosen (recv_took). A select woken from its park by a
-// send was handed by that send (chan_send); its plans, made when its
-// channels held nothing to take, are empty. Send cases hand nothing.
+// (plan_recv), kept by goroutine; a probe in the select's own function,
+// where it tests selectgo's results (select_result), does the plan of the
+// case chosen (recv_took). Only selects in user code have that probe: a
+// library's select hands nothing, and its plan is dropped at the
+// goroutine's next select. A select woken from its park by a send was
+// handed by that send (chan_send); its plans, made when its channels held
+// nothing to take, are empty. Send cases hand nothing.
 #define SELECT_CASES 4
 
 struct select_plan {
@@ -444,7 +447,7 @@ struct {
 	__type(value, struct select_plan);
 } selects SEC(".maps");
 
-// ret_addr reads the return address at an entry or RET probe.
+// ret_addr reads the return address at an entry probe.
 static __always_inline int ret_addr(REGS *ctx, __u64 *ret)
 {
 #if defined(__TARGET_ARCH_arm64)
@@ -484,8 +487,8 @@ int select_enter(REGS *ctx)
 		sp.c[i] = ck.hchan;
 		any |= plan_recv(ck.hchan, &sp.p[i]);
 	}
-	// A plan left by a select whose return was not seen must not stand
-	// for this one.
+	// A plan left by a select whose results were not seen (a library's)
+	// must not stand for this one.
 	if (!any || ret_addr(ctx, &sp.ret) < 0) {
 		bpf_map_delete_elem(&selects, &key);
 		return 0;
@@ -495,26 +498,27 @@ int select_enter(REGS *ctx)
 	return 0;
 }
 
-// runtime.selectgo's RETs (single-stepped): the chosen case in RAX, whether
-// a value came in BL. Costs what select_enter does to find its plan.
-SEC("uprobe/select_ret")
-int select_ret(REGS *ctx)
+// select_took runs where the select's function tests selectgo's results,
+// still in their registers: the chosen case in RAX, whether a value came in
+// BL. The plan is this select's if it was made for a call returning just
+// before the probe (the probe's address, or one after it, as kernels
+// report it).
+static __always_inline void select_took(REGS *ctx)
 {
 	__u32 tgid = ours();
 	if (!tgid)
-		return 0;
+		return;
 	hit();
-	hit_stepped();
 	if (!traced_chans)
-		return 0;
-	__u64 key, ret = 0;
+		return;
+	__u64 key;
 	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
-		return 0;
+		return;
 	struct select_plan *sp = bpf_map_lookup_elem(&selects, &key);
 	if (!sp)
-		return 0;
+		return;
 	__u64 i = GO_ARG0(ctx) - sp->nsends; // a send case or default: above SELECT_CASES
-	int ok = (GO_ARG1(ctx) & 0xff) && i < SELECT_CASES && ret_addr(ctx, &ret) == 0 && ret == sp->ret;
+	int ok = (GO_ARG1(ctx) & 0xff) && i < SELECT_CASES && GO_PC(ctx) - sp->ret < 128;
 	struct recv_plan p = {};
 	__u64 c = 0;
 	if (ok) {
@@ -523,7 +527,25 @@ int select_ret(REGS *ctx)
 	}
 	bpf_map_delete_elem(&selects, &key);
 	if (ok && c && p.take)
-		recv_took(ctx, tgid, c, &p, 0);
+		recv_took(ctx, tgid, c, &p, -1);
+}
+
+// The result probe on a jump, which the kernel emulates.
+SEC("uprobe/select_result")
+int select_result(REGS *ctx)
+{
+	select_took(ctx);
+	return 0;
+}
+
+// The result probe on another instruction, single-stepped: its hits are
+// counted apart.
+SEC("uprobe/select_result_stepped")
+int select_result_stepped(REGS *ctx)
+{
+	if (ours())
+		hit_stepped();
+	select_took(ctx);
 	return 0;
 }
 

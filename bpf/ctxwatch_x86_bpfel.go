@@ -207,7 +207,8 @@ const (
 	CtxwatchProgCtxArg0               = "ctx_arg0"
 	CtxwatchProgLogFunc               = "log_func"
 	CtxwatchProgSelectEnter           = "select_enter"
-	CtxwatchProgSelectRet             = "select_ret"
+	CtxwatchProgSelectResult          = "select_result"
+	CtxwatchProgSelectResultStepped   = "select_result_stepped"
 	CtxwatchProgSlogHandle            = "slog_handle"
 	CtxwatchProgSpawn                 = "spawn"
 	CtxwatchProgTimeAfterFunc         = "time_after_func"
@@ -328,18 +329,19 @@ type CtxwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchProgramSpecs struct {
-	ChanRecv         *ebpf.ProgramSpec `ebpf:"chan_recv"`
-	ChanSend         *ebpf.ProgramSpec `ebpf:"chan_send"`
-	CheckFunc        *ebpf.ProgramSpec `ebpf:"check_func"`
-	ContextAfterFunc *ebpf.ProgramSpec `ebpf:"context_after_func"`
-	CtxArg0          *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
-	LogFunc          *ebpf.ProgramSpec `ebpf:"log_func"`
-	SelectEnter      *ebpf.ProgramSpec `ebpf:"select_enter"`
-	SelectRet        *ebpf.ProgramSpec `ebpf:"select_ret"`
-	SlogHandle       *ebpf.ProgramSpec `ebpf:"slog_handle"`
-	Spawn            *ebpf.ProgramSpec `ebpf:"spawn"`
-	TimeAfterFunc    *ebpf.ProgramSpec `ebpf:"time_after_func"`
-	WithValue        *ebpf.ProgramSpec `ebpf:"with_value"`
+	ChanRecv            *ebpf.ProgramSpec `ebpf:"chan_recv"`
+	ChanSend            *ebpf.ProgramSpec `ebpf:"chan_send"`
+	CheckFunc           *ebpf.ProgramSpec `ebpf:"check_func"`
+	ContextAfterFunc    *ebpf.ProgramSpec `ebpf:"context_after_func"`
+	CtxArg0             *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
+	LogFunc             *ebpf.ProgramSpec `ebpf:"log_func"`
+	SelectEnter         *ebpf.ProgramSpec `ebpf:"select_enter"`
+	SelectResult        *ebpf.ProgramSpec `ebpf:"select_result"`
+	SelectResultStepped *ebpf.ProgramSpec `ebpf:"select_result_stepped"`
+	SlogHandle          *ebpf.ProgramSpec `ebpf:"slog_handle"`
+	Spawn               *ebpf.ProgramSpec `ebpf:"spawn"`
+	TimeAfterFunc       *ebpf.ProgramSpec `ebpf:"time_after_func"`
+	WithValue           *ebpf.ProgramSpec `ebpf:"with_value"`
 }
 
 // CtxwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -568,18 +570,19 @@ type CtxwatchVariables struct {
 //
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchPrograms struct {
-	ChanRecv         *ebpf.Program `ebpf:"chan_recv"`
-	ChanSend         *ebpf.Program `ebpf:"chan_send"`
-	CheckFunc        *ebpf.Program `ebpf:"check_func"`
-	ContextAfterFunc *ebpf.Program `ebpf:"context_after_func"`
-	CtxArg0          *ebpf.Program `ebpf:"ctx_arg0"`
-	LogFunc          *ebpf.Program `ebpf:"log_func"`
-	SelectEnter      *ebpf.Program `ebpf:"select_enter"`
-	SelectRet        *ebpf.Program `ebpf:"select_ret"`
-	SlogHandle       *ebpf.Program `ebpf:"slog_handle"`
-	Spawn            *ebpf.Program `ebpf:"spawn"`
-	TimeAfterFunc    *ebpf.Program `ebpf:"time_after_func"`
-	WithValue        *ebpf.Program `ebpf:"with_value"`
+	ChanRecv            *ebpf.Program `ebpf:"chan_recv"`
+	ChanSend            *ebpf.Program `ebpf:"chan_send"`
+	CheckFunc           *ebpf.Program `ebpf:"check_func"`
+	ContextAfterFunc    *ebpf.Program `ebpf:"context_after_func"`
+	CtxArg0             *ebpf.Program `ebpf:"ctx_arg0"`
+	LogFunc             *ebpf.Program `ebpf:"log_func"`
+	SelectEnter         *ebpf.Program `ebpf:"select_enter"`
+	SelectResult        *ebpf.Program `ebpf:"select_result"`
+	SelectResultStepped *ebpf.Program `ebpf:"select_result_stepped"`
+	SlogHandle          *ebpf.Program `ebpf:"slog_handle"`
+	Spawn               *ebpf.Program `ebpf:"spawn"`
+	TimeAfterFunc       *ebpf.Program `ebpf:"time_after_func"`
+	WithValue           *ebpf.Program `ebpf:"with_value"`
 }
 
 func (p *CtxwatchPrograms) Close() error {
@@ -591,7 +594,8 @@ func (p *CtxwatchPrograms) Close() error {
 		p.CtxArg0,
 		p.LogFunc,
 		p.SelectEnter,
-		p.SelectRet,
+		p.SelectResult,
+		p.SelectResultStepped,
 		p.SlogHandle,
 		p.Spawn,
 		p.TimeAfterFunc,

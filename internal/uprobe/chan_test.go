@@ -1,6 +1,8 @@
 package uprobe_test
 
 import (
+	"fmt"
+	"maps"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -12,20 +14,27 @@ import (
 )
 
 // TestChanProbesPlanned: a binary's plan probes runtime.chansend and
-// runtime.chanrecv, each once, and runtime.selectgo's entry and each of
-// its RETs (single-stepped, counted apart), and gives the probes the hchan,
-// sudog and g.selectDone offsets its own DWARF has (the element pointer's
-// source of truth, sudog.elem.vu, where elem is a maybeTraceablePtr), and
-// the texts of chanrecv and selectgo, which a parked receiver's frames are
-// found from.
+// runtime.chanrecv, each once, and gives the probes the hchan, sudog and
+// g.selectDone offsets its own DWARF has (the element pointer's source of
+// truth, sudog.elem.vu, where elem is a maybeTraceablePtr), and the texts
+// of chanrecv and selectgo, which a parked receiver's frames are found
+// from. examples/worker has no multi-case select: runtime.selectgo is not
+// probed. integration/testdata/handoff has several: selectgo's entry is
+// probed once, and each select of package main once, on the jump that
+// tests selectgo's results (emulated), just after its call.
 func TestChanProbesPlanned(t *testing.T) {
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", dir+"/", "./examples/worker")
+	build := exec.Command("go", "build", "-o", dir+"/", "./examples/worker", "./integration/testdata/handoff")
 	build.Dir = "../.."
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the target: %v\n%s", err, out)
+		t.Fatalf("build the targets: %v\n%s", err, out)
 	}
-	bin, err := target.Open(filepath.Join(dir, "worker"))
+	t.Run("worker", func(t *testing.T) { checkChanPlan(t, filepath.Join(dir, "worker"), false) })
+	t.Run("handoff", func(t *testing.T) { checkChanPlan(t, filepath.Join(dir, "handoff"), true) })
+}
+
+func checkChanPlan(t *testing.T, path string, selects bool) {
+	bin, err := target.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,32 +43,62 @@ func TestChanProbesPlanned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probed := map[string]int{}
-	var rets []uint64
-	for _, pt := range plan.Points {
-		switch pt.Program {
-		case uprobe.ChanSend, uprobe.ChanRecv, uprobe.SelectEnter:
-			probed[pt.Program.String()+" "+pt.Func]++
-		case uprobe.SelectReturn:
-			probed[pt.Program.String()+" "+pt.Func]++
-			rets = append(rets, pt.Address)
-			if !pt.Stepped || !pt.CountedApart {
-				t.Errorf("select_ret at %#x: stepped %v, counted apart %v; want both", pt.Address, pt.Stepped, pt.CountedApart)
-			}
-		}
-	}
 	selectgo, err := bin.Func("runtime.selectgo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRets, err := bin.Returns(selectgo)
-	if err != nil || len(wantRets) == 0 {
-		t.Fatalf("RETs of runtime.selectgo: %v, %v", wantRets, err)
+	// The selects of package main, by decoding every CALL of it.
+	type call struct {
+		fn   string
+		addr uint64
 	}
-	if probed["chan_send runtime.chansend"] != 1 || probed["chan_recv runtime.chanrecv"] != 1 ||
-		probed["select_enter runtime.selectgo"] != 1 || len(probed) != 4 || !slices.Equal(rets, wantRets) {
-		t.Errorf("channel probes %v at RETs %#x, want chan_send on runtime.chansend, chan_recv on runtime.chanrecv, select_enter on runtime.selectgo and select_ret on its RETs %#x; notes %q",
-			probed, rets, wantRets, plan.Notes)
+	var calls []call
+	var want []string
+	for _, fn := range bin.Funcs() {
+		if !strings.HasPrefix(fn.Name, "main.") {
+			continue
+		}
+		cs, err := bin.Calls(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Target == selectgo.Entry {
+				calls = append(calls, call{fn.Name, c.Addr})
+				want = append(want, fmt.Sprintf("%s after %#x", fn.Name, c.Addr))
+			}
+		}
+	}
+	if selects != (len(want) > 0) {
+		t.Fatalf("%d selects in package main", len(want))
+	}
+	probed := map[string]int{}
+	var got []string
+	for _, pt := range plan.Points {
+		switch pt.Program {
+		case uprobe.ChanSend, uprobe.ChanRecv, uprobe.SelectEnter:
+			probed[pt.Program.String()+" "+pt.Func]++
+		case uprobe.SelectResult:
+			if pt.Stepped || pt.CountedApart {
+				t.Errorf("select_result at %#x in %s: stepped %v, counted apart %v; want a jump", pt.Address, pt.Func, pt.Stepped, pt.CountedApart)
+			}
+			// The CALL before it (5 bytes), then at most a NOP and a
+			// compare.
+			for _, c := range calls {
+				if c.fn == pt.Func && pt.Address >= c.addr+5 && pt.Address <= c.addr+5+16 {
+					got = append(got, fmt.Sprintf("%s after %#x", c.fn, c.addr))
+				}
+			}
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	wantProbed := map[string]int{"chan_send runtime.chansend": 1, "chan_recv runtime.chanrecv": 1}
+	if selects {
+		wantProbed["select_enter runtime.selectgo"] = 1
+	}
+	if !maps.Equal(probed, wantProbed) || !slices.Equal(got, want) {
+		t.Errorf("channel probes %v, select results %q; want %v and %q; notes %q", probed, got, wantProbed, want, plan.Notes)
 	}
 	l := plan.Layout
 	elem := "elem"
@@ -90,7 +129,7 @@ func TestChanProbesPlanned(t *testing.T) {
 	if err != nil || l.ChanRecvText != fn.Entry || l.ChanRecvTextEnd != fn.End || fn.End <= fn.Entry {
 		t.Errorf("chanrecv's text [%#x, %#x), want %+v (%v)", l.ChanRecvText, l.ChanRecvTextEnd, fn, err)
 	}
-	if l.SelectText != selectgo.Entry || l.SelectTextEnd != selectgo.End {
+	if l.SelectText != selectgo.Entry || l.SelectTextEnd != selectgo.End || selectgo.End <= selectgo.Entry {
 		t.Errorf("selectgo's text [%#x, %#x), want %+v", l.SelectText, l.SelectTextEnd, selectgo)
 	}
 	for _, n := range plan.Notes {

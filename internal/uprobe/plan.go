@@ -261,7 +261,7 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, err))
 		}
 	}
-	p.channels(bin)
+	p.channels(bin, opts)
 	p.slog(bin)
 	for _, name := range opts.LogFuncs {
 		fn, err := bin.Func(name)
@@ -303,7 +303,7 @@ func sudogElem(bin *target.Binary) string {
 // the runtime's own wrappers (chansend1, chanrecv1, chanrecv2,
 // selectnbsend, selectnbrecv), Go 1.17 to 1.27; and for multi-case
 // selects (see selects) on runtime.selectgo.
-func (p *Plan) channels(bin *target.Binary) {
+func (p *Plan) channels(bin *target.Binary, opts Options) {
 	if p.Layout.ChanBuf == 0 {
 		return
 	}
@@ -321,21 +321,27 @@ func (p *Plan) channels(bin *target.Binary) {
 			return
 		}
 	}
-	p.selects(bin)
+	p.selects(bin, opts)
 }
 
-// selects watches multi-case selects, runtime.selectgo(cas0, order0, pc0,
+// MaxSelectSites is how many multi-case selects of user code the probes
+// see the results of; a select beyond them hands nothing it takes from a
+// buffer or a waiting sender.
+const MaxSelectSites = 1024
+
+// selects watches multi-case selects: runtime.selectgo(cas0, order0, pc0,
 // nsends, nrecvs, block) (int, bool), which the compiler calls from the
 // select's own function. Its entry plans the receive of each receive case
-// whose channel holds traced elements, and each of its RETs (found by
-// decoding it, single-stepped: every select of the process pays the trap)
-// does the plan of the case chosen. A receiver parked in a select is
-// handed its element by the send (chan_send), which finds the select's
-// frames from selectgo's text and passes over a select already won
-// (g.selectDone). Without selectgo's RETs, a select's receive from a
-// buffer or from a waiting sender is not seen; without its text or
-// g.selectDone, a receiver parked in a select is handed nothing.
-func (p *Plan) selects(bin *target.Binary) {
+// whose channel holds traced elements. Where a select of user code tests
+// selectgo's results (the first jump after the call, emulated by the
+// kernel; else the return address, single-stepped), a probe does the plan
+// of the case chosen: found by decoding user code, amd64 only. Not on
+// selectgo's RETs: every select of the process, the libraries' too, would
+// pay a single-stepped trap (measured: 17 µs a select, against under 1 µs
+// for an emulated probe). A receiver parked in a select is handed its
+// element by the send (chan_send), which finds the select's frames from
+// selectgo's text and passes over a select already won (g.selectDone).
+func (p *Plan) selects(bin *target.Binary, opts Options) {
 	fn, err := bin.Func("runtime.selectgo")
 	if err != nil {
 		p.Notes = append(p.Notes, fmt.Sprintf("hand-offs through a multi-case select not watched: %v", err))
@@ -344,19 +350,34 @@ func (p *Plan) selects(bin *target.Binary) {
 	if p.Layout.GSelectDone != 0 {
 		p.Layout.SelectText, p.Layout.SelectTextEnd = fn.Entry, fn.End
 	}
-	rets, err := bin.Returns(fn)
-	if err == nil && len(rets) == 0 {
-		err = errors.New("no RET found")
-	}
-	if err == nil {
-		err = p.entry(bin, fn.Name, SelectEnter, 0)
-	}
+	sites, err := bin.ResultSites(fn, func(name string) bool {
+		return target.IsUserFunc(name, bin.MainModule, opts.UserPrefixes)
+	})
 	if err != nil {
 		p.Notes = append(p.Notes, fmt.Sprintf("a multi-case select's receive from a buffer or a waiting sender not watched: %v", err))
 		return
 	}
-	for _, r := range rets {
-		p.Points = append(p.Points, Point{Program: SelectReturn, Func: fn.Name, Address: r, Stepped: true, CountedApart: true})
+	if len(sites) == 0 {
+		return // no select in user code: its entry probe would plan for nothing
+	}
+	if err := p.entry(bin, fn.Name, SelectEnter, 0); err != nil {
+		p.Notes = append(p.Notes, fmt.Sprintf("a multi-case select's receive from a buffer or a waiting sender not watched: %v", err))
+		return
+	}
+	if len(sites) > MaxSelectSites {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d multi-case selects in user code, the first %d watched for receives from a buffer or a waiting sender", len(sites), MaxSelectSites))
+		sites = sites[:MaxSelectSites]
+	}
+	stepped := 0
+	for _, s := range sites {
+		p.Points = append(p.Points, Point{Program: SelectResult, Func: s.Func.Name, Address: s.Probe,
+			Stepped: !s.Emulated, CountedApart: !s.Emulated, fn: s.Func})
+		if !s.Emulated {
+			stepped++
+		}
+	}
+	if stepped > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d of %d multi-case selects in user code probed at the return of runtime.selectgo (no jump on its results found): single-stepped, slower", stepped, len(sites)))
 	}
 }
 

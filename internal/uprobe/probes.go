@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/ctxwatch/ctxwatch/bpf"
+	"github.com/ctxwatch/ctxwatch/internal/target"
 )
 
 // Program names an eBPF program of bpf/ctxwatch.c.
@@ -47,13 +48,15 @@ const (
 	// SelectEnter goes on runtime.selectgo's entry: a multi-case select
 	// about to run, whose receives are planned.
 	SelectEnter
-	// SelectReturn goes on every RET of runtime.selectgo: the case chosen.
-	SelectReturn
+	// SelectResult goes where a select's function tests the results of
+	// its call of runtime.selectgo: the case chosen (on a jump, or
+	// single-stepped where Stepped says so).
+	SelectResult
 )
 
 func (p Program) String() string {
 	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func",
-		"slog_handle", "log_func", "chan_send", "chan_recv", "select_enter", "select_ret"}[p]
+		"slog_handle", "log_func", "chan_send", "chan_recv", "select_enter", "select_result"}[p]
 }
 
 // KeyKind says how a user trace key is matched.
@@ -171,6 +174,8 @@ type Point struct {
 	// CountedApart says the program counts its hits apart as well
 	// (SteppedHits), so the budget charges only them the stepped cost.
 	CountedApart bool
+
+	fn target.Func // the function that holds Address, when known (verify)
 }
 
 // Probes is the eBPF program loaded for one process and its uprobes.
@@ -655,8 +660,11 @@ func (p *Probes) attach() error {
 			prog = p.objs.ChanRecv
 		case SelectEnter:
 			prog = p.objs.SelectEnter
-		case SelectReturn:
-			prog = p.objs.SelectRet
+		case SelectResult:
+			prog = p.objs.SelectResult
+			if pt.Stepped {
+				prog = p.objs.SelectResultStepped
+			}
 		default:
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
 		}
