@@ -3,21 +3,26 @@
 // goroutine that receives it in user code. Part of ctxwatch.c, after the
 // programs it shares helpers with.
 //
-// Go runtime facts relied on (runtime/chan.go, Go 1.17 to 1.27): a plain
-// send, and a one-case select with default, enter chansend(c, ep, block,
-// callerpc) from chansend1 or selectnbsend; a receive, a range loop and a
-// one-case select with default enter chanrecv(c, ep, block) from chanrecv1,
-// chanrecv2 or selectnbrecv. Each wrapper has its own frame, called by the
-// user's code. Elements are FIFO per channel: a send goes to the first
-// waiting receiver (recvq.first), else into buffer slot sendx, else the
-// sender waits in sendq with its element (sudog.elem); a receive takes slot
-// recvx, or, unbuffered, the first waiting sender's element; a receive from
-// a full buffer with a waiting sender moves that sender's element into the
-// slot just taken. A parked receiver's frames, from its g.sched.bp (gopark's
-// frame or its caller's, by release), pass the return into chanrecv within
-// three frames. Offsets of hchan and sudog come from the agent (internal/
-// layout's table, or DWARF; sudog.elem is elem.vu from Go 1.26); multi-case
-// select (selectgo) is not probed.
+// Go runtime facts relied on (runtime/chan.go and select.go, Go 1.17 to
+// 1.27): a plain send, and a one-case select with default, enter
+// chansend(c, ep, block, callerpc) from chansend1 or selectnbsend; a
+// receive, a range loop and a one-case select with default enter
+// chanrecv(c, ep, block) from chanrecv1, chanrecv2 or selectnbrecv. Each
+// wrapper has its own frame, called by the user's code. A multi-case
+// select calls selectgo from its own function (see select_enter). Elements
+// are FIFO per channel: a send goes to the first waiting receiver
+// (recvq.first, passing over a select another case has won: g.selectDone),
+// else into buffer slot sendx, else the sender waits in sendq with its
+// element (sudog.elem); a receive takes slot recvx, or, unbuffered, the
+// first waiting sender's element; a receive from a full buffer with a
+// waiting sender moves that sender's element into the slot just taken. A
+// parked receiver's frames, from its g.sched.bp (gopark's frame or its
+// caller's, by release), pass the return into chanrecv, or selectgo for a
+// select, within three frames. Offsets of hchan, sudog and g.selectDone
+// come from the agent (internal/layout's table, or DWARF; sudog.elem is
+// elem.vu from Go 1.26). Not seen: a select's send cases, and a select's
+// receive from a buffer or a waiting sender where the agent placed no
+// select_result probe (a library's select; arm64).
 #ifndef CTXWATCH_CHAN_H
 #define CTXWATCH_CHAN_H
 
