@@ -270,26 +270,26 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	default:
 		panic("nonblock's worker is behind")
 	}
+	multi <- 7                   // want:send lost-at-handoff 1
+	selBufGo <- struct{}{}       // a signal: no element to hand
+	selBuf <- 8                  // want:send lost-at-handoff 1
+	selWGo <- struct{}{}         // a signal: no element to hand
+	selWait <- 9                 // want:send lost-at-handoff 1
+	selKept <- job{ctx: ctx}     // want:send propagated 1
+	selKBGo <- struct{}{}        // a signal: no element to hand
+	selKeptB <- job{ctx: ctx}    // want:send propagated 1
 	others <- job{ctx: otherCtx} // want:send not-judged 1
 	<-results
 	_, span := tracer.Start(ctx, "after the result")
 	span.End()
-	multi <- 7                // want:send lost-at-handoff 1
-	selBufGo <- struct{}{}    // a signal: no element to hand
-	selBuf <- 8               // want:send lost-at-handoff 1
-	selWGo <- struct{}{}      // a signal: no element to hand
-	selWait <- 9              // want:send lost-at-handoff 1
-	selKept <- job{ctx: ctx}  // want:send propagated 1
-	selKBGo <- struct{}{}     // a signal: no element to hand
-	selKeptB <- job{ctx: ctx} // want:send propagated 1
-	pw.Write([]byte("x"))     // io.Pipe: the library's own channel
-	for range 15 {            // one per job
+	pw.Write([]byte("x")) // io.Pipe: the library's own channel
+	for range 15 {        // one per job
 		<-done
 	}
 	fmt.Fprintln(w, "ok")
 }
 
-// health is untraced: its send hands nothing.
+// health is untraced: its sends hand nothing.
 func health(w http.ResponseWriter, r *http.Request) {
 	ids <- 0
 	multi <- 0
