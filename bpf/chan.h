@@ -70,7 +70,7 @@ volatile const struct handoff zero_handoff;
 
 // How many entries chans has had put in and not deleted: never below the
 // entries it holds (the LRU's evictions are not counted off). Zero, and a
-// select costs no lookup (select_enter, select_ret).
+// select costs no lookup (select_enter, select_result).
 __u64 traced_chans;
 
 static __always_inline int chan_word(__u64 c, __u64 *v)
@@ -427,19 +427,19 @@ int chan_recv(REGS *ctx)
 // send cases first, then the nrecvs receive cases; it returns the chosen
 // case's index (-1: default) and, for a receive, whether a value came.
 // Which case it takes is known only at its return, and what the receive
-// took only before it ran: the entry probe plans the receive of each of
-// the first SELECT_CASES receive cases whose channel holds traced elements
-// (plan_recv), kept by goroutine; a probe in the select's own function,
-// where it tests selectgo's results (select_result), does the plan of the
-// case chosen (recv_took). Only selects in user code have that probe: a
-// library's select hands nothing, and its plan is dropped at the
-// goroutine's next select. A select woken from its park by a send was
+// took only before it ran: a probe on the select's CALL of selectgo, in
+// its own function, plans the receive of each of the first SELECT_CASES
+// receive cases whose channel holds traced elements (plan_recv), kept by
+// goroutine; a probe where that function then tests selectgo's results
+// (select_result) does the plan of the case chosen (recv_took). Only
+// selects of user code have these probes: a library's select costs
+// nothing and hands nothing. A select woken from its park by a send was
 // handed by that send (chan_send); its plans, made when its channels held
 // nothing to take, are empty. Send cases hand nothing.
 #define SELECT_CASES 4
 
 struct select_plan {
-	__u64 ret;    // the return address into the select's function
+	__u64 call;   // where the select calls selectgo (as the probe saw it)
 	__u64 nsends;
 	__u64 c[SELECT_CASES];
 	struct recv_plan p[SELECT_CASES];
@@ -452,20 +452,10 @@ struct {
 	__type(value, struct select_plan);
 } selects SEC(".maps");
 
-// ret_addr reads the return address at an entry probe.
-static __always_inline int ret_addr(REGS *ctx, __u64 *ret)
-{
-#if defined(__TARGET_ARCH_arm64)
-	*ret = ctx->regs[30];
-	return 0;
-#else
-	return read(ret, sizeof(*ret), ctx->rsp);
-#endif
-}
-
-// runtime.selectgo's entry: cas0 in RAX, nsends in RDI, nrecvs in RSI.
-// While no channel holds a traced element it costs a read of
-// traced_chans; else one lookup of chans per receive case looked at.
+// A select's CALL of runtime.selectgo, its arguments loaded: cas0 in RAX,
+// nsends in RDI, nrecvs in RSI. While no channel holds a traced element it
+// costs a read of traced_chans; else one lookup of chans per receive case
+// looked at.
 SEC("uprobe/select_enter")
 int select_enter(REGS *ctx)
 {
@@ -492,12 +482,13 @@ int select_enter(REGS *ctx)
 		sp.c[i] = ck.hchan;
 		any |= plan_recv(ck.hchan, &sp.p[i]);
 	}
-	// A plan left by a select whose results were not seen (a library's)
-	// must not stand for this one.
-	if (!any || ret_addr(ctx, &sp.ret) < 0) {
+	// A plan left by a select whose results were not seen (probes
+	// detached in between) must not stand for this one.
+	if (!any) {
 		bpf_map_delete_elem(&selects, &key);
 		return 0;
 	}
+	sp.call = GO_PC(ctx);
 	sp.nsends = nsends;
 	bpf_map_update_elem(&selects, &key, &sp, BPF_ANY);
 	return 0;
@@ -505,9 +496,9 @@ int select_enter(REGS *ctx)
 
 // select_took runs where the select's function tests selectgo's results,
 // still in their registers: the chosen case in RAX, whether a value came in
-// BL. The plan is this select's if it was made for a call returning just
-// before the probe (the probe's address, or one after it, as kernels
-// report it).
+// BL. The plan is this select's if it was made at a call just before the
+// probe (each probe's address as the kernel reports it: the instruction's,
+// or one after it).
 static __always_inline void select_took(REGS *ctx)
 {
 	__u32 tgid = ours();
@@ -523,7 +514,7 @@ static __always_inline void select_took(REGS *ctx)
 	if (!sp)
 		return;
 	__u64 i = GO_ARG0(ctx) - sp->nsends; // a send case or default: above SELECT_CASES
-	int ok = (GO_ARG1(ctx) & 0xff) && i < SELECT_CASES && GO_PC(ctx) - sp->ret < 128;
+	int ok = (GO_ARG1(ctx) & 0xff) && i < SELECT_CASES && GO_PC(ctx) - sp->call < 128;
 	struct recv_plan p = {};
 	__u64 c = 0;
 	if (ok) {

@@ -153,7 +153,7 @@ type CtxwatchRegistered struct {
 
 type CtxwatchSelectPlan struct {
 	_      structs.HostLayout
-	Ret    uint64
+	Call   uint64
 	Nsends uint64
 	C      [4]uint64
 	P      [4]struct {

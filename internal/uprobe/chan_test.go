@@ -18,10 +18,11 @@ import (
 // g.selectDone offsets its own DWARF has (the element pointer's source of
 // truth, sudog.elem.vu, where elem is a maybeTraceablePtr), and the texts
 // of chanrecv and selectgo, which a parked receiver's frames are found
-// from. examples/worker has no multi-case select: runtime.selectgo is not
-// probed. integration/testdata/handoff has several: selectgo's entry is
-// probed once, and each select of package main once, on the jump that
-// tests selectgo's results (emulated), just after its call.
+// from. examples/worker has no multi-case select: no select probe.
+// integration/testdata/handoff has several: each select of package main is
+// probed on its CALL of runtime.selectgo and on the jump that tests
+// selectgo's results (emulated), just after the call; selectgo itself is
+// not probed.
 func TestChanProbesPlanned(t *testing.T) {
 	dir := t.TempDir()
 	build := exec.Command("go", "build", "-o", dir+"/", "./examples/worker", "./integration/testdata/handoff")
@@ -76,8 +77,17 @@ func checkChanPlan(t *testing.T, path string, selects bool) {
 	var got []string
 	for _, pt := range plan.Points {
 		switch pt.Program {
-		case uprobe.ChanSend, uprobe.ChanRecv, uprobe.SelectEnter:
+		case uprobe.ChanSend, uprobe.ChanRecv:
 			probed[pt.Program.String()+" "+pt.Func]++
+		case uprobe.SelectEnter:
+			probed["select_enter"]++
+			found := false
+			for _, c := range calls {
+				found = found || c.fn == pt.Func && c.addr == pt.Address
+			}
+			if !found || pt.Stepped {
+				t.Errorf("select_enter at %#x in %s (stepped %v): not a CALL of runtime.selectgo", pt.Address, pt.Func, pt.Stepped)
+			}
 		case uprobe.SelectResult:
 			if pt.Stepped || pt.CountedApart {
 				t.Errorf("select_result at %#x in %s: stepped %v, counted apart %v; want a jump", pt.Address, pt.Func, pt.Stepped, pt.CountedApart)
@@ -95,7 +105,7 @@ func checkChanPlan(t *testing.T, path string, selects bool) {
 	slices.Sort(want)
 	wantProbed := map[string]int{"chan_send runtime.chansend": 1, "chan_recv runtime.chanrecv": 1}
 	if selects {
-		wantProbed["select_enter runtime.selectgo"] = 1
+		wantProbed["select_enter"] = len(calls)
 	}
 	if !maps.Equal(probed, wantProbed) || !slices.Equal(got, want) {
 		t.Errorf("channel probes %v, select results %q; want %v and %q; notes %q", probed, got, wantProbed, want, plan.Notes)

@@ -324,23 +324,26 @@ func (p *Plan) channels(bin *target.Binary, opts Options) {
 	p.selects(bin, opts)
 }
 
-// MaxSelectSites is how many multi-case selects of user code the probes
-// see the results of; a select beyond them hands nothing it takes from a
-// buffer or a waiting sender.
+// MaxSelectSites is how many multi-case selects of user code are
+// watched; a select beyond them hands nothing it takes from a buffer or a
+// waiting sender.
 const MaxSelectSites = 1024
 
-// selects watches multi-case selects: runtime.selectgo(cas0, order0, pc0,
-// nsends, nrecvs, block) (int, bool), which the compiler calls from the
-// select's own function. Its entry plans the receive of each receive case
-// whose channel holds traced elements. Where a select of user code tests
-// selectgo's results (the first jump after the call, emulated by the
-// kernel; else the return address, single-stepped), a probe does the plan
-// of the case chosen: found by decoding user code, amd64 only. Not on
-// selectgo's RETs: every select of the process, the libraries' too, would
-// pay a single-stepped trap (measured: 17 µs a select, against under 1 µs
-// for an emulated probe). A receiver parked in a select is handed its
-// element by the send (chan_send), which finds the select's frames from
-// selectgo's text and passes over a select already won (g.selectDone).
+// selects watches the multi-case selects of user code. The compiler calls
+// runtime.selectgo(cas0, order0, pc0, nsends, nrecvs, block) (int, bool)
+// from the select's own function: a probe on that CALL (emulated by the
+// kernel, its arguments loaded) plans the receive of each receive case
+// whose channel holds traced elements, and a probe where the function
+// then tests selectgo's results (the first jump after the call, emulated;
+// else the return address, single-stepped) does the plan of the case
+// chosen. Both are found by decoding user code, amd64 only. Not on
+// selectgo's entry and RETs: every select of the process, the libraries'
+// too, would pay the traps, a RET's single-stepped (measured: 17 µs a
+// select, against under 1 µs for an emulated probe), and before Go 1.21
+// selectgo's entry too (no PUSHQ BP). A receiver parked in a select is
+// handed its element by the send (chan_send), which finds the select's
+// frames from selectgo's text and passes over a select already won
+// (g.selectDone): that needs no probe of the select.
 func (p *Plan) selects(bin *target.Binary, opts Options) {
 	fn, err := bin.Func("runtime.selectgo")
 	if err != nil {
@@ -357,21 +360,15 @@ func (p *Plan) selects(bin *target.Binary, opts Options) {
 		p.Notes = append(p.Notes, fmt.Sprintf("a multi-case select's receive from a buffer or a waiting sender not watched: %v", err))
 		return
 	}
-	if len(sites) == 0 {
-		return // no select in user code: its entry probe would plan for nothing
-	}
-	if err := p.entry(bin, fn.Name, SelectEnter, 0); err != nil {
-		p.Notes = append(p.Notes, fmt.Sprintf("a multi-case select's receive from a buffer or a waiting sender not watched: %v", err))
-		return
-	}
 	if len(sites) > MaxSelectSites {
 		p.Notes = append(p.Notes, fmt.Sprintf("%d multi-case selects in user code, the first %d watched for receives from a buffer or a waiting sender", len(sites), MaxSelectSites))
 		sites = sites[:MaxSelectSites]
 	}
 	stepped := 0
 	for _, s := range sites {
-		p.Points = append(p.Points, Point{Program: SelectResult, Func: s.Func.Name, Address: s.Probe,
-			Stepped: !s.Emulated, CountedApart: !s.Emulated, fn: s.Func})
+		p.Points = append(p.Points,
+			Point{Program: SelectEnter, Func: s.Func.Name, Address: s.Call, fn: s.Func},
+			Point{Program: SelectResult, Func: s.Func.Name, Address: s.Probe, Stepped: !s.Emulated, CountedApart: !s.Emulated, fn: s.Func})
 		if !s.Emulated {
 			stepped++
 		}

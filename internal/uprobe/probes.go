@@ -45,8 +45,8 @@ const (
 	ChanSend
 	// ChanRecv goes on runtime.chanrecv's entry: an element received.
 	ChanRecv
-	// SelectEnter goes on runtime.selectgo's entry: a multi-case select
-	// about to run, whose receives are planned.
+	// SelectEnter goes on a CALL of runtime.selectgo in user code: a
+	// multi-case select about to run, whose receives are planned.
 	SelectEnter
 	// SelectResult goes where a select's function tests the results of
 	// its call of runtime.selectgo: the case chosen (on a jump, or
