@@ -334,7 +334,7 @@ func (b *bench) plan(bin *target.Binary) (string, error) {
 	var desc []string
 	for _, f := range funcs {
 		if c := counts[f]; c > 1 {
-			desc = append(desc, fmt.Sprintf("%s (%d RETs)", f, c))
+			desc = append(desc, fmt.Sprintf("%s (%d probes)", f, c))
 		} else {
 			desc = append(desc, f)
 		}
