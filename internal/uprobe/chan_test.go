@@ -3,6 +3,7 @@ package uprobe_test
 import (
 	"fmt"
 	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -32,6 +33,45 @@ func TestChanProbesPlanned(t *testing.T) {
 	}
 	t.Run("worker", func(t *testing.T) { checkChanPlan(t, filepath.Join(dir, "worker"), false) })
 	t.Run("handoff", func(t *testing.T) { checkChanPlan(t, filepath.Join(dir, "handoff"), true) })
+}
+
+// TestChanProbesPlannedARM64: on arm64 the select probes are not placed
+// (the calls of runtime.selectgo are decoded on amd64 alone), and the plan's
+// notes say so; a receiver parked in a select is still handed its element
+// (selectgo's text and g.selectDone are known).
+func TestChanProbesPlannedARM64(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "handoff")
+	build := exec.Command("go", "build", "-o", exe, "./integration/testdata/handoff")
+	build.Dir = "../.."
+	build.Env = append(os.Environ(), "GOARCH=arm64", "GOOS=linux", "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the target: %v\n%s", err, out)
+	}
+	bin, err := target.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	plan, err := uprobe.NewPlan(bin, uprobe.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pt := range plan.Points {
+		if pt.Program == uprobe.SelectEnter || pt.Program == uprobe.SelectResult {
+			t.Errorf("%s probe at %#x in %s on arm64", pt.Program, pt.Address, pt.Func)
+		}
+	}
+	noted := false
+	for _, n := range plan.Notes {
+		noted = noted || strings.Contains(n, "multi-case select's receive from a buffer or a waiting sender not watched")
+	}
+	if !noted {
+		t.Errorf("no note says a select's receives are not watched: %q", plan.Notes)
+	}
+	l := plan.Layout
+	if l.ChanBuf == 0 || l.SelectText == 0 || l.SelectTextEnd <= l.SelectText || l.GSelectDone == 0 {
+		t.Errorf("layout %+v: want channels, selectgo's text and g.selectDone known", l)
+	}
 }
 
 func checkChanPlan(t *testing.T, path string, selects bool) {
