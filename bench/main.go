@@ -13,6 +13,8 @@
 //	                  record probe, single-stepped: one map lookup, no event)
 //	chan              a send and a receive on a buffered channel outside
 //	                  any trace (the hand-off probes: one map lookup each)
+//	select            the same, received by a two-case select (selectgo's
+//	                  entry probe, and its RET's, single-stepped)
 //
 // each in three modes:
 //
@@ -209,6 +211,7 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 		{"spawn-traced", 20000},
 		{"slog", 50000},
 		{"chan", 100000},
+		{"select", 100000},
 	}
 	if n > 0 {
 		for i := range ops {
@@ -350,7 +353,7 @@ func (b *bench) plan(bin *target.Binary) (string, error) {
 	var desc []string
 	for _, f := range funcs {
 		if c := counts[f]; c > 1 {
-			desc = append(desc, fmt.Sprintf("%s (%d RETs)", f, c))
+			desc = append(desc, fmt.Sprintf("%s (%d probes)", f, c))
 		} else {
 			desc = append(desc, f)
 		}

@@ -51,6 +51,9 @@ volatile const __u64 off_c_qcount, off_c_dataqsiz, off_c_buf, off_c_elemsize, of
 volatile const __u64 off_c_sendx, off_c_recvx, off_c_recvq, off_c_sendq;
 volatile const __u64 off_sg_g, off_sg_elem, off_sg_is_select;
 volatile const __u64 txt_chanrecv, txt_chanrecv_end; // runtime.chanrecv's text
+// runtime.selectgo's text, and runtime.g.selectDone: a multi-case select
+// (chan.h). 0 when selects are not watched.
+volatile const __u64 txt_selectgo, txt_selectgo_end, off_g_select_done;
 volatile const __u32 n_keys;
 volatile const __u8 keys_kind[MAX_KEYS];
 volatile const __u64 keys_type[MAX_KEYS];

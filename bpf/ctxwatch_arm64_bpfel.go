@@ -151,6 +151,20 @@ type CtxwatchRegistered struct {
 	Pad        uint32
 }
 
+type CtxwatchSelectPlan struct {
+	_      structs.HostLayout
+	Call   uint64
+	Nsends uint64
+	C      [4]uint64
+	P      [4]struct {
+		_    structs.HostLayout
+		At   uint64
+		Word uint64
+		From uint64
+		Take uint64
+	}
+}
+
 type CtxwatchStack struct {
 	_    structs.HostLayout
 	Pc   [16]uint64
@@ -183,6 +197,7 @@ const (
 	CtxwatchMapHandoffs               = "handoffs"
 	CtxwatchMapProcs                  = "procs"
 	CtxwatchMapRegistered             = "registered"
+	CtxwatchMapSelects                = "selects"
 	CtxwatchMapStacks                 = "stacks"
 	CtxwatchMapStats                  = "stats"
 	CtxwatchProgChanRecv              = "chan_recv"
@@ -191,6 +206,9 @@ const (
 	CtxwatchProgContextAfterFunc      = "context_after_func"
 	CtxwatchProgCtxArg0               = "ctx_arg0"
 	CtxwatchProgLogFunc               = "log_func"
+	CtxwatchProgSelectEnter           = "select_enter"
+	CtxwatchProgSelectResult          = "select_result"
+	CtxwatchProgSelectResultStepped   = "select_result_stepped"
 	CtxwatchProgSlogHandle            = "slog_handle"
 	CtxwatchProgSpawn                 = "spawn"
 	CtxwatchProgTimeAfterFunc         = "time_after_func"
@@ -221,6 +239,7 @@ const (
 	CtxwatchVarOffG_m                 = "off_g_m"
 	CtxwatchVarOffG_schedBp           = "off_g_sched_bp"
 	CtxwatchVarOffG_schedCtxt         = "off_g_sched_ctxt"
+	CtxwatchVarOffG_selectDone        = "off_g_select_done"
 	CtxwatchVarOffM_curg              = "off_m_curg"
 	CtxwatchVarOffNrsSc               = "off_nrs_sc"
 	CtxwatchVarOffRsEnd               = "off_rs_end"
@@ -232,10 +251,13 @@ const (
 	CtxwatchVarOffSgIsSelect          = "off_sg_is_select"
 	CtxwatchVarRegisteredAny          = "registered_any"
 	CtxwatchVarRingWakeBytes          = "ring_wake_bytes"
+	CtxwatchVarTracedChans            = "traced_chans"
 	CtxwatchVarTxtChanrecv            = "txt_chanrecv"
 	CtxwatchVarTxtChanrecvEnd         = "txt_chanrecv_end"
 	CtxwatchVarTxtCtxWithSpan         = "txt_ctx_with_span"
 	CtxwatchVarTxtCtxWithSpanEnd      = "txt_ctx_with_span_end"
+	CtxwatchVarTxtSelectgo            = "txt_selectgo"
+	CtxwatchVarTxtSelectgoEnd         = "txt_selectgo_end"
 	CtxwatchVarTxtTracerStart         = "txt_tracer_start"
 	CtxwatchVarTxtTracerStartEnd      = "txt_tracer_start_end"
 	CtxwatchVarTypAfterFuncCtx        = "typ_after_func_ctx"
@@ -307,16 +329,19 @@ type CtxwatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CtxwatchProgramSpecs struct {
-	ChanRecv         *ebpf.ProgramSpec `ebpf:"chan_recv"`
-	ChanSend         *ebpf.ProgramSpec `ebpf:"chan_send"`
-	CheckFunc        *ebpf.ProgramSpec `ebpf:"check_func"`
-	ContextAfterFunc *ebpf.ProgramSpec `ebpf:"context_after_func"`
-	CtxArg0          *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
-	LogFunc          *ebpf.ProgramSpec `ebpf:"log_func"`
-	SlogHandle       *ebpf.ProgramSpec `ebpf:"slog_handle"`
-	Spawn            *ebpf.ProgramSpec `ebpf:"spawn"`
-	TimeAfterFunc    *ebpf.ProgramSpec `ebpf:"time_after_func"`
-	WithValue        *ebpf.ProgramSpec `ebpf:"with_value"`
+	ChanRecv            *ebpf.ProgramSpec `ebpf:"chan_recv"`
+	ChanSend            *ebpf.ProgramSpec `ebpf:"chan_send"`
+	CheckFunc           *ebpf.ProgramSpec `ebpf:"check_func"`
+	ContextAfterFunc    *ebpf.ProgramSpec `ebpf:"context_after_func"`
+	CtxArg0             *ebpf.ProgramSpec `ebpf:"ctx_arg0"`
+	LogFunc             *ebpf.ProgramSpec `ebpf:"log_func"`
+	SelectEnter         *ebpf.ProgramSpec `ebpf:"select_enter"`
+	SelectResult        *ebpf.ProgramSpec `ebpf:"select_result"`
+	SelectResultStepped *ebpf.ProgramSpec `ebpf:"select_result_stepped"`
+	SlogHandle          *ebpf.ProgramSpec `ebpf:"slog_handle"`
+	Spawn               *ebpf.ProgramSpec `ebpf:"spawn"`
+	TimeAfterFunc       *ebpf.ProgramSpec `ebpf:"time_after_func"`
+	WithValue           *ebpf.ProgramSpec `ebpf:"with_value"`
 }
 
 // CtxwatchMapSpecs contains maps before they are loaded into the kernel.
@@ -331,6 +356,7 @@ type CtxwatchMapSpecs struct {
 	Handoffs    *ebpf.MapSpec `ebpf:"handoffs"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
 	Registered  *ebpf.MapSpec `ebpf:"registered"`
+	Selects     *ebpf.MapSpec `ebpf:"selects"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -365,6 +391,7 @@ type CtxwatchVariableSpecs struct {
 	OffG_m                 *ebpf.VariableSpec `ebpf:"off_g_m"`
 	OffG_schedBp           *ebpf.VariableSpec `ebpf:"off_g_sched_bp"`
 	OffG_schedCtxt         *ebpf.VariableSpec `ebpf:"off_g_sched_ctxt"`
+	OffG_selectDone        *ebpf.VariableSpec `ebpf:"off_g_select_done"`
 	OffM_curg              *ebpf.VariableSpec `ebpf:"off_m_curg"`
 	OffNrsSc               *ebpf.VariableSpec `ebpf:"off_nrs_sc"`
 	OffRsEnd               *ebpf.VariableSpec `ebpf:"off_rs_end"`
@@ -376,10 +403,13 @@ type CtxwatchVariableSpecs struct {
 	OffSgIsSelect          *ebpf.VariableSpec `ebpf:"off_sg_is_select"`
 	RegisteredAny          *ebpf.VariableSpec `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.VariableSpec `ebpf:"ring_wake_bytes"`
+	TracedChans            *ebpf.VariableSpec `ebpf:"traced_chans"`
 	TxtChanrecv            *ebpf.VariableSpec `ebpf:"txt_chanrecv"`
 	TxtChanrecvEnd         *ebpf.VariableSpec `ebpf:"txt_chanrecv_end"`
 	TxtCtxWithSpan         *ebpf.VariableSpec `ebpf:"txt_ctx_with_span"`
 	TxtCtxWithSpanEnd      *ebpf.VariableSpec `ebpf:"txt_ctx_with_span_end"`
+	TxtSelectgo            *ebpf.VariableSpec `ebpf:"txt_selectgo"`
+	TxtSelectgoEnd         *ebpf.VariableSpec `ebpf:"txt_selectgo_end"`
 	TxtTracerStart         *ebpf.VariableSpec `ebpf:"txt_tracer_start"`
 	TxtTracerStartEnd      *ebpf.VariableSpec `ebpf:"txt_tracer_start_end"`
 	TypAfterFuncCtx        *ebpf.VariableSpec `ebpf:"typ_after_func_ctx"`
@@ -437,6 +467,7 @@ type CtxwatchMaps struct {
 	Handoffs    *ebpf.Map `ebpf:"handoffs"`
 	Procs       *ebpf.Map `ebpf:"procs"`
 	Registered  *ebpf.Map `ebpf:"registered"`
+	Selects     *ebpf.Map `ebpf:"selects"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 }
@@ -451,6 +482,7 @@ func (m *CtxwatchMaps) Close() error {
 		m.Handoffs,
 		m.Procs,
 		m.Registered,
+		m.Selects,
 		m.Stacks,
 		m.Stats,
 	)
@@ -486,6 +518,7 @@ type CtxwatchVariables struct {
 	OffG_m                 *ebpf.Variable `ebpf:"off_g_m"`
 	OffG_schedBp           *ebpf.Variable `ebpf:"off_g_sched_bp"`
 	OffG_schedCtxt         *ebpf.Variable `ebpf:"off_g_sched_ctxt"`
+	OffG_selectDone        *ebpf.Variable `ebpf:"off_g_select_done"`
 	OffM_curg              *ebpf.Variable `ebpf:"off_m_curg"`
 	OffNrsSc               *ebpf.Variable `ebpf:"off_nrs_sc"`
 	OffRsEnd               *ebpf.Variable `ebpf:"off_rs_end"`
@@ -497,10 +530,13 @@ type CtxwatchVariables struct {
 	OffSgIsSelect          *ebpf.Variable `ebpf:"off_sg_is_select"`
 	RegisteredAny          *ebpf.Variable `ebpf:"registered_any"`
 	RingWakeBytes          *ebpf.Variable `ebpf:"ring_wake_bytes"`
+	TracedChans            *ebpf.Variable `ebpf:"traced_chans"`
 	TxtChanrecv            *ebpf.Variable `ebpf:"txt_chanrecv"`
 	TxtChanrecvEnd         *ebpf.Variable `ebpf:"txt_chanrecv_end"`
 	TxtCtxWithSpan         *ebpf.Variable `ebpf:"txt_ctx_with_span"`
 	TxtCtxWithSpanEnd      *ebpf.Variable `ebpf:"txt_ctx_with_span_end"`
+	TxtSelectgo            *ebpf.Variable `ebpf:"txt_selectgo"`
+	TxtSelectgoEnd         *ebpf.Variable `ebpf:"txt_selectgo_end"`
 	TxtTracerStart         *ebpf.Variable `ebpf:"txt_tracer_start"`
 	TxtTracerStartEnd      *ebpf.Variable `ebpf:"txt_tracer_start_end"`
 	TypAfterFuncCtx        *ebpf.Variable `ebpf:"typ_after_func_ctx"`
@@ -534,16 +570,19 @@ type CtxwatchVariables struct {
 //
 // It can be passed to LoadCtxwatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CtxwatchPrograms struct {
-	ChanRecv         *ebpf.Program `ebpf:"chan_recv"`
-	ChanSend         *ebpf.Program `ebpf:"chan_send"`
-	CheckFunc        *ebpf.Program `ebpf:"check_func"`
-	ContextAfterFunc *ebpf.Program `ebpf:"context_after_func"`
-	CtxArg0          *ebpf.Program `ebpf:"ctx_arg0"`
-	LogFunc          *ebpf.Program `ebpf:"log_func"`
-	SlogHandle       *ebpf.Program `ebpf:"slog_handle"`
-	Spawn            *ebpf.Program `ebpf:"spawn"`
-	TimeAfterFunc    *ebpf.Program `ebpf:"time_after_func"`
-	WithValue        *ebpf.Program `ebpf:"with_value"`
+	ChanRecv            *ebpf.Program `ebpf:"chan_recv"`
+	ChanSend            *ebpf.Program `ebpf:"chan_send"`
+	CheckFunc           *ebpf.Program `ebpf:"check_func"`
+	ContextAfterFunc    *ebpf.Program `ebpf:"context_after_func"`
+	CtxArg0             *ebpf.Program `ebpf:"ctx_arg0"`
+	LogFunc             *ebpf.Program `ebpf:"log_func"`
+	SelectEnter         *ebpf.Program `ebpf:"select_enter"`
+	SelectResult        *ebpf.Program `ebpf:"select_result"`
+	SelectResultStepped *ebpf.Program `ebpf:"select_result_stepped"`
+	SlogHandle          *ebpf.Program `ebpf:"slog_handle"`
+	Spawn               *ebpf.Program `ebpf:"spawn"`
+	TimeAfterFunc       *ebpf.Program `ebpf:"time_after_func"`
+	WithValue           *ebpf.Program `ebpf:"with_value"`
 }
 
 func (p *CtxwatchPrograms) Close() error {
@@ -554,6 +593,9 @@ func (p *CtxwatchPrograms) Close() error {
 		p.ContextAfterFunc,
 		p.CtxArg0,
 		p.LogFunc,
+		p.SelectEnter,
+		p.SelectResult,
+		p.SelectResultStepped,
 		p.SlogHandle,
 		p.Spawn,
 		p.TimeAfterFunc,

@@ -43,7 +43,9 @@ func handoffMarkers(t *testing.T, path string) map[int]handoffMarker {
 // connection, feeds worker pools through channels in every way the probes
 // follow (buffered, unbuffered with the worker waiting or the sender
 // waiting, a full one-slot buffer, a range loop, a one-case select with
-// default). Each send site marked want:send hands one element per request
+// default; multi-case selects whose worker waits in the select, takes the
+// element from the buffer or takes it from the waiting sender). Each send
+// site marked want:send hands one element per request
 // (two for the full buffer's loop) and counts what the worker's next span
 // start did: all kept where the job carries the request's context, all
 // new roots where it carries an id and the worker starts on Background,
@@ -51,8 +53,8 @@ func handoffMarkers(t *testing.T, path string) map[int]handoffMarker {
 // lost-at-handoff at the worker's line marked want:recv, with the send's
 // stack. Sends outside any trace (main's, the untraced request's), start
 // signals (chan struct{}: no element), the library's own channel
-// (io.Pipe), a result sent to a handler inside its own span and a receive
-// in a multi-case select hand nothing: no send site, no break.
+// (io.Pipe) and a result sent to a handler inside its own span hand
+// nothing: no send site, no break.
 func TestHandoffWorkerPools(t *testing.T) {
 	requireRoot(t)
 	src, err := filepath.Abs("testdata/handoff/main.go")
@@ -227,8 +229,9 @@ func TestExportHandoff(t *testing.T) {
 // testdata/handoffcompat, built by Go 1.17.13 (the oldest release ctxwatch
 // watches), 1.21.13, 1.24.13 and 1.27.4 (the host's 1.26 builds
 // testdata/handoff), gets the send sites and lost-at-handoff breaks its
-// markers say, with a trace under a key of its own: exact counts per line.
-// A worker waiting in a multi-case select is not handed anything.
+// markers say, with a trace under a key of its own: exact counts per line,
+// multi-case select workers included (waiting in the select, taking from
+// the buffer, and a job with the unit's context: kept).
 func TestHandoffToolchains(t *testing.T) {
 	requireRoot(t)
 	src, err := filepath.Abs("testdata/handoffcompat/main.go")

@@ -2,7 +2,7 @@
 // and under ctxwatch. It times one operation in a loop and prints
 // "ns/op <float>".
 //
-//	target -op withvalue|spawn|withvalue-traced|spawn-traced|slog|chan|units -n N
+//	target -op withvalue|spawn|withvalue-traced|spawn-traced|slog|chan|select|units -n N
 //
 // withvalue calls context.WithValue N times outside any trace (ctxwatch's
 // hot path: one map lookup); withvalue-traced does the same inside a trace
@@ -14,6 +14,8 @@
 // record probe: one map lookup, no event). chan sends N values on a
 // buffered channel and receives each, outside any trace (ctxwatch's
 // hand-off probes on runtime.chansend and chanrecv: one map lookup each).
+// select does the same with each value received by a two-case select
+// (runtime.selectgo: its entry probe and its RET's, single-stepped).
 //
 // units runs N units of work in a loop, as a worker does: each sets a new
 // trace on a fresh context, starts a goroutine that checks the traced
@@ -47,7 +49,7 @@ type k struct{}
 const traceID = "0123456789abcdef0123456789abcdef"
 
 func main() {
-	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced, spawn-traced, slog, chan or units")
+	op := flag.String("op", "withvalue", "operation: withvalue, spawn, withvalue-traced, spawn-traced, slog, chan, select or units")
 	n := flag.Int("n", 100000, "number of operations")
 	limit := flag.Duration("for", 0, "units: stop after this long even if fewer than N units ran")
 	flag.Parse()
@@ -67,6 +69,8 @@ func main() {
 		d = logRecords(*n)
 	case "chan":
 		d = chanOps(*n)
+	case "select":
+		d = selectOps(*n)
 	case "units":
 		var done int
 		d, done = units(*n, *limit)
@@ -117,6 +121,27 @@ func chanOps(n int) time.Duration {
 		<-c
 	}
 	return time.Since(start)
+}
+
+// selectOps times n sends on a buffered channel, each received at once
+// by a select whose other case is never ready, outside any trace.
+func selectOps(n int) time.Duration {
+	c, never := make(chan int, 1), make(chan int)
+	sum := 0
+	start := time.Now()
+	for i := range n {
+		c <- i
+		select {
+		case v := <-c:
+			sum += v
+		case <-never:
+		}
+	}
+	d := time.Since(start)
+	if sum < 0 {
+		panic("overflow")
+	}
+	return d
 }
 
 // spawn times starting n goroutines that do nothing, and waiting for them.

@@ -63,9 +63,12 @@ What is watched (uprobes, filtered by process):
                          their first context argument
   channel sends and      runtime.chansend and chanrecv: plain sends and
   receives               receives, range loops, one-case select with default,
-                         called from your code. Not seen: multi-case select
-                         (runtime.selectgo), and hand-offs that use no channel
-                         (a mutex-protected queue or slice, sync.Cond, sync.Pool)
+                         called from your code; your multi-case selects' calls
+                         of runtime.selectgo and tests of its result: their
+                         receive cases. Not seen: select send cases, a
+                         multi-case select's receive from a buffer on arm64,
+                         and hand-offs that use no channel (a mutex-protected
+                         queue or slice, sync.Cond, sync.Pool)
 
 Break kinds:
   lost-at-spawn  a goroutine started inside trace T first used a context with no trace

@@ -36,8 +36,9 @@ var runtimeTable = map[string]map[field]uint64{
 		{"context.timerCtx", "cancelCtx"}: 0,
 		{"runtime.itab", "_type"}:         8,
 		// internal/abi.ITab Type: not present
-		{"runtime.funcval", "fn"}: 0,
-		{"string", "len"}:         8,
+		{"runtime.funcval", "fn"}:   0,
+		{"string", "len"}:           8,
+		{"runtime.g", "selectDone"}: 376,
 	},
 	"go1.18": { // measured with go1.18.10
 		{"runtime.g", "goid"}:       152,
@@ -68,8 +69,9 @@ var runtimeTable = map[string]map[field]uint64{
 		{"context.timerCtx", "cancelCtx"}: 0,
 		{"runtime.itab", "_type"}:         8,
 		// internal/abi.ITab Type: not present
-		{"runtime.funcval", "fn"}: 0,
-		{"string", "len"}:         8,
+		{"runtime.funcval", "fn"}:   0,
+		{"string", "len"}:           8,
+		{"runtime.g", "selectDone"}: 376,
 	},
 	"go1.19": { // measured with go1.19.13
 		{"runtime.g", "goid"}:       152,
@@ -100,8 +102,9 @@ var runtimeTable = map[string]map[field]uint64{
 		{"context.timerCtx", "cancelCtx"}: 0,
 		{"runtime.itab", "_type"}:         8,
 		// internal/abi.ITab Type: not present
-		{"runtime.funcval", "fn"}: 0,
-		{"string", "len"}:         8,
+		{"runtime.funcval", "fn"}:   0,
+		{"string", "len"}:           8,
+		{"runtime.g", "selectDone"}: 376,
 	},
 	"go1.20": { // measured with go1.20.14
 		{"runtime.g", "goid"}:       152,
@@ -132,8 +135,9 @@ var runtimeTable = map[string]map[field]uint64{
 		{"context.timerCtx", "cancelCtx"}: 0,
 		{"runtime.itab", "_type"}:         8,
 		// internal/abi.ITab Type: not present
-		{"runtime.funcval", "fn"}: 0,
-		{"string", "len"}:         8,
+		{"runtime.funcval", "fn"}:   0,
+		{"string", "len"}:           8,
+		{"runtime.g", "selectDone"}: 376,
 	},
 	"go1.21": { // measured with go1.21.13
 		{"runtime.g", "goid"}:            152,
@@ -164,8 +168,9 @@ var runtimeTable = map[string]map[field]uint64{
 		{"context.timerCtx", "cancelCtx"}: 0,
 		{"runtime.itab", "_type"}:         8,
 		// internal/abi.ITab Type: not present
-		{"runtime.funcval", "fn"}: 0,
-		{"string", "len"}:         8,
+		{"runtime.funcval", "fn"}:   0,
+		{"string", "len"}:           8,
+		{"runtime.g", "selectDone"}: 360,
 	},
 	"go1.22": { // measured with go1.22.12
 		{"runtime.g", "goid"}:            152,
@@ -196,8 +201,9 @@ var runtimeTable = map[string]map[field]uint64{
 		{"context.timerCtx", "cancelCtx"}: 0,
 		{"runtime.itab", "_type"}:         8,
 		// internal/abi.ITab Type: not present
-		{"runtime.funcval", "fn"}: 0,
-		{"string", "len"}:         8,
+		{"runtime.funcval", "fn"}:   0,
+		{"string", "len"}:           8,
+		{"runtime.g", "selectDone"}: 360,
 	},
 	"go1.23": { // measured with go1.23.12
 		{"runtime.g", "goid"}:            160,
@@ -230,6 +236,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"internal/abi.ITab", "Type"}: 8,
 		{"runtime.funcval", "fn"}:     0,
 		{"string", "len"}:             8,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.24": { // measured with go1.24.13
 		{"runtime.g", "goid"}:            160,
@@ -262,6 +269,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"internal/abi.ITab", "Type"}: 8,
 		{"runtime.funcval", "fn"}:     0,
 		{"string", "len"}:             8,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.25": { // measured with go1.25.14
 		{"runtime.g", "goid"}:            152,
@@ -294,6 +302,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"internal/abi.ITab", "Type"}: 8,
 		{"runtime.funcval", "fn"}:     0,
 		{"string", "len"}:             8,
+		{"runtime.g", "selectDone"}:   368,
 	},
 	"go1.26": { // measured with go1.26.8
 		{"runtime.g", "goid"}:             152,
@@ -326,6 +335,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"internal/abi.ITab", "Type"}: 8,
 		{"runtime.funcval", "fn"}:     0,
 		{"string", "len"}:             8,
+		{"runtime.g", "selectDone"}:   376,
 	},
 	"go1.27": { // measured with go1.27.4
 		{"runtime.g", "goid"}:             152,
@@ -358,6 +368,7 @@ var runtimeTable = map[string]map[field]uint64{
 		{"internal/abi.ITab", "Type"}: 8,
 		{"runtime.funcval", "fn"}:     0,
 		{"string", "len"}:             8,
+		{"runtime.g", "selectDone"}:   376,
 	},
 }
 

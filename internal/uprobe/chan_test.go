@@ -1,8 +1,12 @@
 package uprobe_test
 
 import (
+	"fmt"
+	"maps"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,18 +15,39 @@ import (
 )
 
 // TestChanProbesPlanned: a binary's plan probes runtime.chansend and
-// runtime.chanrecv, each once, and gives the probes the hchan and sudog
-// offsets its own DWARF has (the element pointer's source of truth,
-// sudog.elem.vu, where elem is a maybeTraceablePtr), and chanrecv's text,
-// which a parked receiver's frames are found from.
+// runtime.chanrecv, each once, and gives the probes the hchan, sudog and
+// g.selectDone offsets its own DWARF has (the element pointer's source of
+// truth, sudog.elem.vu, where elem is a maybeTraceablePtr), and the texts
+// of chanrecv and selectgo, which a parked receiver's frames are found
+// from. examples/worker has no multi-case select: no select probe.
+// integration/testdata/handoff has several: each select of package main is
+// probed on its CALL of runtime.selectgo and on the jump that tests
+// selectgo's results (emulated), just after the call; selectgo itself is
+// not probed.
 func TestChanProbesPlanned(t *testing.T) {
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", dir+"/", "./examples/worker")
+	build := exec.Command("go", "build", "-o", dir+"/", "./examples/worker", "./integration/testdata/handoff")
 	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the targets: %v\n%s", err, out)
+	}
+	t.Run("worker", func(t *testing.T) { checkChanPlan(t, filepath.Join(dir, "worker"), false) })
+	t.Run("handoff", func(t *testing.T) { checkChanPlan(t, filepath.Join(dir, "handoff"), true) })
+}
+
+// TestChanProbesPlannedARM64: on arm64 the select probes are not placed
+// (the calls of runtime.selectgo are decoded on amd64 alone), and the plan's
+// notes say so; a receiver parked in a select is still handed its element
+// (selectgo's text and g.selectDone are known).
+func TestChanProbesPlannedARM64(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "handoff")
+	build := exec.Command("go", "build", "-o", exe, "./integration/testdata/handoff")
+	build.Dir = "../.."
+	build.Env = append(os.Environ(), "GOARCH=arm64", "GOOS=linux", "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the target: %v\n%s", err, out)
 	}
-	bin, err := target.Open(filepath.Join(dir, "worker"))
+	bin, err := target.Open(exe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,14 +56,99 @@ func TestChanProbesPlanned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probed := map[string]int{}
 	for _, pt := range plan.Points {
-		if pt.Program == uprobe.ChanSend || pt.Program == uprobe.ChanRecv {
-			probed[pt.Program.String()+" "+pt.Func]++
+		if pt.Program == uprobe.SelectEnter || pt.Program == uprobe.SelectResult {
+			t.Errorf("%s probe at %#x in %s on arm64", pt.Program, pt.Address, pt.Func)
 		}
 	}
-	if probed["chan_send runtime.chansend"] != 1 || probed["chan_recv runtime.chanrecv"] != 1 || len(probed) != 2 {
-		t.Errorf("channel probes %v, want chan_send on runtime.chansend and chan_recv on runtime.chanrecv; notes %q", probed, plan.Notes)
+	noted := false
+	for _, n := range plan.Notes {
+		noted = noted || strings.Contains(n, "multi-case select's receive from a buffer or a waiting sender not watched")
+	}
+	if !noted {
+		t.Errorf("no note says a select's receives are not watched: %q", plan.Notes)
+	}
+	l := plan.Layout
+	if l.ChanBuf == 0 || l.SelectText == 0 || l.SelectTextEnd <= l.SelectText || l.GSelectDone == 0 {
+		t.Errorf("layout %+v: want channels, selectgo's text and g.selectDone known", l)
+	}
+}
+
+func checkChanPlan(t *testing.T, path string, selects bool) {
+	bin, err := target.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	plan, err := uprobe.NewPlan(bin, uprobe.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	selectgo, err := bin.Func("runtime.selectgo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The selects of package main, by decoding every CALL of it.
+	type call struct {
+		fn   string
+		addr uint64
+	}
+	var calls []call
+	var want []string
+	for _, fn := range bin.Funcs() {
+		if !strings.HasPrefix(fn.Name, "main.") {
+			continue
+		}
+		cs, err := bin.Calls(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Target == selectgo.Entry {
+				calls = append(calls, call{fn.Name, c.Addr})
+				want = append(want, fmt.Sprintf("%s after %#x", fn.Name, c.Addr))
+			}
+		}
+	}
+	if selects != (len(want) > 0) {
+		t.Fatalf("%d selects in package main", len(want))
+	}
+	probed := map[string]int{}
+	var got []string
+	for _, pt := range plan.Points {
+		switch pt.Program {
+		case uprobe.ChanSend, uprobe.ChanRecv:
+			probed[pt.Program.String()+" "+pt.Func]++
+		case uprobe.SelectEnter:
+			probed["select_enter"]++
+			found := false
+			for _, c := range calls {
+				found = found || c.fn == pt.Func && c.addr == pt.Address
+			}
+			if !found || pt.Stepped {
+				t.Errorf("select_enter at %#x in %s (stepped %v): not a CALL of runtime.selectgo", pt.Address, pt.Func, pt.Stepped)
+			}
+		case uprobe.SelectResult:
+			if pt.Stepped || pt.CountedApart {
+				t.Errorf("select_result at %#x in %s: stepped %v, counted apart %v; want a jump", pt.Address, pt.Func, pt.Stepped, pt.CountedApart)
+			}
+			// The CALL before it (5 bytes), then at most a NOP and a
+			// compare.
+			for _, c := range calls {
+				if c.fn == pt.Func && pt.Address >= c.addr+5 && pt.Address <= c.addr+5+16 {
+					got = append(got, fmt.Sprintf("%s after %#x", c.fn, c.addr))
+				}
+			}
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	wantProbed := map[string]int{"chan_send runtime.chansend": 1, "chan_recv runtime.chanrecv": 1}
+	if selects {
+		wantProbed["select_enter"] = len(calls)
+	}
+	if !maps.Equal(probed, wantProbed) || !slices.Equal(got, want) {
+		t.Errorf("channel probes %v, select results %q; want %v and %q; notes %q", probed, got, wantProbed, want, plan.Notes)
 	}
 	l := plan.Layout
 	elem := "elem"
@@ -55,6 +165,7 @@ func TestChanProbesPlanned(t *testing.T) {
 		{l.ChanRecvx, "runtime.hchan", "recvx"}, {l.ChanRecvq, "runtime.hchan", "recvq.first"},
 		{l.ChanSendq, "runtime.hchan", "sendq.first"}, {l.SudogG, "runtime.sudog", "g"},
 		{l.SudogElem, "runtime.sudog", elem}, {l.SudogIsSelect, "runtime.sudog", "isSelect"},
+		{l.GSelectDone, "runtime.g", "selectDone"},
 	} {
 		want, err := bin.FieldOffset(f.typ, f.path)
 		if err != nil {
@@ -68,8 +179,11 @@ func TestChanProbesPlanned(t *testing.T) {
 	if err != nil || l.ChanRecvText != fn.Entry || l.ChanRecvTextEnd != fn.End || fn.End <= fn.Entry {
 		t.Errorf("chanrecv's text [%#x, %#x), want %+v (%v)", l.ChanRecvText, l.ChanRecvTextEnd, fn, err)
 	}
+	if l.SelectText != selectgo.Entry || l.SelectTextEnd != selectgo.End || selectgo.End <= selectgo.Entry {
+		t.Errorf("selectgo's text [%#x, %#x), want %+v", l.SelectText, l.SelectTextEnd, selectgo)
+	}
 	for _, n := range plan.Notes {
-		if strings.Contains(n, "hand-offs not watched") {
+		if strings.Contains(n, "not watched") && strings.Contains(n, "select") || strings.Contains(n, "hand-offs not watched") {
 			t.Errorf("note %q", n)
 		}
 	}

@@ -261,7 +261,7 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, err))
 		}
 	}
-	p.channels(bin)
+	p.channels(bin, opts)
 	p.slog(bin)
 	for _, name := range opts.LogFuncs {
 		fn, err := bin.Func(name)
@@ -301,9 +301,9 @@ func sudogElem(bin *target.Binary) string {
 // runtime.chansend and runtime.chanrecv, which every plain send and
 // receive, range loop and one-case select with default goes through, from
 // the runtime's own wrappers (chansend1, chanrecv1, chanrecv2,
-// selectnbsend, selectnbrecv), Go 1.17 to 1.27. Multi-case select
-// (runtime.selectgo) is not probed: its hand-offs are not seen.
-func (p *Plan) channels(bin *target.Binary) {
+// selectnbsend, selectnbrecv), Go 1.17 to 1.27; and for multi-case
+// selects (see selects) on runtime.selectgo.
+func (p *Plan) channels(bin *target.Binary, opts Options) {
 	if p.Layout.ChanBuf == 0 {
 		return
 	}
@@ -320,6 +320,61 @@ func (p *Plan) channels(bin *target.Binary) {
 			p.Layout.ChanBuf = 0
 			return
 		}
+	}
+	p.selects(bin, opts)
+}
+
+// MaxSelectSites is how many multi-case selects of user code are
+// watched; a select beyond them hands nothing it takes from a buffer or a
+// waiting sender.
+const MaxSelectSites = 1024
+
+// selects watches the multi-case selects of user code. The compiler calls
+// runtime.selectgo(cas0, order0, pc0, nsends, nrecvs, block) (int, bool)
+// from the select's own function: a probe on that CALL (emulated by the
+// kernel, its arguments loaded) plans the receive of each receive case
+// whose channel holds traced elements, and a probe where the function
+// then tests selectgo's results (the first jump after the call, emulated;
+// else the return address, single-stepped) does the plan of the case
+// chosen. Both are found by decoding user code, amd64 only. Not on
+// selectgo's entry and RETs: every select of the process, the libraries'
+// too, would pay the traps, a RET's single-stepped (measured: 17 µs a
+// select, against under 1 µs for an emulated probe), and before Go 1.21
+// selectgo's entry too (no PUSHQ BP). A receiver parked in a select is
+// handed its element by the send (chan_send), which finds the select's
+// frames from selectgo's text and passes over a select already won
+// (g.selectDone): that needs no probe of the select.
+func (p *Plan) selects(bin *target.Binary, opts Options) {
+	fn, err := bin.Func("runtime.selectgo")
+	if err != nil {
+		p.Notes = append(p.Notes, fmt.Sprintf("hand-offs through a multi-case select not watched: %v", err))
+		return
+	}
+	if p.Layout.GSelectDone != 0 {
+		p.Layout.SelectText, p.Layout.SelectTextEnd = fn.Entry, fn.End
+	}
+	sites, err := bin.ResultSites(fn, func(name string) bool {
+		return target.IsUserFunc(name, bin.MainModule, opts.UserPrefixes)
+	})
+	if err != nil {
+		p.Notes = append(p.Notes, fmt.Sprintf("a multi-case select's receive from a buffer or a waiting sender not watched: %v", err))
+		return
+	}
+	if len(sites) > MaxSelectSites {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d multi-case selects in user code, the first %d watched for receives from a buffer or a waiting sender", len(sites), MaxSelectSites))
+		sites = sites[:MaxSelectSites]
+	}
+	stepped := 0
+	for _, s := range sites {
+		p.Points = append(p.Points,
+			Point{Program: SelectEnter, Func: s.Func.Name, Address: s.Call, fn: s.Func},
+			Point{Program: SelectResult, Func: s.Func.Name, Address: s.Probe, Stepped: !s.Emulated, CountedApart: !s.Emulated, fn: s.Func})
+		if !s.Emulated {
+			stepped++
+		}
+	}
+	if stepped > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d of %d multi-case selects in user code probed at the return of runtime.selectgo (no jump on its results found): single-stepped, slower", stepped, len(sites)))
 	}
 }
 
@@ -540,6 +595,14 @@ func (p *Plan) layout(bin *target.Binary) error {
 			break
 		}
 	}
+	// Optional: without it, a receiver parked in a multi-case select is
+	// not handed an element (channels).
+	if l.ChanBuf != 0 {
+		if err := field(&l.GSelectDone, "runtime.g", "selectDone"); err != nil {
+			l.GSelectDone = 0
+			p.Notes = append(p.Notes, fmt.Sprintf("hand-offs to a receiver parked in a multi-case select not watched: %v", err))
+		}
+	}
 	// Optional: without it, AfterFunc work is not followed (NewPlan).
 	if err := field(&l.GSchedCtxt, "runtime.g", "sched.ctxt"); err != nil {
 		l.GSchedCtxt = 0
@@ -680,7 +743,7 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 			&l.BackgroundCtx, &l.TodoCtx, &l.EmptyCtx, &l.String, &l.Bytes,
 			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan, &l.SDKNonRecordingSpan,
 			&l.TracerStart, &l.TracerStartEnd, &l.ContextWithSpan, &l.ContextWithSpanEnd,
-			&l.ChanRecvText, &l.ChanRecvTextEnd,
+			&l.ChanRecvText, &l.ChanRecvTextEnd, &l.SelectText, &l.SelectTextEnd,
 		} {
 			if *a != 0 {
 				*a += bias

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/bpf"
+	"github.com/ctxwatch/ctxwatch/internal/target"
 )
 
 // Program names an eBPF program of bpf/ctxwatch.c.
@@ -49,11 +50,18 @@ const (
 	ChanSend
 	// ChanRecv goes on runtime.chanrecv's entry: an element received.
 	ChanRecv
+	// SelectEnter goes on a CALL of runtime.selectgo in user code: a
+	// multi-case select about to run, whose receives are planned.
+	SelectEnter
+	// SelectResult goes where a select's function tests the results of
+	// its call of runtime.selectgo: the case chosen (on a jump, or
+	// single-stepped where Stepped says so).
+	SelectResult
 )
 
 func (p Program) String() string {
 	return [...]string{"with_value", "ctx_arg0", "check_func", "spawn", "time_after_func", "context_after_func",
-		"slog_handle", "log_func", "chan_send", "chan_recv"}[p]
+		"slog_handle", "log_func", "chan_send", "chan_recv", "select_enter", "select_result"}[p]
 }
 
 // KeyKind says how a user trace key is matched.
@@ -123,6 +131,11 @@ type Layout struct {
 	// ChanRecvText is runtime.chanrecv's text (end exclusive): a parked
 	// receiver's frames are found from the return into it.
 	ChanRecvText, ChanRecvTextEnd uint64
+	// SelectText is runtime.selectgo's text (end exclusive), and
+	// GSelectDone the offset of runtime.g.selectDone: a receiver parked
+	// in a multi-case select is handed an element only when both are
+	// known. Zero when selects are not watched.
+	SelectText, SelectTextEnd, GSelectDone uint64
 }
 
 // Range is a run-time text range of user code.
@@ -169,6 +182,8 @@ type Point struct {
 	// CountedApart says the program counts its hits apart as well
 	// (SteppedHits), so the budget charges only them the stepped cost.
 	CountedApart bool
+
+	fn target.Func // the function that holds Address, when known (verify)
 }
 
 // Probes is the eBPF program loaded for one process and its uprobes.
@@ -285,6 +300,9 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		bpf.CtxwatchVarOffSgIsSelect:          l.SudogIsSelect,
 		bpf.CtxwatchVarTxtChanrecv:            l.ChanRecvText,
 		bpf.CtxwatchVarTxtChanrecvEnd:         l.ChanRecvTextEnd,
+		bpf.CtxwatchVarTxtSelectgo:            l.SelectText,
+		bpf.CtxwatchVarTxtSelectgoEnd:         l.SelectTextEnd,
+		bpf.CtxwatchVarOffG_selectDone:        l.GSelectDone,
 		bpf.CtxwatchVarN_keys:                 uint32(len(cfg.Keys)),
 		bpf.CtxwatchVarN_ranges:               uint32(len(cfg.UserText)),
 	}
@@ -750,6 +768,13 @@ func (p *Probes) attach() error {
 			prog = p.objs.ChanSend
 		case ChanRecv:
 			prog = p.objs.ChanRecv
+		case SelectEnter:
+			prog = p.objs.SelectEnter
+		case SelectResult:
+			prog = p.objs.SelectResult
+			if pt.Stepped {
+				prog = p.objs.SelectResultStepped
+			}
 		default:
 			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
 		}

@@ -23,6 +23,9 @@ func (p *Plan) verify() error {
 	funcs := map[string]target.Func{}
 	for _, pt := range p.Points {
 		fn, ok := funcs[pt.Func]
+		if pt.fn.End != 0 {
+			fn, ok = pt.fn, true // found by address (a select's result probe)
+		}
 		if !ok {
 			var err error
 			if fn, err = p.bin.Func(pt.Func); err != nil {

@@ -18,13 +18,19 @@
 //   - a job that carries another trace (made by main before serving):
 //     not judged; that worker, inside its span of that trace, sends a
 //     result to the handler, inside its own span: the handler keeps its
-//     trace.
+//     trace;
+//   - multi-case selects (a job's case and a quit case, as a worker's
+//     select on its jobs and ctx.Done()): a worker parked in its select,
+//     handed the id by the send; a worker whose select takes the id from
+//     the buffer; one whose select takes it from the waiting sender; and
+//     their twins whose jobs carry the request's context, parked and
+//     buffered (kept).
 //
 // And what is not a hand-off: sends outside any trace (main's, an untraced
-// request's), io.Pipe's channel (the library's own send and receive), and
-// a receive in a multi-case select (runtime.selectgo, not watched). The
-// handler waits for every worker before it answers. The program prints
-// its own account: "handoff: requests N health N".
+// request's, to plain receives and selects alike) and io.Pipe's channel
+// (the library's own send and receive). The handler waits for every worker
+// before it answers. The program prints its own account: "handoff:
+// requests N health N".
 package main
 
 import (
@@ -61,9 +67,16 @@ var (
 	nonblock = make(chan int, 4)
 	others   = make(chan job, 4)
 	multi    = make(chan int, 4)
+	selBuf   = make(chan int, 4)
+	selWait  = make(chan int)
+	selKept  = make(chan job, 4)
+	selKeptB = make(chan job, 4)
 	quit     = make(chan struct{})
 	slowGo   = make(chan struct{}, 1) // the slow workers' start signals
 	oneGo    = make(chan struct{}, 1)
+	selBufGo = make(chan struct{}, 1)
+	selWGo   = make(chan struct{}, 1)
+	selKBGo  = make(chan struct{}, 1)
 	done     = make(chan struct{}, 16)
 	results  = make(chan struct{})
 	pr, pw   = io.Pipe()
@@ -151,11 +164,75 @@ func otherWorker() {
 	}
 }
 
+// multiWorker waits in its select: the send hands it the id.
 func multiWorker() {
 	for {
 		select {
 		case id := <-multi:
-			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id))
+			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+			span.End()
+			done <- struct{}{}
+		case <-quit:
+			return
+		}
+	}
+}
+
+// selBufWorker's select comes after the id is in the buffer.
+func selBufWorker() {
+	for {
+		<-selBufGo
+		time.Sleep(2 * time.Millisecond) // the id waits in the buffer
+		select {
+		case id := <-selBuf:
+			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+			span.End()
+			done <- struct{}{}
+		case <-quit:
+			return
+		}
+	}
+}
+
+// selWaitWorker's select takes the id from the sender waiting in sendq.
+func selWaitWorker() {
+	for {
+		<-selWGo
+		time.Sleep(2 * time.Millisecond) // the sender waits in sendq
+		select {
+		case <-quit:
+			return
+		case id := <-selWait:
+			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
+			span.End()
+			done <- struct{}{}
+		}
+	}
+}
+
+// selKeptWorker waits in its select for jobs that carry the request's
+// context: kept.
+func selKeptWorker() {
+	for {
+		select {
+		case j := <-selKept:
+			_, span := tracer.Start(j.ctx, "select job")
+			span.End()
+			done <- struct{}{}
+		case <-quit:
+			return
+		}
+	}
+}
+
+// selKeptBufWorker's select takes such a job from the buffer: kept.
+func selKeptBufWorker() {
+	for {
+		<-selKBGo
+		time.Sleep(2 * time.Millisecond)
+		select {
+		case j := <-selKeptB:
+			_, span := tracer.Start(j.ctx, "buffered select job")
 			span.End()
 			done <- struct{}{}
 		case <-quit:
@@ -193,22 +270,36 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	default:
 		panic("nonblock's worker is behind")
 	}
+	multi <- 7                   // want:send lost-at-handoff 1
+	selBufGo <- struct{}{}       // a signal: no element to hand
+	selBuf <- 8                  // want:send lost-at-handoff 1
+	selWGo <- struct{}{}         // a signal: no element to hand
+	selWait <- 9                 // want:send lost-at-handoff 1
+	selKept <- job{ctx: ctx}     // want:send propagated 1
+	selKBGo <- struct{}{}        // a signal: no element to hand
+	selKeptB <- job{ctx: ctx}    // want:send propagated 1
 	others <- job{ctx: otherCtx} // want:send not-judged 1
 	<-results
 	_, span := tracer.Start(ctx, "after the result")
 	span.End()
-	multi <- 7            // not seen: received in a multi-case select
 	pw.Write([]byte("x")) // io.Pipe: the library's own channel
-	for range 11 {        // one per job
+	for range 15 {        // one per job
 		<-done
 	}
 	fmt.Fprintln(w, "ok")
 }
 
-// health is untraced: its send hands nothing.
+// health is untraced: its sends hand nothing.
 func health(w http.ResponseWriter, r *http.Request) {
 	ids <- 0
-	<-done
+	multi <- 0
+	selBufGo <- struct{}{}
+	selBuf <- 0
+	selWGo <- struct{}{}
+	selWait <- 0
+	for range 4 {
+		<-done
+	}
 	fmt.Fprintln(w, "ok")
 }
 
@@ -232,7 +323,8 @@ func main() {
 	span.End()
 
 	for _, w := range []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker,
-		nonblockWorker, otherWorker, multiWorker, pipeWorker} {
+		nonblockWorker, otherWorker, multiWorker, selBufWorker, selWaitWorker, selKeptWorker, selKeptBufWorker,
+		pipeWorker} {
 		go w()
 	}
 	// Outside any trace: nothing handed.

@@ -7,7 +7,10 @@
 // (kept) or a new context from Background (lost-at-handoff: with custom
 // keys every check is work, and the first one carries no trace). The id
 // worker, inside its own unit, sends the unit a result: the unit, inside
-// its own (its context not canceled), keeps its trace. It prints
+// its own (its context not canceled), keeps its trace. Workers in a
+// multi-case select (a job's case and a quit case) are handed their job
+// as a plain receiver is: waiting in the select, or taking the job from
+// the buffer; a job with the unit's context there is kept. It prints
 // "handoffcompat: requests N".
 package main
 
@@ -34,6 +37,9 @@ var (
 	oneGo   = make(chan struct{}, 1)
 	ranged  = make(chan int, 4)
 	multi   = make(chan int, 4)
+	selBuf  = make(chan int, 4)
+	selGo   = make(chan struct{}, 1)
+	selKept = make(chan job, 4)
 	quit    = make(chan struct{})
 	done    = make(chan struct{}, 16)
 	results = make(chan int)
@@ -104,11 +110,41 @@ func rangeWorker() {
 	}
 }
 
+// multiWorker waits in its select: the send hands it the id.
 func multiWorker() {
 	for {
 		select {
 		case id := <-multi:
 			newTrace(id)()
+			done <- struct{}{}
+		case <-quit:
+			return
+		}
+	}
+}
+
+// selBufWorker's select comes after the id is in the buffer.
+func selBufWorker() {
+	for {
+		<-selGo
+		time.Sleep(2 * time.Millisecond)
+		select {
+		case <-quit:
+			return
+		case id := <-selBuf:
+			newTrace(id)()
+			done <- struct{}{}
+		}
+	}
+}
+
+// selKeptWorker waits in its select for jobs with the unit's context.
+func selKeptWorker() {
+	for {
+		select {
+		case j := <-selKept:
+			_, cancel := context.WithTimeout(j.ctx, time.Second)
+			cancel()
 			done <- struct{}{}
 		case <-quit:
 			return
@@ -135,18 +171,29 @@ func unit(i int) {
 	default:
 		panic("ids' worker is behind")
 	}
-	multi <- i // not seen: received in a multi-case select
+	multi <- i               // want:send lost-at-handoff 1
+	selGo <- struct{}{}      // a signal: no element to hand
+	selBuf <- i              // want:send lost-at-handoff 1
+	selKept <- job{ctx: ctx} // want:send propagated 1
 	for n := 0; n < 2; n++ {
 		<-results
 	}
-	for n := 0; n < 9; n++ {
+	for n := 0; n < 11; n++ {
 		<-done
 	}
 }
 
 func main() {
-	for _, w := range []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker, multiWorker} {
+	for _, w := range []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker, multiWorker,
+		selBufWorker, selKeptWorker} {
 		go w()
+	}
+	// Outside any unit: nothing handed.
+	multi <- -1
+	selGo <- struct{}{}
+	selBuf <- -2
+	for n := 0; n < 2; n++ {
+		<-done
 	}
 	time.Sleep(10 * time.Millisecond) // the workers wait in their receives
 	const requests = 10

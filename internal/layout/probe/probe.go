@@ -66,6 +66,9 @@ var RuntimeFields = []Field{
 	{"internal/abi.ITab", "Type"},
 	{"runtime.funcval", "fn"},
 	{"string", "len"},
+	// Multi-case select: set once some case has won the select (uint32,
+	// atomic.Uint32 from Go 1.20), which the runtime's dequeue passes over.
+	{"runtime.g", "selectDone"},
 }
 
 // OTelFields are the OpenTelemetry Go fields ctxwatch reads.
