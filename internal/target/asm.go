@@ -10,39 +10,99 @@ import (
 // maxPrologue is how many instructions ProbeAddr decodes looking for PUSHQ BP.
 const maxPrologue = 8
 
-// ProbeAddr returns where to place an entry uprobe on fn: the first
-// `PUSHQ BP` within the first few instructions, after the stack-growth check
-// (`CMPQ SP, 16(R14); JBE morestack`). There the argument registers and R14
-// still hold their entry values and, unlike the first instruction, the probe
-// fires once per call even when morestack re-enters the function.
+// Placement says where ProbeAddr put an entry probe.
+type Placement int
+
+const (
+	// AtFramePush is after the stack-growth check, on the instruction that
+	// opens the frame: amd64's `PUSHQ BP` (Go 1.21 on), which the kernel
+	// emulates, or arm64's first instruction after the check's branch.
+	AtFramePush Placement = iota
+	// AfterStackCheck is the first instruction after the stack-growth
+	// check of an amd64 function with no `PUSHQ BP` (Go 1.17 to 1.20 open
+	// the frame with `SUBQ $n, SP`): the kernel single-steps it, but the
+	// probe fires once per call.
+	AfterStackCheck
+	// AtEntry is the function's first instruction: single-stepped, and it
+	// fires again when morestack re-enters the function.
+	AtEntry
+)
+
+// ProbeAddr returns where to place an entry uprobe on fn: after the
+// stack-growth check (`CMPQ SP, 16(R14); JBE morestack`), on the first
+// `PUSHQ BP` within the first few instructions, or else on the first
+// instruction after the check's conditional jump. There the argument
+// registers and R14 still hold their entry values and, unlike the first
+// instruction, the probe fires once per call even when morestack
+// re-enters the function: a second firing would count one call twice
+// (a channel send would hand its element twice).
 //
-// If there is no such instruction (a frameless function), or an instruction
-// before it may write RAX, RBX, RCX, RDI, RSI, R8-R11, R14 or RSP, ProbeAddr
-// returns fn.Entry and atEntry=true.
-func (b *Binary) ProbeAddr(fn Func) (addr uint64, atEntry bool, err error) {
+// If there is no stack check (a frameless function), or an instruction
+// before it may write RAX, RBX, RCX, RDI, RSI, R8-R11, R14 or RSP,
+// ProbeAddr returns fn.Entry and AtEntry.
+func (b *Binary) ProbeAddr(fn Func) (addr uint64, at Placement, err error) {
 	code, err := b.funcCode(fn)
 	if err != nil {
-		return 0, false, err
+		return 0, AtEntry, err
 	}
 	if b.Arch == "arm64" {
 		addr, atEntry := b.probeAddrARM64(fn, code)
-		return addr, atEntry, nil
+		if atEntry {
+			return addr, AtEntry, nil
+		}
+		return addr, AtFramePush, nil
 	}
-	pc := 0
+	pc, afterCheck := 0, -1
+	var prev x86asm.Inst
 	for n := 0; n < maxPrologue && pc < len(code); n++ {
 		inst, err := x86asm.Decode(code[pc:], 64)
 		if err != nil {
 			break
 		}
 		if inst.Op == x86asm.PUSH && inst.Args[0] == x86asm.RBP {
-			return fn.Entry + uint64(pc), false, nil
+			return fn.Entry + uint64(pc), AtFramePush, nil
 		}
 		if !prologueSafe(inst) {
 			break
 		}
 		pc += inst.Len
+		// The last conditional jump that ends a stack check (a big frame
+		// has two: SP less the frame wrapping, then the comparison).
+		if isCondJump(inst) && isStackCheck(prev) {
+			afterCheck = pc
+		}
+		prev = inst
 	}
-	return fn.Entry, true, nil
+	if afterCheck >= 0 && afterCheck < len(code) {
+		return fn.Entry + uint64(afterCheck), AfterStackCheck, nil
+	}
+	return fn.Entry, AtEntry, nil
+}
+
+// isStackCheck reports whether inst compares with g.stackguard0, at
+// 16(R14) (CMPQ SP, 16(R14), or a register holding SP less the frame).
+func isStackCheck(inst x86asm.Inst) bool {
+	if inst.Op != x86asm.CMP {
+		return false
+	}
+	for _, a := range inst.Args {
+		if m, ok := a.(x86asm.Mem); ok && m.Base == x86asm.R14 && m.Disp == 16 {
+			return true
+		}
+	}
+	return false
+}
+
+// isCondJump reports whether inst is a conditional jump: the end of the
+// stack-growth check when prologueSafe instructions precede it.
+func isCondJump(inst x86asm.Inst) bool {
+	switch inst.Op {
+	case x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JNE,
+		x86asm.JG, x86asm.JGE, x86asm.JL, x86asm.JLE, x86asm.JO, x86asm.JNO,
+		x86asm.JS, x86asm.JNS, x86asm.JP, x86asm.JNP:
+		return true
+	}
+	return false
 }
 
 // prologueSafe reports whether inst, found before PUSHQ BP, leaves the

@@ -222,8 +222,8 @@ func TestFuzzSeeds(t *testing.T) {
 			if rets, err := b.Returns(fn); err != nil || len(rets) == 0 {
 				t.Errorf("%s: Returns(main.work) = %v, %v; want RETs", seedBuilds[i].mode, rets, err)
 			}
-			if _, atEntry, err := b.ProbeAddr(fn); err != nil || atEntry {
-				t.Errorf("%s: ProbeAddr(main.work): at entry %v, %v; want after the stack check", seedBuilds[i].mode, atEntry, err)
+			if _, at, err := b.ProbeAddr(fn); err != nil || at == AtEntry {
+				t.Errorf("%s: ProbeAddr(main.work): %v, %v; want after the stack check", seedBuilds[i].mode, at, err)
 			}
 			if frames, err := b.LineTable().Frames(fn.Entry); err != nil || frames[0].Function != "main.work" {
 				t.Errorf("%s: Frames(main.work entry) = %v, %v", seedBuilds[i].mode, frames, err)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // wrappersSource prints the dynamic type word of each context it makes:
@@ -162,4 +164,45 @@ func buildWrappers(t *testing.T, tc, mode string) string {
 		t.Fatalf("go %s (%s): %v\n%s", strings.Join(args, " "), tc, err, out)
 	}
 	return exe
+}
+
+// TestProbeAddrBeforePushBP: Go 1.17 to 1.20 open a frame with SUBQ, not
+// PUSHQ BP: an entry probe goes on the first instruction after the stack
+// check (single-stepped, but once per call: on the first instruction
+// morestack's re-entry fired it twice, and a channel send was handed
+// twice), never after a branch of the function's own.
+func TestProbeAddrBeforePushBP(t *testing.T) {
+	b, err := Open(buildWrappers(t, "go1.17.13", modeDefault))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, name := range []string{"runtime.chansend", "runtime.chanrecv", "context.WithValue", "context.WithCancel"} {
+		fn, err := b.Func(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, at, err := b.ProbeAddr(fn)
+		if err != nil || at != AfterStackCheck {
+			t.Errorf("ProbeAddr(%s) = %#x, %v, %v; want after the stack check", name, addr, at, err)
+			continue
+		}
+		// What precedes: CMPQ ..., 16(R14) then a conditional jump.
+		code, err := b.funcCode(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var insts []x86asm.Inst
+		for pc := 0; uint64(pc) < addr-fn.Entry; {
+			inst, err := x86asm.Decode(code[pc:], 64)
+			if err != nil {
+				t.Fatalf("%s: decode at %d: %v", name, pc, err)
+			}
+			insts = append(insts, inst)
+			pc += inst.Len
+		}
+		if n := len(insts); n < 2 || !isStackCheck(insts[n-2]) || !isCondJump(insts[n-1]) {
+			t.Errorf("%s: the probe at %#x does not follow a stack check: %v", name, addr, insts)
+		}
+	}
 }

@@ -141,9 +141,9 @@ func TestProbeAddr(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				addr, atEntry, err := b.ProbeAddr(f)
-				if err != nil || atEntry {
-					t.Fatalf("ProbeAddr(%s) = %#x, %v, %v", name, addr, atEntry, err)
+				addr, at, err := b.ProbeAddr(f)
+				if err != nil || at != AtFramePush {
+					t.Fatalf("ProbeAddr(%s) = %#x, %v, %v", name, addr, at, err)
 				}
 				if addr <= f.Entry || addr >= f.Entry+40 {
 					t.Errorf("ProbeAddr(%s) = %#x, not in prologue of %#x", name, addr, f.Entry)
@@ -153,17 +153,22 @@ func TestProbeAddr(t *testing.T) {
 				}
 			}
 			// Every function: either at entry, or on a PUSHQ BP.
-			var entry, pushed int
+			var entry, pushed, after int
 			for _, f := range b.Funcs() {
-				addr, atEntry, err := b.ProbeAddr(f)
+				addr, at, err := b.ProbeAddr(f)
 				switch {
 				case err != nil:
 					t.Fatalf("ProbeAddr(%s): %v", f.Name, err)
-				case atEntry:
+				case at == AtEntry:
 					if addr != f.Entry {
-						t.Fatalf("ProbeAddr(%s) atEntry but %#x != %#x", f.Name, addr, f.Entry)
+						t.Fatalf("ProbeAddr(%s) at entry but %#x != %#x", f.Name, addr, f.Entry)
 					}
 					entry++
+				case at == AfterStackCheck:
+					if addr <= f.Entry || addr >= f.Entry+40 {
+						t.Fatalf("ProbeAddr(%s) after the stack check at %#x, not in the prologue of %#x", f.Name, addr, f.Entry)
+					}
+					after++
 				default:
 					if c := byteAt(t, b, addr); c != 0x55 {
 						t.Fatalf("ProbeAddr(%s): byte %#x at %#x", f.Name, c, addr)
@@ -171,7 +176,7 @@ func TestProbeAddr(t *testing.T) {
 					pushed++
 				}
 			}
-			t.Logf("%d functions probed after PUSHQ BP, %d at entry", pushed, entry)
+			t.Logf("%d functions probed at PUSHQ BP, %d after the stack check, %d at entry", pushed, after, entry)
 		})
 	}
 }
@@ -483,9 +488,9 @@ func TestARM64(t *testing.T) {
 				if in := word(f.Entry); in.Op != arm64asm.LDR || !strings.Contains(in.String(), "X28") {
 					t.Errorf("%s starts with %v, want a load through X28 (g)", name, in)
 				}
-				addr, atEntry, err := b.ProbeAddr(f)
-				if err != nil || atEntry {
-					t.Fatalf("ProbeAddr(%s) = %#x, %v, %v", name, addr, atEntry, err)
+				addr, at, err := b.ProbeAddr(f)
+				if err != nil || at != AtFramePush {
+					t.Fatalf("ProbeAddr(%s) = %#x, %v, %v", name, addr, at, err)
 				}
 				// Right after the conditional branch to morestack, on the
 				// store of the link register that opens the frame.

@@ -505,14 +505,17 @@ func (p *Plan) entry(bin *target.Binary, name string, prog Program, reg int) err
 	if err != nil {
 		return fmt.Errorf("%s not watched: %w", name, err)
 	}
-	addr, atEntry, err := bin.ProbeAddr(fn)
+	addr, at, err := bin.ProbeAddr(fn)
 	if err != nil {
 		return fmt.Errorf("%s not watched: %w", name, err)
 	}
-	if atEntry {
+	if at == target.AtEntry {
 		p.Notes = append(p.Notes, fmt.Sprintf("%s probed at its first instruction (no frame set-up found)", name))
 	}
-	p.Points = append(p.Points, Point{Program: prog, Func: name, Address: addr, ContextArg: reg, Stepped: atEntry})
+	// arm64's place after the stack check is single-stepped too, but the
+	// budget's calibration measures that very place as the entry cost.
+	stepped := at == target.AtEntry || at == target.AfterStackCheck
+	p.Points = append(p.Points, Point{Program: prog, Func: name, Address: addr, ContextArg: reg, Stepped: stepped})
 	return nil
 }
 

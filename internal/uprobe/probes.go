@@ -396,6 +396,10 @@ func loadObjects(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions, program
 			return fmt.Errorf("eBPF program %s missing from object", pr)
 		}
 		names[pr.String()] = true
+		if pr == SelectResult {
+			// Its single-stepped variant serves the points marked Stepped.
+			names[bpf.CtxwatchProgSelectResultStepped] = true
+		}
 	}
 	if programs == nil {
 		for name := range spec.Programs {
