@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -271,4 +272,24 @@ func kvmUsable() error {
 		return err
 	}
 	return f.Close()
+}
+
+// workSpace is the disk a run takes in the temporary directory at its
+// peak: the test binaries and targets built for the guest (about 250 MB),
+// and the initramfs that copies them with Jaeger and busybox (about
+// 400 MB), with room for the Go toolchain's own temporary files.
+const workSpace = 1536 << 20
+
+// checkFree says, before anything is built, when dir has less than need
+// bytes free: a run that fills the disk fails half-way, in a go build or
+// in the initramfs, and fills it for everything else on the machine too.
+func checkFree(dir string, need uint64) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("free space in %s: %w", dir, err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < need {
+		return fmt.Errorf("%s has %d MB free; a run needs about %d MB there (set TMPDIR to a directory with room)", dir, free>>20, need>>20)
+	}
+	return nil
 }

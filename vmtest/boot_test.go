@@ -185,3 +185,19 @@ func withFakeQemu(t *testing.T) {
 	}
 	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
 }
+
+// TestCheckFree: a run is refused before building when the temporary
+// directory cannot hold it, with what it has and what it needs.
+func TestCheckFree(t *testing.T) {
+	dir := t.TempDir()
+	if err := checkFree(dir, 1); err != nil {
+		t.Errorf("1 byte needed: %v", err)
+	}
+	err := checkFree(dir, 1<<60)
+	if err == nil || !strings.Contains(err.Error(), "MB free; a run needs about 1099511627776 MB") || !strings.Contains(err.Error(), "TMPDIR") {
+		t.Errorf("an exabyte needed: %v; want how much is free, how much is needed, and TMPDIR", err)
+	}
+	if err := checkFree(filepath.Join(dir, "missing"), 1); err == nil {
+		t.Error("a missing directory: no error")
+	}
+}

@@ -184,6 +184,10 @@ func run() int {
 		return 1
 	}
 
+	if err := checkFree(os.TempDir(), workSpace); err != nil {
+		logf("%v", err)
+		return 1
+	}
 	work, err := os.MkdirTemp("", "vmtest-")
 	if err != nil {
 		logf("%v", err)
@@ -241,6 +245,9 @@ func run() int {
 	}
 	st, _ := os.Stat(initrd)
 	logf("built binaries and a %d MB initramfs in %.0fs", st.Size()>>20, time.Since(t0).Seconds())
+	// The initramfs holds copies of the binaries: the disk they took is
+	// given back while the VMs run (tens of minutes under TCG).
+	os.RemoveAll(filepath.Join(work, "built"))
 
 	vm := vmConfig{arch: a, initrd: initrd, mem: *mem, cpus: *cpus, limit: *limit, grace: kvmGrace, console: os.Stdout}
 	if *quiet {
