@@ -17,24 +17,37 @@ const maxResultScan = 8
 type ResultSite struct {
 	Func Func   // the caller
 	Call uint64 // the CALL instruction
-	// Probe is the first conditional or direct jump after the call with
-	// nothing before it that may write the result registers (RAX, RBX),
-	// R14 or RSP: x86 uprobes emulate a jump, where they single-step
-	// most other instructions. Without such a jump, Probe is the return
-	// address itself and Emulated is false.
+	// Probe is, on amd64, the first conditional or direct jump after the
+	// call with nothing before it that may write the result registers
+	// (RAX, RBX), R14 or RSP: x86 uprobes emulate a jump, where they
+	// single-step most other instructions. Without such a jump, and on
+	// arm64 always, Probe is the return address itself (the results in
+	// R0 and R1) and Emulated is false.
 	Probe    uint64
 	Emulated bool
 }
 
-// ResultSites lists the direct CALLs of callee made by the functions whose
+// ResultSites lists the direct calls of callee made by the functions whose
 // name satisfies keep, with where to probe each call's results (see
-// ResultSite). amd64 only. Candidates are found by their bytes (E8 and a
+// ResultSite). On amd64, candidates are found by their bytes (E8 and a
 // displacement to callee's entry) and kept only where a linear decode of
 // the caller starts an instruction there, which also cuts each result scan
-// at the caller's end. keep gets each name as a view of the pclntab, as
-// for TextRanges.
+// at the caller's end. On arm64 every instruction is a word: a BL whose
+// offset reaches callee's entry is a site. keep gets each name as a view
+// of the pclntab, as for TextRanges.
 func (b *Binary) ResultSites(callee Func, keep func(funcName string) bool) ([]ResultSite, error) {
-	if b.Arch != "amd64" {
+	var decode func(fn Func, code []byte, target uint64) []ResultSite
+	switch b.Arch {
+	case "amd64":
+		decode = func(fn Func, code []byte, target uint64) []ResultSite {
+			if !callsTo(code, fn.Entry, target) {
+				return nil
+			}
+			return resultSites(fn, code, target)
+		}
+	case "arm64":
+		decode = resultSitesARM64
+	default:
 		return nil, fmt.Errorf("calls of %s on %s: %w", callee.Name, b.Arch, ErrNotDecoded)
 	}
 	var sites []ResultSite
@@ -47,11 +60,14 @@ func (b *Binary) ResultSites(callee Func, keep func(funcName string) bool) ([]Re
 		if err != nil {
 			continue // a function that cannot be read has no site to probe
 		}
-		if !callsTo(code, f.Entry, callee.Entry) {
-			continue
+		fn := Func{Name: unsafe.String(&name[0], len(name)), Entry: f.Entry, End: f.End}
+		if found := decode(fn, code, callee.Entry); len(found) > 0 {
+			fn.Name = string(name) // kept: a copy, not a view of the pclntab
+			for i := range found {
+				found[i].Func = fn
+			}
+			sites = append(sites, found...)
 		}
-		fn := Func{Name: string(name), Entry: f.Entry, End: f.End}
-		sites = append(sites, resultSites(fn, code, callee.Entry)...)
 	}
 	return sites, nil
 }
@@ -98,6 +114,30 @@ func resultSites(fn Func, code []byte, target uint64) []ResultSite {
 			sites = append(sites, s)
 		}
 		pc = next
+	}
+	return sites
+}
+
+// resultSitesARM64 returns a site for each BL of target in fn's code (at
+// fn.Entry): BL is 100101 and a signed 26-bit word offset. Every word is
+// looked at: a literal pool in the text (Go's assembler flushes them after
+// unconditional branches) would have to hold this very word, a BL to
+// target from its own place, to be taken for a call, and then only puts
+// probes where no instruction runs. The kernel simulates the BL; the probe
+// on the return address is single-stepped out of line, or simulated for a
+// branch.
+func resultSitesARM64(fn Func, code []byte, target uint64) []ResultSite {
+	var sites []ResultSite
+	for pc := 0; pc+4 <= len(code); pc += 4 {
+		w := binary.LittleEndian.Uint32(code[pc:])
+		if w&0xfc000000 != 0x94000000 {
+			continue
+		}
+		off := int64(int32(w<<6) >> 4) // imm26 * 4, sign-extended
+		if fn.Entry+uint64(pc)+uint64(off) == target {
+			at := fn.Entry + uint64(pc)
+			sites = append(sites, ResultSite{Func: fn, Call: at, Probe: at + 4})
+		}
 	}
 	return sites
 }

@@ -35,10 +35,11 @@ func TestChanProbesPlanned(t *testing.T) {
 	t.Run("handoff", func(t *testing.T) { checkChanPlan(t, filepath.Join(dir, "handoff"), true) })
 }
 
-// TestChanProbesPlannedARM64: on arm64 the select probes are not placed
-// (the calls of runtime.selectgo are decoded on amd64 alone), and the plan's
-// notes say so; a receiver parked in a select is still handed its element
-// (selectgo's text and g.selectDone are known).
+// TestChanProbesPlannedARM64: in an arm64 binary each BL of
+// runtime.selectgo in package main (found by the arm64 disassembler) gets
+// select_enter on the BL and select_result, single-stepped, on the return
+// address, where the results are in R0 and R1; a receiver parked in a
+// select is handed its element (selectgo's text and g.selectDone known).
 func TestChanProbesPlannedARM64(t *testing.T) {
 	exe := filepath.Join(t.TempDir(), "handoff")
 	build := exec.Command("go", "build", "-o", exe, "./integration/testdata/handoff")
@@ -56,17 +57,56 @@ func TestChanProbesPlannedARM64(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	selectgo, err := bin.Func("runtime.selectgo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, fn := range bin.Funcs() {
+		if !strings.HasPrefix(fn.Name, "main.") {
+			continue
+		}
+		cs, err := bin.Calls(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Target == selectgo.Entry {
+				want[fmt.Sprintf("select_enter %s %#x", fn.Name, c.Addr)] = true
+				want[fmt.Sprintf("select_result %s %#x stepped", fn.Name, c.Addr+4)] = true
+			}
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no call of runtime.selectgo in package main: the target has no multi-case select")
+	}
+	got := map[string]bool{}
 	for _, pt := range plan.Points {
-		if pt.Program == uprobe.SelectEnter || pt.Program == uprobe.SelectResult {
-			t.Errorf("%s probe at %#x in %s on arm64", pt.Program, pt.Address, pt.Func)
+		switch pt.Program {
+		case uprobe.SelectEnter:
+			got[fmt.Sprintf("select_enter %s %#x", pt.Func, pt.Address)] = !pt.Stepped
+		case uprobe.SelectResult:
+			got[fmt.Sprintf("select_result %s %#x stepped", pt.Func, pt.Address)] = pt.Stepped && pt.CountedApart
+		}
+	}
+	for w := range want {
+		if ok, placed := got[w]; !placed {
+			t.Errorf("want %s: not in the plan", w)
+		} else if !ok {
+			t.Errorf("%s: wrong stepping (select_enter is simulated, select_result single-stepped and counted apart)", w)
+		}
+	}
+	for g := range got {
+		if !want[g] {
+			t.Errorf("%s in the plan: not a BL of runtime.selectgo in package main, or not its return address", g)
 		}
 	}
 	noted := false
 	for _, n := range plan.Notes {
-		noted = noted || strings.Contains(n, "multi-case select's receive from a buffer or a waiting sender not watched")
+		noted = noted || strings.Contains(n, fmt.Sprintf("%d multi-case selects in user code probed at the return of runtime.selectgo: single-stepped (arm64)", len(want)/2))
 	}
 	if !noted {
-		t.Errorf("no note says a select's receives are not watched: %q", plan.Notes)
+		t.Errorf("no note says the selects' result probes are single-stepped: %q", plan.Notes)
 	}
 	l := plan.Layout
 	if l.ChanBuf == 0 || l.SelectText == 0 || l.SelectTextEnd <= l.SelectText || l.GSelectDone == 0 {

@@ -336,7 +336,8 @@ const MaxSelectSites = 1024
 // whose channel holds traced elements, and a probe where the function
 // then tests selectgo's results (the first jump after the call, emulated;
 // else the return address, single-stepped) does the plan of the case
-// chosen. Both are found by decoding user code, amd64 only. Not on
+// chosen. Both are found by decoding user code (on arm64 the result probe
+// is on the return address, single-stepped). Not on
 // selectgo's entry and RETs: every select of the process, the libraries'
 // too, would pay the traps, a RET's single-stepped (measured: 17 µs a
 // select, against under 1 µs for an emulated probe), and before Go 1.21
@@ -373,7 +374,10 @@ func (p *Plan) selects(bin *target.Binary, opts Options) {
 			stepped++
 		}
 	}
-	if stepped > 0 {
+	switch {
+	case stepped > 0 && bin.Arch == "arm64":
+		p.Notes = append(p.Notes, fmt.Sprintf("%d multi-case selects in user code probed at the return of runtime.selectgo: single-stepped (arm64)", stepped))
+	case stepped > 0:
 		p.Notes = append(p.Notes, fmt.Sprintf("%d of %d multi-case selects in user code probed at the return of runtime.selectgo (no jump on its results found): single-stepped, slower", stepped, len(sites)))
 	}
 }
