@@ -172,6 +172,19 @@ type CtxwatchStack struct {
 	User uint32
 }
 
+type CtxwatchStartCount struct {
+	_       structs.HostLayout
+	Started uint64
+	Stale   uint64
+}
+
+type CtxwatchStartKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	Pc   uint64
+}
+
 type CtxwatchStat uint32
 
 const (
@@ -199,6 +212,7 @@ const (
 	CtxwatchMapRegistered             = "registered"
 	CtxwatchMapSelects                = "selects"
 	CtxwatchMapStacks                 = "stacks"
+	CtxwatchMapStartSites             = "start_sites"
 	CtxwatchMapStats                  = "stats"
 	CtxwatchProgChanRecv              = "chan_recv"
 	CtxwatchProgChanSend              = "chan_send"
@@ -358,6 +372,7 @@ type CtxwatchMapSpecs struct {
 	Registered  *ebpf.MapSpec `ebpf:"registered"`
 	Selects     *ebpf.MapSpec `ebpf:"selects"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
+	StartSites  *ebpf.MapSpec `ebpf:"start_sites"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -469,6 +484,7 @@ type CtxwatchMaps struct {
 	Registered  *ebpf.Map `ebpf:"registered"`
 	Selects     *ebpf.Map `ebpf:"selects"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
+	StartSites  *ebpf.Map `ebpf:"start_sites"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
@@ -484,6 +500,7 @@ func (m *CtxwatchMaps) Close() error {
 		m.Registered,
 		m.Selects,
 		m.Stacks,
+		m.StartSites,
 		m.Stats,
 	)
 }
