@@ -314,7 +314,7 @@ type Analyzer struct {
 	logIndex     map[Frame]int
 	logSites     []LogSite
 	logFuncs     map[string]bool
-	startCounts  []StartCount // the probes' counters, as last read
+	startCounts  []StartCount    // the probes' counters, as last read
 	lazy         map[uint64]bool // lazy singletons past their first act (at most maxLazy)
 	events       uint64
 	unmatched    uint64
