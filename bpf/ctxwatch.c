@@ -501,20 +501,42 @@ struct {
 	__type(value, struct start_count);
 } start_sites SEC(".maps");
 
-// count_start counts a span started on an own parent at the Start site
-// whose frame pointer is sfp: the frame record there holds the return
-// address into Start's caller (one read of the target). A global
+// START_UP is how many frames above a Start called from library code
+// count_start climbs to find user code (the otel package's global
+// delegate tracer, taken before the SDK's provider was set, calls the
+// SDK's Start from its own).
+#define START_UP 3
+
+// The first count of a Start site, stale or not: globals, not locals, for
+// the stack that with_value and its calls share (512 bytes; 5.10 rounds
+// each frame up to 32).
+volatile const struct start_count first_count[2] = {{1, 0}, {1, 1}};
+
+// count_start counts a span started on an own parent by goroutine gkey
+// (its process in the high bits) at the Start site whose frame pointer is
+// sfp: the frame record there holds the return address into Start's
+// caller (one read of the target). When that caller is not user code,
+// the return addresses above it are read, up to START_UP more, until one
+// is: the site a stale-parent event's first user frame names. A global
 // function, verified once.
-__attribute__((noinline)) int count_start(__u32 tgid, __u64 sfp, int stale)
+__attribute__((noinline)) int count_start(__u64 gkey, __u64 sfp, int stale)
 {
-	__u64 rec[2] = {}; // Start's frame record: {saved fp, return pc}
+	struct start_key k = {.tgid = (__u32)(gkey >> GOID_BITS)};
+	__u64 rec[2] = {}; // a frame record: {saved fp, return pc}
 	if (bpf_probe_read_user(rec, sizeof(rec), (void *)sfp) < 0 || !rec[1])
 		return 0;
-	struct start_key k = {.tgid = tgid, .pc = rec[1]};
+	k.pc = rec[1];
+	for (int i = 0; i < START_UP && !user_pc(rec[1] - 1); i++) {
+		if (!rec[0] || bpf_probe_read_user(rec, sizeof(rec), (void *)rec[0]) < 0 || !rec[1])
+			break;
+		if (user_pc(rec[1] - 1)) {
+			k.pc = rec[1];
+			break;
+		}
+	}
 	struct start_count *c = bpf_map_lookup_elem(&start_sites, &k);
 	if (!c) {
-		struct start_count one = {.started = 1, .stale = stale ? 1 : 0};
-		if (bpf_map_update_elem(&start_sites, &k, &one, BPF_NOEXIST) == 0)
+		if (bpf_map_update_elem(&start_sites, &k, (void *)&first_count[stale ? 1 : 0], BPF_NOEXIST) == 0)
 			return 1;
 		c = bpf_map_lookup_elem(&start_sites, &k); // another CPU made it
 		if (!c)
@@ -633,7 +655,7 @@ int with_value(REGS *ctx)
 	if (st && sfp && w->carry == CARRY_TRACE && !tracer_said && w->span && !nt.root && same_otel_trace(&w->t, &nt) &&
 	    own_span(st, w->span, span_tag(&w->t))) {
 		int ended = parent_ended(w->span, tag);
-		count_start(tgid, sfp, ended);
+		count_start(key, sfp, ended);
 		if (ended) {
 			struct stack *s = user_stack(ctx);
 			struct event *ev = s ? new_event(EV_STALE_PARENT, key, 0, GO_PC(ctx)) : 0;

@@ -229,6 +229,7 @@ const (
 	CtxwatchProgWithValue             = "with_value"
 	CtxwatchVarCfgSpawnG_arg          = "cfg_spawn_g_arg"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
+	CtxwatchVarFirstCount             = "first_count"
 	CtxwatchVarHits                   = "hits"
 	CtxwatchVarHitsStepped            = "hits_stepped"
 	CtxwatchVarKeysInt                = "keys_int"
@@ -382,6 +383,7 @@ type CtxwatchMapSpecs struct {
 type CtxwatchVariableSpecs struct {
 	CfgSpawnG_arg          *ebpf.VariableSpec `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.VariableSpec `ebpf:"cfg_tgid"`
+	FirstCount             *ebpf.VariableSpec `ebpf:"first_count"`
 	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
 	HitsStepped            *ebpf.VariableSpec `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.VariableSpec `ebpf:"keys_int"`
@@ -511,6 +513,7 @@ func (m *CtxwatchMaps) Close() error {
 type CtxwatchVariables struct {
 	CfgSpawnG_arg          *ebpf.Variable `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.Variable `ebpf:"cfg_tgid"`
+	FirstCount             *ebpf.Variable `ebpf:"first_count"`
 	Hits                   *ebpf.Variable `ebpf:"hits"`
 	HitsStepped            *ebpf.Variable `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.Variable `ebpf:"keys_int"`
