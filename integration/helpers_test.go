@@ -56,7 +56,7 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/slogsite", "./testdata/childspans", "./testdata/handoff", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/slogsite", "./testdata/childspans", "./testdata/startsites", "./testdata/handoff", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)

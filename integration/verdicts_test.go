@@ -320,3 +320,52 @@ func sourceLine(t *testing.T, path string, n int) string {
 	}
 	return lines[n-1]
 }
+
+// TestStartSiteHelpers: a Start site is counted at the line a stale-parent
+// break is reported at when Start is called through a user helper, out of
+// line or inlined, and through the otel package's global delegate tracer
+// (a library frame between the user's line and the SDK's Start, climbed
+// by the probes).
+func TestStartSiteHelpers(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs(filepath.Join("testdata", "startsites", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ctxwatch(t, "--", filepath.Join(bin, "startsites"))
+	if r.code != 0 {
+		t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
+	}
+	requests, _ := selfCount(r.stdout, "requests")
+	steps, _ := selfCount(r.stdout, "steps")
+	if requests == 0 || steps < 2 || len(r.summaries) != 1 {
+		t.Fatalf("the program: %q, %d summaries; stderr:\n%s", r.stdout, len(r.summaries), r.stderr)
+	}
+	helper := lineOf(t, src, "// want:start helper")
+	inlined := lineOf(t, src, "// want:start inlined")
+	delegate := lineOf(t, src, "// want:start delegate")
+	stale := startSite{Started: requests * steps, Kept: requests, Stale: requests * (steps - 1)}
+	want := map[int]startSite{helper: stale, inlined: {Started: requests * steps, Kept: requests * steps}, delegate: stale}
+	got := map[int]startSite{}
+	for _, ss := range r.summaries[0].StartSites {
+		if ss.Site.File != src {
+			t.Errorf("start site %s:%d (%s), want only the program's", ss.Site.File, ss.Site.Line, ss.Site.Function)
+			continue
+		}
+		line := ss.Site.Line
+		ss.Site, ss.Retention = frame{}, nil
+		got[line] = ss
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("start sites %+v, want %+v (helper %d, inlined %d, delegate %d)", got, want, helper, inlined, delegate)
+	}
+	breaks := map[int]uint64{}
+	for _, b := range r.summaries[0].Breaks {
+		if b.Kind == "stale-parent" && b.Site.File == src {
+			breaks[b.Site.Line] += b.Count
+		}
+	}
+	if wantBreaks := map[int]uint64{helper: stale.Stale, delegate: stale.Stale}; !reflect.DeepEqual(breaks, wantBreaks) {
+		t.Errorf("stale-parent breaks per line %v, want %v: the Start sites' lines", breaks, wantBreaks)
+	}
+}
