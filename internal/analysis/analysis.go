@@ -793,10 +793,11 @@ func (a *Analyzer) SetStartCounts(counts []StartCount) {
 
 // startSites resolves the counted Start sites to lines, as a stale-parent
 // break's site is found: the innermost user frame at the return address
-// into Start's caller. A site whose caller is no user code (a tracer of
-// the otel package's global delegate, a library's wrapper of Start) is
-// left out: its stale-parent breaks are reported at a user frame further
-// up, which the probes do not read.
+// (into Start's caller, or the first one of user code the probes found
+// above it). A return address with no user frame (more library frames
+// between the user's line and Start than the probes climb) is left out:
+// that site's stale-parent breaks are still reported, at a user frame
+// further up.
 func (a *Analyzer) startSites() []StartSite {
 	var sites []StartSite
 	index := map[Frame]int{}
