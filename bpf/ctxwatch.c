@@ -430,25 +430,26 @@ static __always_inline void check(REGS *ctx, __u64 key, struct gstate *st, struc
 		emit(ev, s);
 }
 
-// started_tag and parent_ended are global functions, verified once and
-// seen by with_value as calls returning an unknown number: the tag that
+// start_frame, started_tag, parent_ended and count_start are global
+// functions, verified once and seen by with_value as calls returning an unknown number: the tag that
 // with_value carries on to the state it stores is then one value to the
 // verifier, not 0 on some paths and a span's tag on others, which doubled
 // the paths it followed through the rest of with_value (instructions
 // verified on 6.18: 86,530 without stale-parent, 121,659 with the tag made
 // inline, 86,891 so).
 
-// started_tag returns tag, the span_tag of span, if the WithValue being
-// entered stores a span that the SDK's tracer Start just made on this
-// goroutine: its caller is (*tracer).Start, or trace.ContextWithSpan
-// called from there (fp is then ContextWithSpan's frame record). A span put
+// start_frame returns the frame pointer of the SDK's (*tracer).Start if
+// the WithValue being entered stores a span that Start just made on this
+// goroutine: its caller is (*tracer).Start (fp, the caller's frame pointer,
+// is then Start's), or trace.ContextWithSpan called from there (fp is then
+// ContextWithSpan's frame record, whose saved fp is Start's). A span put
 // into another context (trace.ContextWithSpan in user code, the usual way
 // to hand a request's span to work that outlives the request) was not
 // started here: 0, as for no span. ret_at is where WithValue's return
 // address is: the stack slot at RSP (amd64), or the address itself (LR,
 // arm64). A frame not found as expected says 0: a missed stale-parent,
 // never a false one.
-__attribute__((noinline)) __u32 started_tag(__u64 ret_at, __u64 fp, __u64 span, __u32 tag)
+__attribute__((noinline)) __u64 start_frame(__u64 ret_at, __u64 fp, __u64 span)
 {
 	if (!span || !txt_tracer_start)
 		return 0;
@@ -462,8 +463,89 @@ __attribute__((noinline)) __u32 started_tag(__u64 ret_at, __u64 fp, __u64 span, 
 		if (bpf_probe_read_user(rec, sizeof(rec), (void *)fp) < 0)
 			return 0;
 		ret = rec[1];
+		fp = rec[0];
 	}
-	return ret >= txt_tracer_start && ret < txt_tracer_start_end ? tag : 0;
+	return ret >= txt_tracer_start && ret < txt_tracer_start_end ? fp : 0;
+}
+
+// started_tag returns tag, the span_tag of the span being stored, when
+// start_frame found the Start that made it (sfp), else 0.
+__attribute__((noinline)) __u32 started_tag(__u64 sfp, __u32 tag)
+{
+	return sfp ? tag : 0;
+}
+
+// A Start site: the return address into the function that called the
+// SDK's (*tracer).Start, in process tgid. For a direct tracer.Start call,
+// or a user helper that calls it, that is the frame user_stack's first
+// user frame comes from, the site a stale-parent event is reported at.
+struct start_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 pc;
+};
+
+// What a Start site did with spans it started on a parent span that the
+// same goroutine had started (the only case stale-parent judges): started
+// counts them all, stale those whose parent had ended. No event on this
+// path: the agent reads the counters when it makes a summary.
+struct start_count {
+	__u64 started;
+	__u64 stale;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct start_key);
+	__type(value, struct start_count);
+} start_sites SEC(".maps");
+
+// START_UP is how many frames above a Start called from library code
+// count_start climbs to find user code (the otel package's global
+// delegate tracer, taken before the SDK's provider was set, calls the
+// SDK's Start from its own).
+#define START_UP 3
+
+// The first count of a Start site, stale or not: globals, not locals, for
+// the stack that with_value and its calls share (512 bytes; 5.10 rounds
+// each frame up to 32).
+volatile const struct start_count first_count[2] = {{1, 0}, {1, 1}};
+
+// count_start counts a span started on an own parent by goroutine gkey
+// (its process in the high bits) at the Start site whose frame pointer is
+// sfp: the frame record there holds the return address into Start's
+// caller (one read of the target). When that caller is not user code,
+// the return addresses above it are read, up to START_UP more, until one
+// is: the site a stale-parent event's first user frame names. A global
+// function, verified once.
+__attribute__((noinline)) int count_start(__u64 gkey, __u64 sfp, int stale)
+{
+	struct start_key k = {.tgid = (__u32)(gkey >> GOID_BITS)};
+	__u64 rec[2] = {}; // a frame record: {saved fp, return pc}
+	if (bpf_probe_read_user(rec, sizeof(rec), (void *)sfp) < 0 || !rec[1])
+		return 0;
+	k.pc = rec[1];
+	for (int i = 0; i < START_UP && !user_pc(rec[1] - 1); i++) {
+		if (!rec[0] || bpf_probe_read_user(rec, sizeof(rec), (void *)rec[0]) < 0 || !rec[1])
+			break;
+		if (user_pc(rec[1] - 1)) {
+			k.pc = rec[1];
+			break;
+		}
+	}
+	struct start_count *c = bpf_map_lookup_elem(&start_sites, &k);
+	if (!c) {
+		if (bpf_map_update_elem(&start_sites, &k, (void *)&first_count[stale ? 1 : 0], BPF_NOEXIST) == 0)
+			return 1;
+		c = bpf_map_lookup_elem(&start_sites, &k); // another CPU made it
+		if (!c)
+			return 0;
+	}
+	__sync_fetch_and_add(&c->started, 1);
+	if (stale)
+		__sync_fetch_and_add(&c->stale, 1);
+	return 1;
 }
 
 // parent_ended says whether parent, the *recordingSpan in the context of
@@ -561,19 +643,27 @@ int with_value(REGS *ctx)
 #else
 	__u64 ret_at = ctx->rsp;
 #endif
-	__u32 tag = started_tag(ret_at, GO_FP(ctx), span, span_tag(&nt));
+	__u64 sfp = start_frame(ret_at, GO_FP(ctx), span);
+	__u32 tag = started_tag(sfp, span_tag(&nt));
 	// DESIGN.md's stale-parent: the parent is one of this goroutine's own
-	// spans and has ended. On the common path, a span started on an open
-	// parent of its own, that costs started_tag's read of the return
-	// address and the endTime read; no event.
-	if (st && w->carry == CARRY_TRACE && !tracer_said && w->span && !nt.root && same_otel_trace(&w->t, &nt) &&
-	    own_span(st, w->span, span_tag(&w->t)) && parent_ended(w->span, tag)) {
-		struct stack *s = user_stack(ctx);
-		struct event *ev = s ? new_event(EV_STALE_PARENT, key, 0, GO_PC(ctx)) : 0;
-		if (ev) {
-			ev->t = w->t;
-			ev->other = nt;
-			emit(ev, s);
+	// spans and has ended. Every span started here on a parent of its own
+	// is counted at its Start site (start_sites), stale or not: the
+	// site's retention. On the common path, a span started on an open
+	// parent of its own, that costs start_frame's read of the return
+	// address, the endTime read, the read of Start's frame record and a
+	// map update; no event.
+	if (st && sfp && w->carry == CARRY_TRACE && !tracer_said && w->span && !nt.root && same_otel_trace(&w->t, &nt) &&
+	    own_span(st, w->span, span_tag(&w->t))) {
+		int ended = parent_ended(w->span, tag);
+		count_start(key, sfp, ended);
+		if (ended) {
+			struct stack *s = user_stack(ctx);
+			struct event *ev = s ? new_event(EV_STALE_PARENT, key, 0, GO_PC(ctx)) : 0;
+			if (ev) {
+				ev->t = w->t;
+				ev->other = nt;
+				emit(ev, s);
+			}
 		}
 	}
 	// The context this check hands on carries nt; it carried the

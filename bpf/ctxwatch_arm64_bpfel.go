@@ -172,6 +172,19 @@ type CtxwatchStack struct {
 	User uint32
 }
 
+type CtxwatchStartCount struct {
+	_       structs.HostLayout
+	Started uint64
+	Stale   uint64
+}
+
+type CtxwatchStartKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	Pc   uint64
+}
+
 type CtxwatchStat uint32
 
 const (
@@ -199,6 +212,7 @@ const (
 	CtxwatchMapRegistered             = "registered"
 	CtxwatchMapSelects                = "selects"
 	CtxwatchMapStacks                 = "stacks"
+	CtxwatchMapStartSites             = "start_sites"
 	CtxwatchMapStats                  = "stats"
 	CtxwatchProgChanRecv              = "chan_recv"
 	CtxwatchProgChanSend              = "chan_send"
@@ -215,6 +229,7 @@ const (
 	CtxwatchProgWithValue             = "with_value"
 	CtxwatchVarCfgSpawnG_arg          = "cfg_spawn_g_arg"
 	CtxwatchVarCfgTgid                = "cfg_tgid"
+	CtxwatchVarFirstCount             = "first_count"
 	CtxwatchVarHits                   = "hits"
 	CtxwatchVarHitsStepped            = "hits_stepped"
 	CtxwatchVarKeysInt                = "keys_int"
@@ -358,6 +373,7 @@ type CtxwatchMapSpecs struct {
 	Registered  *ebpf.MapSpec `ebpf:"registered"`
 	Selects     *ebpf.MapSpec `ebpf:"selects"`
 	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
+	StartSites  *ebpf.MapSpec `ebpf:"start_sites"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 }
 
@@ -367,6 +383,7 @@ type CtxwatchMapSpecs struct {
 type CtxwatchVariableSpecs struct {
 	CfgSpawnG_arg          *ebpf.VariableSpec `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.VariableSpec `ebpf:"cfg_tgid"`
+	FirstCount             *ebpf.VariableSpec `ebpf:"first_count"`
 	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
 	HitsStepped            *ebpf.VariableSpec `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.VariableSpec `ebpf:"keys_int"`
@@ -469,6 +486,7 @@ type CtxwatchMaps struct {
 	Registered  *ebpf.Map `ebpf:"registered"`
 	Selects     *ebpf.Map `ebpf:"selects"`
 	Stacks      *ebpf.Map `ebpf:"stacks"`
+	StartSites  *ebpf.Map `ebpf:"start_sites"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 }
 
@@ -484,6 +502,7 @@ func (m *CtxwatchMaps) Close() error {
 		m.Registered,
 		m.Selects,
 		m.Stacks,
+		m.StartSites,
 		m.Stats,
 	)
 }
@@ -494,6 +513,7 @@ func (m *CtxwatchMaps) Close() error {
 type CtxwatchVariables struct {
 	CfgSpawnG_arg          *ebpf.Variable `ebpf:"cfg_spawn_g_arg"`
 	CfgTgid                *ebpf.Variable `ebpf:"cfg_tgid"`
+	FirstCount             *ebpf.Variable `ebpf:"first_count"`
 	Hits                   *ebpf.Variable `ebpf:"hits"`
 	HitsStepped            *ebpf.Variable `ebpf:"hits_stepped"`
 	KeysInt                *ebpf.Variable `ebpf:"keys_int"`

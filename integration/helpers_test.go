@@ -56,7 +56,7 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/slogsite", "./testdata/childspans", "./testdata/handoff", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/ctxwatch", "../examples/...", "./testdata/waiter", "./testdata/otelunits", "./testdata/soak", "./testdata/checkfunc", "./testdata/slogsite", "./testdata/childspans", "./testdata/startsites", "./testdata/handoff", "./testdata/secret", "./testdata/spawnstorm", "../bench/target")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build ctxwatch and examples:", err)
@@ -136,6 +136,14 @@ type logSite struct {
 	WithoutTrace uint64 `json:"without_trace"`
 }
 
+type startSite struct {
+	Site      frame    `json:"site"`
+	Started   uint64   `json:"started"`
+	Kept      uint64   `json:"kept"`
+	Stale     uint64   `json:"stale"`
+	Retention *float64 `json:"retention"`
+}
+
 type breakCount struct {
 	Kind    string  `json:"kind"`
 	Site    frame   `json:"site"`
@@ -156,6 +164,7 @@ type summaryLine struct {
 	Unmatched  uint64        `json:"unmatched_checks"`
 	SpawnSites []spawnSite   `json:"spawn_sites"`
 	LogSites   []logSite     `json:"log_sites"`
+	StartSites []startSite   `json:"start_sites"`
 	Handoffs   []handoffSite `json:"handoff_sites"`
 	Breaks     []breakCount  `json:"breaks"`
 	Incomplete bool          `json:"incomplete"`

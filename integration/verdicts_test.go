@@ -213,6 +213,39 @@ func TestStaleParent(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("stale-parent per line %v, want %v (loop at %d, audit at %d)", got, want, loopLine, auditLine)
 	}
+	// Each Start line's retention: the spans started on a parent span of
+	// their own goroutine, kept (open parent) and stale. The request span
+	// (on Background) and the two goroutines' spans (on the request span,
+	// which another goroutine started) are never counted.
+	fixedLine := lineOf(t, src, `itemCtx, span := tracer.Start(ctx, "item")`)
+	auditOpenLine := lineOf(t, src, `ctx, span := tracer.Start(ctx, "audit")`)
+	wantStarts := map[int]startSite{
+		fixedLine:     {Started: requests * items, Kept: requests * items},
+		loopLine:      {Started: requests * items, Kept: requests, Stale: requests * (items - 1)},
+		auditOpenLine: {Started: requests, Kept: requests},
+		auditLine:     {Started: requests, Stale: requests},
+	}
+	gotStarts := map[int]startSite{}
+	for _, ss := range r.summaries[0].StartSites {
+		if ss.Site.File != src {
+			t.Errorf("start site %s:%d (%s), want only the example's", ss.Site.File, ss.Site.Line, ss.Site.Function)
+			continue
+		}
+		line := ss.Site.Line
+		if _, dup := gotStarts[line]; dup {
+			t.Errorf("start site main.go:%d listed twice", line)
+		}
+		if w := wantStarts[line]; ss.Retention == nil || *ss.Retention != float64(w.Kept)/float64(w.Started) {
+			t.Errorf("start site main.go:%d: retention %v, want %d/%d", line, ss.Retention, w.Kept, w.Started)
+		}
+		ss.Site, ss.Retention = frame{}, nil
+		gotStarts[line] = ss
+	}
+	if !reflect.DeepEqual(gotStarts, wantStarts) {
+		t.Errorf("start sites %+v, want %+v (fixed loop %d, loop %d, audit %d, audit-log %d)",
+			gotStarts, wantStarts, fixedLine, loopLine, auditOpenLine, auditLine)
+	}
+
 	if len(r.breaks) != 2 {
 		t.Fatalf("%d break lines, want 2: %+v", len(r.breaks), r.breaks)
 	}
@@ -241,6 +274,37 @@ func TestStaleParent(t *testing.T) {
 	if !strings.Contains(stdout, "stack of stale-parent at ") {
 		t.Errorf("table --verbose: no stale-parent stack:\n%s", stdout)
 	}
+	// The Start sites, one row each.
+	for line, w := range wantStarts {
+		ret := fmt.Sprintf("%.1f%%", 100*float64(w.Kept)/float64(w.Started))
+		row := regexp.MustCompile(fmt.Sprintf(`(?m)^\S+ main\.go:%d\s+%d\s+%d\s+%d\s+%s$`, line, w.Started, w.Kept, w.Stale, regexp.QuoteMeta(ret)))
+		if !row.MatchString(stdout) {
+			t.Errorf("table: no start site row %d %d %d %s at main.go:%d:\n%s", w.Started, w.Kept, w.Stale, ret, line, stdout)
+		}
+	}
+}
+
+// lineOf returns the number (from 1) of the one line of file path that
+// contains text.
+func lineOf(t *testing.T, path, text string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, text) {
+			if n != 0 {
+				t.Fatalf("%s: %q on lines %d and %d", path, text, n, i+1)
+			}
+			n = i + 1
+		}
+	}
+	if n == 0 {
+		t.Fatalf("%s: no line with %q", path, text)
+	}
+	return n
 }
 
 // sourceLine returns line n (from 1) of file path.
@@ -255,4 +319,53 @@ func sourceLine(t *testing.T, path string, n int) string {
 		t.Fatalf("%s has no line %d", path, n)
 	}
 	return lines[n-1]
+}
+
+// TestStartSiteHelpers: a Start site is counted at the line a stale-parent
+// break is reported at when Start is called through a user helper, out of
+// line or inlined, and through the otel package's global delegate tracer
+// (a library frame between the user's line and the SDK's Start, climbed
+// by the probes).
+func TestStartSiteHelpers(t *testing.T) {
+	requireRoot(t)
+	src, err := filepath.Abs(filepath.Join("testdata", "startsites", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ctxwatch(t, "--", filepath.Join(bin, "startsites"))
+	if r.code != 0 {
+		t.Fatalf("ctxwatch exited %d; stderr:\n%s", r.code, r.stderr)
+	}
+	requests, _ := selfCount(r.stdout, "requests")
+	steps, _ := selfCount(r.stdout, "steps")
+	if requests == 0 || steps < 2 || len(r.summaries) != 1 {
+		t.Fatalf("the program: %q, %d summaries; stderr:\n%s", r.stdout, len(r.summaries), r.stderr)
+	}
+	helper := lineOf(t, src, "// want:start helper")
+	inlined := lineOf(t, src, "// want:start inlined")
+	delegate := lineOf(t, src, "// want:start delegate")
+	stale := startSite{Started: requests * steps, Kept: requests, Stale: requests * (steps - 1)}
+	want := map[int]startSite{helper: stale, inlined: {Started: requests * steps, Kept: requests * steps}, delegate: stale}
+	got := map[int]startSite{}
+	for _, ss := range r.summaries[0].StartSites {
+		if ss.Site.File != src {
+			t.Errorf("start site %s:%d (%s), want only the program's", ss.Site.File, ss.Site.Line, ss.Site.Function)
+			continue
+		}
+		line := ss.Site.Line
+		ss.Site, ss.Retention = frame{}, nil
+		got[line] = ss
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("start sites %+v, want %+v (helper %d, inlined %d, delegate %d)", got, want, helper, inlined, delegate)
+	}
+	breaks := map[int]uint64{}
+	for _, b := range r.summaries[0].Breaks {
+		if b.Kind == "stale-parent" && b.Site.File == src {
+			breaks[b.Site.Line] += b.Count
+		}
+	}
+	if wantBreaks := map[int]uint64{helper: stale.Stale, delegate: stale.Stale}; !reflect.DeepEqual(breaks, wantBreaks) {
+		t.Errorf("stale-parent breaks per line %v, want %v: the Start sites' lines", breaks, wantBreaks)
+	}
 }

@@ -82,7 +82,10 @@ Break kinds:
                  slog.Info in a handler, not slog.InfoContext(ctx, ...)
   stale-parent   a goroutine started a span on a context whose span it had itself
                  started and ended (ctx, span = tracer.Start(ctx, ...) in a loop);
-                 spans of other goroutines on an ended parent are not breaks
+                 spans of other goroutines on an ended parent are not breaks;
+                 per Start line, the summary counts the spans started on a
+                 parent of the goroutine's own, kept (open parent) and stale,
+                 and the retention (table: START SITE; JSON: start_sites)
   lost-at-handoff
                  a goroutine received (in your code) a channel element your code
                  sent with T in scope, and its next trace-bearing act carried no

@@ -419,7 +419,11 @@ func (w *watcher) execd(pid int, at uint64) (kept bool) {
 			w.log.Printf("detach from pid %d: %v", pid, err)
 		}
 	} else {
-		// Before the new program joins, if it runs the same file.
+		// Before the new program joins, if it runs the same file. The
+		// Start site counters go with it: read them first.
+		if err := readStartCounts(s); err != nil {
+			w.log.Printf("pid %d: %v", pid, err)
+		}
 		if err := s.group.probes.RemoveProcess(pid); err != nil {
 			w.log.Printf("release pid %d: %v", pid, err)
 		}
@@ -588,6 +592,14 @@ func (w *watcher) handle(ev *event.Event) {
 }
 
 func (w *watcher) summary(s *session) findings.Summary {
+	// The Start sites' counters live in the kernel, not in events: read
+	// them for this summary (and for the metrics served from it). A
+	// session released from a shared program (its process executed
+	// another file) had them read before they were deleted.
+	var startErr error
+	if !s.released {
+		startErr = readStartCounts(s)
+	}
 	sum := findings.Summary{
 		Process:   s.proc,
 		Snapshot:  s.an.Snapshot(),
@@ -596,6 +608,9 @@ func (w *watcher) summary(s *session) findings.Summary {
 	st, err := s.probes.Stats()
 	if err != nil {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("probe counters unreadable: %v", err))
+	}
+	if startErr != nil {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("start site counters unreadable: %v", startErr))
 	}
 	sum.EventsLost = st.EventsLost + st.StateFull
 	s.cycle.account(&sum)
@@ -621,6 +636,18 @@ func (w *watcher) summary(s *session) findings.Summary {
 		sum.Notes = append(sum.Notes, fmt.Sprintf("%d context chains too long to follow", st.WalkDeep))
 	}
 	return sum
+}
+
+// readStartCounts hands the analysis of s the probes' Start site counters
+// of its process.
+func readStartCounts(s *session) error {
+	starts, err := s.probes.StartCounts(int(s.proc.PID))
+	counts := make([]analysis.StartCount, len(starts))
+	for i, c := range starts {
+		counts[i] = analysis.StartCount{PC: c.PC, Started: c.Started, Stale: c.Stale}
+	}
+	s.an.SetStartCounts(counts)
+	return err
 }
 
 func (w *watcher) finish(s *session) {

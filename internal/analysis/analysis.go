@@ -166,6 +166,35 @@ type LogSite struct {
 	WithoutTrace uint64 `json:"without_trace"`
 }
 
+// StartSite counts the spans started at one Start line (the innermost
+// user frame of the call that reached the SDK's (*tracer).Start) on a
+// parent span that the same goroutine had started: the only spans
+// stale-parent judges. The probes count them in the kernel, with no event
+// for those whose parent was open.
+type StartSite struct {
+	Site Frame `json:"site"`
+	// Started counts the spans started on a parent of the goroutine's own:
+	// Kept had an open parent, Stale an ended one (stale-parent).
+	Started uint64 `json:"started"`
+	Kept    uint64 `json:"kept"`
+	Stale   uint64 `json:"stale"`
+}
+
+// Retention is kept / started, or -1 when none was started.
+func (s *StartSite) Retention() float64 {
+	if s.Started == 0 {
+		return -1
+	}
+	return float64(s.Kept) / float64(s.Started)
+}
+
+// StartCount is what the probes counted at one Start site of the process:
+// PC is the return address into the function that called the SDK's
+// (*tracer).Start.
+type StartCount struct {
+	PC, Started, Stale uint64
+}
+
 // BreakCount is one distinct break with its number of occurrences.
 type BreakCount struct {
 	Kind    Kind    `json:"kind"`
@@ -197,7 +226,10 @@ type Snapshot struct {
 	// LogSites are the lines that wrote log records inside a trace, most
 	// without the trace first.
 	LogSites []LogSite
-	Breaks   []BreakCount
+	// StartSites are the Start lines that started spans on a parent span
+	// of their own goroutine, most stale first (SetStartCounts).
+	StartSites []StartSite
+	Breaks     []BreakCount
 }
 
 type breakKey struct {
@@ -282,6 +314,7 @@ type Analyzer struct {
 	logIndex     map[Frame]int
 	logSites     []LogSite
 	logFuncs     map[string]bool
+	startCounts  []StartCount    // the probes' counters, as last read
 	lazy         map[uint64]bool // lazy singletons past their first act (at most maxLazy)
 	events       uint64
 	unmatched    uint64
@@ -744,10 +777,53 @@ func (a *Analyzer) Snapshot() Snapshot {
 	})
 	s.LogSites = slices.Clone(a.logSites)
 	slices.SortStableFunc(s.LogSites, func(x, y LogSite) int { return cmp.Compare(y.WithoutTrace, x.WithoutTrace) })
+	s.StartSites = a.startSites()
 	for _, k := range a.breakOrder {
 		s.Breaks = append(s.Breaks, *a.breaks[k])
 	}
 	return s
+}
+
+// SetStartCounts takes the probes' counters of the process's Start sites
+// (read from the kernel, not sent as events), for the next Snapshot. They
+// are totals: each call replaces the last.
+func (a *Analyzer) SetStartCounts(counts []StartCount) {
+	a.startCounts = append(a.startCounts[:0], counts...)
+}
+
+// startSites resolves the counted Start sites to lines, as a stale-parent
+// break's site is found: the innermost user frame at the return address
+// (into Start's caller, or the first one of user code the probes found
+// above it). A return address with no user frame (more library frames
+// between the user's line and Start than the probes climb) is left out:
+// that site's stale-parent breaks are still reported, at a user frame
+// further up.
+func (a *Analyzer) startSites() []StartSite {
+	var sites []StartSite
+	index := map[Frame]int{}
+	for _, c := range a.startCounts {
+		f, ok := a.userFrame(a.resolve(c.PC))
+		if !ok {
+			continue
+		}
+		i, seen := index[f]
+		if !seen {
+			i = len(sites)
+			index[f] = i
+			sites = append(sites, StartSite{Site: f})
+		}
+		stale := min(c.Stale, c.Started)
+		sites[i].Started += c.Started
+		sites[i].Stale += stale
+		sites[i].Kept += c.Started - stale
+	}
+	slices.SortStableFunc(sites, func(x, y StartSite) int {
+		if c := cmp.Compare(y.Stale, x.Stale); c != 0 {
+			return c
+		}
+		return cmp.Compare(y.Started, x.Started)
+	})
+	return sites
 }
 
 // Finish judges what only the end of the watch decides: a goroutine that

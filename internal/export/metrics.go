@@ -33,11 +33,12 @@ type metrics struct {
 	addr   net.Addr     // where srv listens
 	served chan error
 
-	mu    sync.Mutex // sites and procs are read by the SDK's collection goroutines
-	sites map[spawnKey]analysis.SpawnSite
-	logs  map[spawnKey]analysis.LogSite     // by log site
-	sends map[spawnKey]analysis.HandoffSite // by send site
-	procs map[procKey]procStats
+	mu     sync.Mutex // sites and procs are read by the SDK's collection goroutines
+	sites  map[spawnKey]analysis.SpawnSite
+	logs   map[spawnKey]analysis.LogSite     // by log site
+	sends  map[spawnKey]analysis.HandoffSite // by send site
+	starts map[spawnKey]analysis.StartSite   // by Start site
+	procs  map[procKey]procStats
 }
 
 // procKey identifies a watched process in metrics.
@@ -91,7 +92,7 @@ func newMetrics(ctx context.Context, cfg Config) (*metrics, error) {
 		return nil, nil
 	}
 	m := &metrics{sites: map[spawnKey]analysis.SpawnSite{}, logs: map[spawnKey]analysis.LogSite{},
-		sends: map[spawnKey]analysis.HandoffSite{}, procs: map[procKey]procStats{}}
+		sends: map[spawnKey]analysis.HandoffSite{}, starts: map[spawnKey]analysis.StartSite{}, procs: map[procKey]procStats{}}
 	res, err := resource.New(ctx, resource.WithAttributes(semconv.ServiceName("ctxwatch")), resource.WithFromEnv(), resource.WithHost())
 	if err != nil {
 		return nil, fmt.Errorf("resource of ctxwatch's metrics: %w", err)
@@ -204,6 +205,9 @@ func (m *metrics) instruments() error {
 	if err := m.handoffInstruments(meter); err != nil {
 		return err
 	}
+	if err := m.startInstruments(meter); err != nil {
+		return err
+	}
 	return m.processInstruments(meter)
 }
 
@@ -269,6 +273,40 @@ func (m *metrics) handoffInstruments(meter metric.Meter) error {
 	return nil
 }
 
+// startInstruments count the spans started on a parent span of their
+// own goroutine, by Start site, as the log counters count records: kept
+// had an open parent, stale an ended one (stale-parent). The probes count
+// them in the kernel: stale is exact even when events were lost.
+func (m *metrics) startInstruments(meter metric.Meter) error {
+	own, err1 := meter.Int64ObservableCounter("ctxwatch.starts.own_parent", metric.WithUnit("{span}"),
+		metric.WithDescription("Spans started (OTel SDK tracer Start) on a parent span that the same goroutine started, by Start site."))
+	kept, err2 := meter.Int64ObservableCounter("ctxwatch.starts.kept", metric.WithUnit("{span}"),
+		metric.WithDescription("Spans started on an own parent span that was still open, by Start site."))
+	stale, err3 := meter.Int64ObservableCounter("ctxwatch.starts.stale", metric.WithUnit("{span}"),
+		metric.WithDescription("Spans started on an own parent span that had ended (stale-parent), by Start site."))
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return fmt.Errorf("create start counters: %w", err)
+	}
+	_, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for k, s := range m.starts {
+			set := k.attrs(
+				semconv.CodeFunctionName(k.site.Function),
+				semconv.CodeFilePath(k.site.File),
+				semconv.CodeLineNumber(k.site.Line))
+			o.ObserveInt64(own, int64(s.Started), set)
+			o.ObserveInt64(kept, int64(s.Kept), set)
+			o.ObserveInt64(stale, int64(s.Stale), set)
+		}
+		return nil
+	}, own, kept, stale)
+	if err != nil {
+		return fmt.Errorf("register start counters: %w", err)
+	}
+	return nil
+}
+
 // processInstruments report on the watch of each process: what it could
 // not see (events lost, probes detached by the overhead budget), so that a
 // dashboard can tell few breaks from little watched.
@@ -328,6 +366,9 @@ func (m *metrics) update(s findings.Summary) {
 	}
 	for _, site := range s.HandoffSites {
 		m.sends[spawnKey{procKey: k, site: site.Site}] = site
+	}
+	for _, site := range s.StartSites {
+		m.starts[spawnKey{procKey: k, site: site.Site}] = site
 	}
 	st := procStats{eventsLost: s.EventsLost, sampled: s.SampledFraction}
 	if s.Budget != nil {

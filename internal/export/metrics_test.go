@@ -38,6 +38,8 @@ func TestPrometheus(t *testing.T) {
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 45}, Handed: 9, Propagated: 2, Lost: 1, NewRoot: 4},
 	}, LogSites: []analysis.LogSite{
 		{Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 30}, InsideTrace: 7, WithTrace: 3, WithoutTrace: 4},
+	}, StartSites: []analysis.StartSite{
+		{Site: analysis.Frame{Function: "main.items", File: "main.go", Line: 85}, Started: 5, Kept: 2, Stale: 3},
 	}}})
 	m.addBreak(proc, analysis.Break{Kind: analysis.LogWithoutTrace, Site: analysis.Frame{Function: "main.handle", File: "main.go", Line: 30}})
 	resp, err := http.Get("http://" + m.addr.String() + "/metrics")
@@ -61,6 +63,9 @@ func TestPrometheus(t *testing.T) {
 		{"ctxwatch_handoffs_handed_total{", `code_line_number="45"`, "} 9"},
 		{"ctxwatch_handoffs_propagated_total{", `code_line_number="45"`, "} 2"},
 		{"ctxwatch_handoffs_lost_total{", `code_line_number="45"`, "} 5"},
+		{"ctxwatch_starts_own_parent_total{", `code_line_number="85"`, "} 5"},
+		{"ctxwatch_starts_kept_total{", `code_line_number="85"`, "} 2"},
+		{"ctxwatch_starts_stale_total{", `code_line_number="85"`, "} 3"},
 	} {
 		found := false
 		for _, line := range strings.Split(text, "\n") {

@@ -497,6 +497,7 @@ func TestReadJSONRoundTrip(t *testing.T) {
 	s.Notes = []string{"otlp: 1 break spans sent"}
 	s.SpawnSites[0].NeverJudged = 4
 	s.LogSites = []analysis.LogSite{{Site: s.Breaks[0].Site, InsideTrace: 3, WithTrace: 1, WithoutTrace: 2}}
+	s.StartSites = []analysis.StartSite{{Site: s.Breaks[0].Site, Started: 5, Kept: 1, Stale: 4}}
 	empty := findings.Summary{Process: findings.Process{PID: 9, Executable: "idle"}, Snapshot: analysis.Snapshot{PID: 9}}
 
 	var tr event.Trace

@@ -75,6 +75,11 @@ type jsonHandoffSite struct {
 	Retention *float64 `json:"retention"` // null until a receiver of the site was judged
 }
 
+type jsonStartSite struct {
+	analysis.StartSite
+	Retention *float64 `json:"retention"` // null until a span was started on an own parent
+}
+
 type jsonSummary struct {
 	Type         string                `json:"type"`
 	PID          uint32                `json:"pid"`
@@ -96,6 +101,7 @@ type jsonSummary struct {
 	SpawnSites   []jsonSpawnSite       `json:"spawn_sites"`
 	HandoffSites []jsonHandoffSite     `json:"handoff_sites"`
 	LogSites     []analysis.LogSite    `json:"log_sites"`
+	StartSites   []jsonStartSite       `json:"start_sites"`
 	Breaks       []analysis.BreakCount `json:"breaks"`
 	Notes        []string              `json:"notes,omitempty"`
 	Export       *findings.ExportStats `json:"export,omitempty"`
@@ -123,6 +129,7 @@ func (j *JSON) Summary(s findings.Summary) error {
 		SpawnSites:   []jsonSpawnSite{},
 		HandoffSites: []jsonHandoffSite{},
 		LogSites:     s.LogSites,
+		StartSites:   []jsonStartSite{},
 		Breaks:       s.Breaks,
 		Notes:        s.Notes,
 		Export:       s.Export,
@@ -150,6 +157,13 @@ func (j *JSON) Summary(s findings.Summary) error {
 			js.Retention = &r
 		}
 		out.HandoffSites = append(out.HandoffSites, js)
+	}
+	for _, site := range s.StartSites {
+		js := jsonStartSite{StartSite: site}
+		if r := site.Retention(); r >= 0 {
+			js.Retention = &r
+		}
+		out.StartSites = append(out.StartSites, js)
 	}
 	return j.enc.Encode(out)
 }

@@ -155,6 +155,9 @@ func summaryFromJSON(j *jsonSummary) *findings.Summary {
 	for _, site := range j.HandoffSites {
 		s.HandoffSites = append(s.HandoffSites, site.HandoffSite)
 	}
+	for _, site := range j.StartSites {
+		s.StartSites = append(s.StartSites, site.StartSite)
+	}
 	// JSON adds the incomplete note to the notes; the summary says it
 	// itself (Incomplete), so a page would show it twice.
 	if why := s.Incomplete(); why != "" && len(s.Notes) > 0 && s.Notes[len(s.Notes)-1] == why {

@@ -108,6 +108,21 @@ func writeSummary(w io.Writer, s findings.Summary, what string, stacks bool) {
 		tw.Flush()
 		fmt.Fprintln(w)
 	}
+	// Start lines, only where spans were started on a parent span of
+	// their own goroutine (stale-parent's retention).
+	if len(s.StartSites) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "START SITE\tON OWN PARENT\tKEPT\tSTALE\tRETENTION")
+		for _, site := range s.StartSites {
+			ret := "-"
+			if r := site.Retention(); r >= 0 {
+				ret = fmt.Sprintf("%.1f%%", 100*r)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", loc(site.Site), site.Started, site.Kept, site.Stale, ret)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BREAK\tCOUNT\tSITE\tSPAWNED AT")
 	for _, br := range s.Breaks {

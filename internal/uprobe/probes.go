@@ -686,7 +686,64 @@ func (p *Probes) RemoveProcess(pid int) error {
 	if err := p.objs.Procs.Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("stop watching pid %d: %w", pid, err)
 	}
+	if err := p.forgetStartSites(uint32(pid)); err != nil {
+		return err
+	}
 	return p.forget(func(owner uint32) bool { return owner == uint32(pid) })
+}
+
+// StartCount is what the probes counted at one Start site of a process
+// (bpf/ctxwatch.c's start_sites): the spans started on a parent span that
+// the same goroutine had started, and of those the ones whose parent had
+// ended. PC is the return address into the function that called the
+// OTel SDK's (*tracer).Start.
+type StartCount struct {
+	PC, Started, Stale uint64
+}
+
+// StartCounts reads the Start site counters of process pid. The map is
+// small (a program's Start sites), so it is listed a key at a time.
+func (p *Probes) StartCounts(pid int) ([]StartCount, error) {
+	var (
+		out []StartCount
+		k   bpf.CtxwatchStartKey
+		v   bpf.CtxwatchStartCount
+	)
+	it := p.objs.StartSites.Iterate()
+	for it.Next(&k, &v) {
+		if k.Tgid == uint32(pid) {
+			out = append(out, StartCount{PC: k.Pc, Started: v.Started, Stale: v.Stale})
+		}
+	}
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("read start sites of pid %d: %w", pid, err)
+	}
+	return out, nil
+}
+
+// forgetStartSites deletes the Start site counters of process pid: its
+// pid may come back as another process of the same executable.
+func (p *Probes) forgetStartSites(pid uint32) error {
+	var (
+		gone []bpf.CtxwatchStartKey
+		k    bpf.CtxwatchStartKey
+		v    bpf.CtxwatchStartCount
+	)
+	it := p.objs.StartSites.Iterate()
+	for it.Next(&k, &v) {
+		if k.Tgid == pid {
+			gone = append(gone, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list start sites of pid %d: %w", pid, err)
+	}
+	for _, k := range gone {
+		if err := p.objs.StartSites.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("forget start site %#x of pid %d: %w", k.Pc, pid, err)
+		}
+	}
+	return nil
 }
 
 // ErrNotShared means AddProcess or RemoveProcess on probes made for one process.
