@@ -22,7 +22,7 @@
 // come from the agent (internal/layout's table, or DWARF; sudog.elem is
 // elem.vu from Go 1.26). Not seen: a select's send cases, and a select's
 // receive from a buffer or a waiting sender where the agent placed no
-// select_result probe (a library's select; arm64).
+// select_result probe (a library's select).
 #ifndef CTXWATCH_CHAN_H
 #define CTXWATCH_CHAN_H
 

@@ -65,9 +65,8 @@ What is watched (uprobes, filtered by process):
   receives               receives, range loops, one-case select with default,
                          called from your code; your multi-case selects' calls
                          of runtime.selectgo and tests of its result: their
-                         receive cases. Not seen: select send cases, a
-                         multi-case select's receive from a buffer on arm64,
-                         and hand-offs that use no channel (a mutex-protected
+                         receive cases. Not seen: select send cases, and
+                         hand-offs that use no channel (a mutex-protected
                          queue or slice, sync.Cond, sync.Pool)
 
 Break kinds:
