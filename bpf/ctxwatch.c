@@ -918,10 +918,11 @@ static __always_inline void log_record(REGS *ctx, __u64 key, struct gstate *st, 
 
 // log/slog's (*Logger).log and logAttrs, on their call of
 // l.Handler().Handle(ctx, r), reached only when the record's level is
-// enabled: the record is written. The handler is the receiver (RAX), the
-// context the first argument (RBX/RCX); the record, too big for registers,
-// is on the stack and never read. Inside the function, the frame pointer
-// is its own: the stack starts at its return address, [RBP+8].
+// enabled: the record is written. The handler is the receiver (RAX; R0 on
+// arm64), the context the first argument (RBX/RCX; R1/R2); the record, too
+// big for registers, is on the stack and never read. Inside the function,
+// the frame pointer is its own: the stack starts at its return address,
+// [RBP+8] ([R29+8] on arm64, Go 1.21 to 1.27).
 SEC("uprobe/slog_handle")
 int slog_handle(REGS *ctx)
 {

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,7 +45,6 @@ func logMarkers(t *testing.T, path string) map[int]marker {
 // connection and main's records outside any trace are not counted at all.
 func TestLogWithoutTrace(t *testing.T) {
 	requireRoot(t)
-	requireLogProbes(t)
 	src, err := filepath.Abs("testdata/slogsite/main.go")
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +108,6 @@ func TestLogWithoutTrace(t *testing.T) {
 // the trace was out of scope and the records were not judged at all.
 func TestLogAfterChildSpans(t *testing.T) {
 	requireRoot(t)
-	requireLogProbes(t)
 	src, err := filepath.Abs("testdata/childspans/main.go")
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +241,6 @@ func checkLogRun(t *testing.T, r result, src string) uint64 {
 // request, and no other break span.
 func TestExportLogWithoutTrace(t *testing.T) {
 	requireRoot(t)
-	requireLogProbes(t)
 	j := startJaeger(t)
 	src, err := filepath.Abs("testdata/slogsite/main.go")
 	if err != nil {
@@ -367,16 +363,5 @@ func TestLogToolchains(t *testing.T) {
 				t.Errorf("built with %s: log sites and breaks %q, want %q (events lost %v)", tc, got, want, sum.EventsLost)
 			}
 		})
-	}
-}
-
-// requireLogProbes skips where ctxwatch does not probe log records: the
-// probe point, log/slog's call of the handler, is found by decoding amd64
-// code only, so on arm64 log-without-trace is not watched yet (README,
-// Limits).
-func requireLogProbes(t *testing.T) {
-	t.Helper()
-	if runtime.GOARCH != "amd64" {
-		t.Skip("log records are probed on amd64 only: the handler call in log/slog is decoded in amd64 code; this is " + runtime.GOARCH)
 	}
 }

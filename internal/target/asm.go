@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 )
 
@@ -263,10 +264,24 @@ func (b *Binary) funcCode(fn Func) ([]byte, error) {
 var ErrNotDecoded = errors.New("not decoded for this architecture")
 
 // IndirectCalls lists the addresses of fn's calls through a register or
-// memory (CALL reg, CALL [mem]), in address order: method calls on an
-// interface, and calls of func values. amd64 only.
+// memory (CALL reg, CALL [mem]; on arm64 BLR), in address order: method
+// calls on an interface, and calls of func values.
 func (b *Binary) IndirectCalls(fn Func) ([]uint64, error) {
-	if b.Arch != "amd64" {
+	switch b.Arch {
+	case "arm64":
+		code, err := b.funcCode(fn)
+		if err != nil {
+			return nil, err
+		}
+		var calls []uint64
+		err = b.decodeARM64(fn, code, func(addr uint64, inst arm64asm.Inst) {
+			if inst.Op == arm64asm.BLR {
+				calls = append(calls, addr)
+			}
+		})
+		return calls, err
+	case "amd64":
+	default:
 		return nil, fmt.Errorf("indirect calls of %s on %s: %w", fn.Name, b.Arch, ErrNotDecoded)
 	}
 	var calls []uint64

@@ -2,12 +2,14 @@ package uprobe_test
 
 import (
 	"debug/elf"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/ctxwatch/ctxwatch/internal/target"
@@ -109,5 +111,76 @@ func TestSlogProbeOnHandleCall(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(plan.Notes, "\n"), "log records through log/slog.(*Logger).log not watched") {
 		t.Errorf("notes do not say records are not watched: %q", plan.Notes)
+	}
+}
+
+// TestSlogProbeOnHandleCallARM64: in an arm64 binary the log record probe
+// of (*Logger).log and logAttrs sits on their one BLR (the handler's
+// Handle), decoded here by the arm64 disassembler from the ELF file; the
+// --log-func helper is probed inside its symbol.
+func TestSlogProbeOnHandleCallARM64(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "slogsite")
+	build := exec.Command("go", "build", "-o", exe, "./integration/testdata/slogsite")
+	build.Dir = "../.."
+	build.Env = append(os.Environ(), "GOARCH=arm64", "GOOS=linux", "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the target: %v\n%s", err, out)
+	}
+	bin, err := target.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	plan, err := uprobe.NewPlan(bin, uprobe.Options{LogFuncs: []string{"main.logf"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	funcs := map[string]elf.Symbol{}
+	for _, s := range syms {
+		switch s.Name {
+		case "log/slog.(*Logger).log", "log/slog.(*Logger).logAttrs", "main.logf":
+			funcs[s.Name] = s
+		}
+	}
+	text := f.Section(".text")
+	probed := map[string]int{}
+	for _, pt := range plan.Points {
+		if pt.Program != uprobe.SlogHandle && pt.Program != uprobe.LogFunc {
+			continue
+		}
+		fn, ok := funcs[pt.Func]
+		if !ok || pt.Address < fn.Value || pt.Address >= fn.Value+fn.Size {
+			t.Errorf("%s probe for %s at %#x, outside its symbol %+v", pt.Program, pt.Func, pt.Address, fn)
+			continue
+		}
+		probed[pt.Func]++
+		if pt.Program == uprobe.LogFunc {
+			continue
+		}
+		word := make([]byte, 4)
+		if _, err := text.ReadAt(word, int64(pt.Address-text.Addr)); err != nil {
+			t.Fatal(err)
+		}
+		inst, err := arm64asm.Decode(word)
+		if err != nil || inst.Op != arm64asm.BLR {
+			t.Errorf("log record probe in %s at %#x: %v (%v), want a BLR", pt.Func, pt.Address, inst, err)
+		}
+	}
+	for name := range funcs {
+		if probed[name] != 1 {
+			t.Errorf("%s: %d probes, want 1", name, probed[name])
+		}
+	}
+	if len(funcs) != 3 {
+		t.Errorf("symbols found: %d of 3", len(funcs))
 	}
 }
