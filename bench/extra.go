@@ -70,12 +70,21 @@ func readSummary(path string) (report, error) {
 // --- per-hit cost, as ctxwatch measures it at start-up ---
 
 func (b *bench) hitCost() (string, error) {
-	hc, err := uprobe.MeasureHitCost()
+	hc, err := uprobe.MeasureHitCost(false)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("Per-hit cost as `--overhead-budget` measures it at start-up (empty program, uprobe limited to the process, thread CPU time): "+
-		"%.1f µs at a PUSHQ BP (emulated), %.1f µs at a RET (single-stepped).\n", us(hc.Emulated), us(hc.Stepped)), nil
+	out := fmt.Sprintf("Per-hit cost as `--overhead-budget` measures it at start-up (empty program, uprobe limited to the process, thread CPU time): "+
+		"%.1f µs at a PUSHQ BP (emulated), %.1f µs at a RET (single-stepped). "+
+		"A duty cycle's cost per probe, one link per probe: %.0f µs to attach, %.0f µs to detach", us(hc.Emulated), us(hc.Stepped), us(hc.Attach), us(hc.Detach))
+	if !uprobe.MultiLinks() {
+		return out + " (no uprobe_multi links on this kernel).\n", nil
+	}
+	mc, err := uprobe.MeasureHitCost(true)
+	if err != nil {
+		return "", err
+	}
+	return out + fmt.Sprintf("; with a uprobe_multi link (what ctxwatch uses on this kernel): %.0f µs and %.0f µs.\n", us(mc.Attach), us(mc.Detach)), nil
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

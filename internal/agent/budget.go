@@ -53,7 +53,7 @@ func (b *overheadBudget) begin() {
 		go func() {
 			defer close(b.ready)
 			t0 := time.Now()
-			hc, err := uprobe.MeasureHitCost()
+			hc, err := uprobe.MeasureHitCost(uprobe.MultiLinks())
 			if err != nil {
 				b.err = fmt.Errorf("measure the cost of a probe hit for --overhead-budget: %w", err)
 				return

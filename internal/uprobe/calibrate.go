@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
@@ -36,7 +37,8 @@ type HitCost struct {
 	// uprobe in a process and taking it out (the breakpoint written into
 	// a copy of the text page, under the process's memory map lock): what
 	// a duty cycle costs per probe, charged to the target as if it paid
-	// all of it.
+	// all of it. With multi, measured as half of a uprobe_multi link of
+	// two probes.
 	Attach, Detach time.Duration
 }
 
@@ -63,8 +65,12 @@ var ErrCalibration = errors.New("cannot measure the cost of a probe hit")
 // trap's kernel time is the thread's). Each measurement is the median of
 // three, less the call's own cost measured without probes. It needs two
 // attaches and two detaches: a few tens of milliseconds of CPU, and the
-// detaches wait for RCU grace periods.
-func MeasureHitCost() (HitCost, error) {
+// detaches wait for RCU grace periods. With multi (the probes will be
+// placed by uprobe_multi links: Probes.Multi) the calibration's uprobes
+// are placed the same way, which needs no perf event (and so, where the
+// kernel requires CAP_SYS_ADMIN for those, not that capability either),
+// and Attach and Detach are measured on one link of both points.
+func MeasureHitCost(multi bool) (HitCost, error) {
 	var hc HitCost
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
 		return hc, fmt.Errorf("%w: on %s", ErrCalibration, runtime.GOARCH)
@@ -77,14 +83,29 @@ func MeasureHitCost() (HitCost, error) {
 	if err != nil {
 		return hc, fmt.Errorf("%w: %w", ErrCalibration, err)
 	}
+	spec, err := bpf.LoadEmpty()
+	if err != nil {
+		return hc, fmt.Errorf("load empty eBPF spec: %w", err)
+	}
+	if multi {
+		for _, ps := range spec.Programs {
+			ps.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+	}
 	var objs bpf.EmptyObjects
-	if err := bpf.LoadEmptyObjects(&objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return hc, fmt.Errorf("load empty eBPF program: %w", err)
 	}
 	defer objs.Close()
 	ex, err := link.OpenExecutable(exe)
 	if err != nil {
 		return hc, fmt.Errorf("open own executable: %w", err)
+	}
+	attach := func(offs ...uint64) (link.Link, error) {
+		if multi {
+			return ex.UprobeMulti(nil, objs.Empty, &link.UprobeMultiOptions{Addresses: offs, PID: uint32(os.Getpid())})
+		}
+		return ex.Uprobe("", objs.Empty, &link.UprobeOptions{Address: offs[0], PID: os.Getpid()})
 	}
 	// Thread CPU time is only meaningful on one thread.
 	runtime.LockOSThread()
@@ -95,7 +116,7 @@ func MeasureHitCost() (HitCost, error) {
 		off uint64
 	}{{&hc.Emulated, offPush}, {&hc.Stepped, offRet}} {
 		t0 := threadTime()
-		l, err := ex.Uprobe("", objs.Empty, &link.UprobeOptions{Address: m.off, PID: os.Getpid()})
+		l, err := attach(m.off)
 		if err != nil {
 			return hc, fmt.Errorf("attach calibration uprobe: %w", err)
 		}
@@ -107,6 +128,20 @@ func MeasureHitCost() (HitCost, error) {
 		}
 		hc.Detach = max(hc.Detach, threadTime()-t0)
 		*m.dst = max(probed-bare, time.Nanosecond)
+	}
+	if multi {
+		// A link's own cost shared by its probes: one link of both.
+		t0 := threadTime()
+		l, err := attach(offPush, offRet)
+		if err != nil {
+			return hc, fmt.Errorf("attach calibration uprobe_multi link: %w", err)
+		}
+		hc.Attach = (threadTime() - t0) / 2
+		t0 = threadTime()
+		if err := l.Close(); err != nil {
+			return hc, fmt.Errorf("detach calibration uprobe_multi link: %w", err)
+		}
+		hc.Detach = (threadTime() - t0) / 2
 	}
 	hc.Attach, hc.Detach = max(hc.Attach, time.Nanosecond), max(hc.Detach, time.Nanosecond)
 	return hc, nil

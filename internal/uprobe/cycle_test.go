@@ -43,14 +43,20 @@ func TestResetGoroutines(t *testing.T) {
 // usable numbers; what they are on this machine is for the benchmark.
 func TestMeasureHitCost(t *testing.T) {
 	testkit.RequireBPF(t, "attaching uprobes", nil)
-	hc, err := MeasureHitCost()
-	if err != nil {
-		t.Fatal(err)
+	for _, multi := range []bool{false, true} {
+		if multi && !MultiLinks() {
+			t.Log("no uprobe_multi links on this kernel (Linux 6.6 and later): their cycle cost not measured")
+			continue
+		}
+		hc, err := MeasureHitCost(multi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hc.Emulated <= 0 || hc.Stepped <= 0 || hc.Attach <= 0 || hc.Detach <= 0 {
+			t.Errorf("hit cost %+v (multi %v), want positive durations", hc, multi)
+		}
+		t.Logf("multi %v: hit cost %s emulated, %s single-stepped; per probe attach %s, detach %s", multi, hc.Emulated, hc.Stepped, hc.Attach, hc.Detach)
 	}
-	if hc.Emulated <= 0 || hc.Stepped <= 0 {
-		t.Errorf("hit cost %+v, want positive durations", hc)
-	}
-	t.Logf("hit cost: %s emulated, %s single-stepped", hc.Emulated, hc.Stepped)
 }
 
 // TestSharedProcesses: a program shared by the processes of one executable

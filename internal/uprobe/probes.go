@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -166,6 +167,9 @@ type Config struct {
 	// Programs are those the probes use (Plan.ForProcess lists them):
 	// only they are loaded. Nil loads every one.
 	Programs []Program
+	// SingleLinks makes one link per probe even where the kernel has
+	// uprobe_multi links (the bench compares the two).
+	SingleLinks bool
 }
 
 // Point is one place to attach a program.
@@ -192,7 +196,10 @@ type Probes struct {
 	links []link.Link
 	// spawnLinks is how many of links, at their end, are spawn probes.
 	spawnLinks int
-	pid        int
+	// multi says the programs were loaded for uprobe_multi links: one
+	// link per program places all its probes (MultiLinks).
+	multi bool
+	pid   int
 	// Goroutine states deleted by ResetGoroutines and RemoveProcess, for
 	// StatesEvicted.
 	forgotten uint64
@@ -362,7 +369,14 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 	if shared.Goroutines != nil {
 		opts.MapReplacements[bpf.CtxwatchMapGoroutines] = shared.Goroutines
 	}
-	p := &Probes{pid: cfg.PID}
+	p := &Probes{pid: cfg.PID, multi: !cfg.SingleLinks && MultiLinks()}
+	if p.multi {
+		// A program loaded for uprobe_multi attaches through those links
+		// alone: the choice is made here, once.
+		for _, ps := range spec.Programs {
+			ps.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+	}
 	if err := loadObjects(spec, opts, cfg.Programs, &p.objs); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -527,6 +541,17 @@ func (p *Probes) Reattach() error {
 
 // Attached reports whether the uprobes are in.
 func (p *Probes) Attached() bool { return len(p.links) > 0 }
+
+// MultiLinks reports whether this kernel has uprobe_multi links (Linux
+// 6.6), with which one system call places, and one takes out, all of a
+// program's probes in an executable: the uprobes themselves are the same
+// (the same breakpoints, the same trap per hit), but a duty cycle's
+// detach and attach make a link per program used, not one per probe. The
+// kernel's answer is asked once and kept by the ebpf library.
+func MultiLinks() bool { return features.HaveBPFLinkUprobeMulti() == nil }
+
+// Multi reports whether the probes are placed with uprobe_multi links.
+func (p *Probes) Multi() bool { return p.multi }
 
 // ResetGoroutines forgets every goroutine state kept in the kernel. Call
 // it only while detached: a probe running meanwhile could store a state
@@ -798,65 +823,127 @@ func (p *Probes) attach() error {
 			p.spawnLinks++
 		}
 	}
-	for _, pt := range points {
-		var prog *ebpf.Program
-		switch pt.Program {
-		case WithValue:
-			prog = p.objs.WithValue
-		case ContextArg0:
-			prog = p.objs.CtxArg0
-		case CheckFunc, LogFunc:
-			prog = p.objs.CheckFunc
-			if pt.Program == LogFunc {
-				prog = p.objs.LogFunc
-			}
-			// The probe sees RIP at the probed instruction; key both
-			// readings kernels have given for it.
-			for _, a := range []uint64{pt.Address, pt.Address + 1} {
-				if err := p.objs.CheckFuncs.Put(a, uint32(pt.ContextArg)); err != nil {
-					return fmt.Errorf("register %s function %s: %w", pt.Program, pt.Func, err)
-				}
-			}
-		case SlogHandle:
-			prog = p.objs.SlogHandle
-		case Spawn:
-			prog = p.objs.Spawn
-		case TimeAfterFunc:
-			prog = p.objs.TimeAfterFunc
-		case ContextAfterFunc:
-			prog = p.objs.ContextAfterFunc
-		case ChanSend:
-			prog = p.objs.ChanSend
-		case ChanRecv:
-			prog = p.objs.ChanRecv
-		case SelectEnter:
-			prog = p.objs.SelectEnter
-		case SelectResult:
-			prog = p.objs.SelectResult
-			if pt.Stepped {
-				prog = p.objs.SelectResultStepped
-			}
-		default:
-			return fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
-		}
-		if prog == nil {
-			return fmt.Errorf("attach %s: eBPF program %s was not loaded (Config.Programs)", pt.Func, pt.Program)
-		}
-		// With the process id the kernel plants the breakpoint in that
-		// process alone: others running the same file pay no trap. A
-		// shared program's probes go into every process of the file.
-		l, err := p.ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset, PID: p.pid})
-		if errors.Is(err, os.ErrPermission) {
-			// CAP_PERFMON sufficed from Linux 5.8 until the 2025 fix
-			// "perf: Require CAP_SYS_ADMIN for uprobes", backported to
-			// the stable kernels (Debian's 5.10 and 6.12 have it).
-			return fmt.Errorf("attach uprobe %s to %s: %w: this kernel lets only CAP_SYS_ADMIN create uprobes", pt.Program, pt.Func, err)
-		}
-		if err != nil {
-			return fmt.Errorf("attach uprobe %s to %s at %#x: %w", pt.Program, pt.Func, pt.FileOffset, err)
-		}
-		p.links = append(p.links, l)
+	// With uprobe_multi links, each program's points are placed by one
+	// link, in the order programs first appear (spawn last).
+	type group struct {
+		prog   *ebpf.Program
+		points []Point
 	}
+	var groups []*group
+	byProg := make(map[*ebpf.Program]*group)
+	for _, pt := range points {
+		prog, err := p.program(pt)
+		if err != nil {
+			return err
+		}
+		if !p.multi {
+			if err := p.link(prog, []Point{pt}); err != nil {
+				return err
+			}
+			continue
+		}
+		g := byProg[prog]
+		if g == nil {
+			g = &group{prog: prog}
+			byProg[prog] = g
+			groups = append(groups, g)
+		}
+		g.points = append(g.points, pt)
+	}
+	if p.multi {
+		p.spawnLinks = 0
+		for _, g := range groups {
+			if err := p.link(g.prog, g.points); err != nil {
+				return err
+			}
+			if g.points[0].Program == Spawn {
+				p.spawnLinks++
+			}
+		}
+	}
+	return nil
+}
+
+// program returns the loaded program that serves pt, registering what it
+// needs to know of pt's function (CheckFunc, LogFunc).
+func (p *Probes) program(pt Point) (*ebpf.Program, error) {
+	var prog *ebpf.Program
+	switch pt.Program {
+	case WithValue:
+		prog = p.objs.WithValue
+	case ContextArg0:
+		prog = p.objs.CtxArg0
+	case CheckFunc, LogFunc:
+		prog = p.objs.CheckFunc
+		if pt.Program == LogFunc {
+			prog = p.objs.LogFunc
+		}
+		// The probe sees RIP at the probed instruction; key both
+		// readings kernels have given for it.
+		for _, a := range []uint64{pt.Address, pt.Address + 1} {
+			if err := p.objs.CheckFuncs.Put(a, uint32(pt.ContextArg)); err != nil {
+				return nil, fmt.Errorf("register %s function %s: %w", pt.Program, pt.Func, err)
+			}
+		}
+	case SlogHandle:
+		prog = p.objs.SlogHandle
+	case Spawn:
+		prog = p.objs.Spawn
+	case TimeAfterFunc:
+		prog = p.objs.TimeAfterFunc
+	case ContextAfterFunc:
+		prog = p.objs.ContextAfterFunc
+	case ChanSend:
+		prog = p.objs.ChanSend
+	case ChanRecv:
+		prog = p.objs.ChanRecv
+	case SelectEnter:
+		prog = p.objs.SelectEnter
+	case SelectResult:
+		prog = p.objs.SelectResult
+		if pt.Stepped {
+			prog = p.objs.SelectResultStepped
+		}
+	default:
+		return nil, fmt.Errorf("attach %s: unknown program %d", pt.Func, pt.Program)
+	}
+	if prog == nil {
+		return nil, fmt.Errorf("attach %s: eBPF program %s was not loaded (Config.Programs)", pt.Func, pt.Program)
+	}
+	return prog, nil
+}
+
+// link places prog's uprobes at points: one link per point, or one
+// uprobe_multi link for all of them. With the process id the kernel plants
+// the breakpoints in that process alone: others running the same file pay
+// no trap. A shared program's probes go into every process of the file.
+func (p *Probes) link(prog *ebpf.Program, points []Point) error {
+	pt := points[0]
+	var l link.Link
+	var err error
+	if p.multi {
+		addrs := make([]uint64, len(points))
+		for i, q := range points {
+			addrs[i] = q.FileOffset
+		}
+		l, err = p.ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: addrs, PID: uint32(p.pid)})
+	} else {
+		l, err = p.ex.Uprobe("", prog, &link.UprobeOptions{Address: pt.FileOffset, PID: p.pid})
+	}
+	where := fmt.Sprintf("%s at %#x", pt.Func, pt.FileOffset)
+	if len(points) > 1 {
+		where = fmt.Sprintf("%d places (%s at %#x first)", len(points), pt.Func, pt.FileOffset)
+	}
+	if errors.Is(err, os.ErrPermission) {
+		// CAP_PERFMON sufficed from Linux 5.8 until the 2025 fix
+		// "perf: Require CAP_SYS_ADMIN for uprobes", backported to
+		// the stable kernels (Debian's 5.10 and 6.12 have it).
+		return fmt.Errorf("attach uprobe %s to %s: %w: this kernel lets only CAP_SYS_ADMIN create uprobes", pt.Program, pt.Func, err)
+	}
+	if err != nil {
+		return fmt.Errorf("attach uprobe %s to %s: %w", pt.Program, where, err)
+	}
+	p.links = append(p.links, l)
 	return nil
 }
 
