@@ -300,9 +300,9 @@ func bpfObjects(t *testing.T, pid int) (progs map[ebpf.ProgramID]bool, links map
 	return progs, links
 }
 
-// perfLinks returns the kernel's perf-event links (a uprobe attached
-// through a BPF link) whose program is one of progs.
-func perfLinks(t *testing.T, progs map[ebpf.ProgramID]bool) []link.ID {
+// uprobeLinks returns the kernel's perf-event links (a uprobe attached
+// through a BPF link) and uprobe_multi links whose program is one of progs.
+func uprobeLinks(t *testing.T, progs map[ebpf.ProgramID]bool) []link.ID {
 	t.Helper()
 	var it link.Iterator
 	defer it.Close()
@@ -312,7 +312,7 @@ func perfLinks(t *testing.T, progs map[ebpf.ProgramID]bool) []link.ID {
 		if err != nil {
 			continue // gone meanwhile
 		}
-		if info.Type == link.PerfEventType && progs[info.Program] {
+		if (info.Type == link.PerfEventType || info.Type == link.UprobeMultiType) && progs[info.Program] {
 			ids = append(ids, it.ID)
 		}
 	}
@@ -342,7 +342,7 @@ func kernelAtLeast(t *testing.T, major, minor int) bool {
 // in its code (there was one at every probe address before); the
 // ctxwatch programs are unloaded and the kernel's link list holds none of
 // their uprobe links (it did before, on kernels that make perf-event links,
-// 5.15 and later).
+// 5.15 and later; or uprobe_multi links, 6.6 and later).
 func TestKill9(t *testing.T) {
 	requireRoot(t)
 	target, stdin, lines := startWaiter(t, filepath.Join(bin, "waiter"))
@@ -360,8 +360,13 @@ func TestKill9(t *testing.T) {
 	if len(progs) == 0 {
 		t.Fatal("ctxwatch holds no BPF program")
 	}
-	perfLinked := kernelAtLeast(t, 5, 15)
-	if before := perfLinks(t, progs); perfLinked && len(before) < len(addrs) {
+	// One link per probe, or with uprobe_multi links (Linux 6.6) one per
+	// program used: at least one.
+	before := uprobeLinks(t, progs)
+	switch {
+	case uprobe.MultiLinks() && len(before) == 0:
+		t.Fatalf("no uprobe_multi link of ctxwatch's programs in the kernel, for %d probes", len(addrs))
+	case !uprobe.MultiLinks() && kernelAtLeast(t, 5, 15) && len(before) < len(addrs):
 		t.Fatalf("%d uprobe links of ctxwatch's programs in the kernel, want one per probe (%d)", len(before), len(addrs))
 	}
 
@@ -372,7 +377,7 @@ func TestKill9(t *testing.T) {
 	// The kernel frees the programs after an RCU grace period: give it a
 	// few seconds.
 	waitFor(t, "the probes to go", 10*time.Second, func() bool {
-		if int3s(t, pid, addrs) != 0 || len(perfLinks(t, progs)) != 0 {
+		if int3s(t, pid, addrs) != 0 || len(uprobeLinks(t, progs)) != 0 {
 			return false
 		}
 		for id := range progs {

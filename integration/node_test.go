@@ -191,8 +191,8 @@ func TestNode(t *testing.T) {
 		t.Fatalf("want 3 sets of probes placed (cw-waiter, cw-solo, pod C's copy), got %d:\n%s", len(m), logs)
 	}
 	perSet, _ := strconv.Atoi(m[0][1])
-	if got := perfEvents(t, cw.Process.Pid); got != 3*perSet {
-		t.Errorf("ctxwatch holds %d uprobe perf events for %d processes; want %d (3 executables × %d probes)", got, len(procs), 3*perSet, perSet)
+	if got := uprobesHeld(t, cw.Process.Pid); got != 3*perSet {
+		t.Errorf("ctxwatch holds %d uprobes for %d processes; want %d (3 executables × %d probes)", got, len(procs), 3*perSet, perSet)
 	}
 
 	// Work: each process loses its trace units times.
@@ -211,7 +211,7 @@ func TestNode(t *testing.T) {
 		_, sums := readNodeReport(t, out)
 		return len(sums[soloProc.cmd.Process.Pid]) > 0
 	})
-	waitFor(t, "cw-solo's probes to go", 10*time.Second, func() bool { return perfEvents(t, cw.Process.Pid) == 2*perSet })
+	waitFor(t, "cw-solo's probes to go", 10*time.Second, func() bool { return uprobesHeld(t, cw.Process.Pid) == 2*perSet })
 
 	// Metrics and health, as the DaemonSet's probes and Prometheus see them.
 	var body string
@@ -367,8 +367,10 @@ func startInPod(t *testing.T, p pod, exe string, ownMountNS bool) (*exec.Cmd, io
 	return cmd, stdin, ready
 }
 
-// perfEvents counts the perf events process pid holds: one per uprobe.
-func perfEvents(t *testing.T, pid int) int {
+// uprobesHeld counts the uprobes process pid holds: a perf event each, or
+// with uprobe_multi links (Linux 6.6) the uprobe_cnt each link's fdinfo
+// shows.
+func uprobesHeld(t *testing.T, pid int) int {
 	t.Helper()
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -376,8 +378,23 @@ func perfEvents(t *testing.T, pid int) int {
 	}
 	n := 0
 	for _, e := range ents {
-		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && l == "anon_inode:[perf_event]" {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		switch {
+		case err != nil:
+		case l == "anon_inode:[perf_event]":
 			n++
+		case l == "anon_inode:bpf_link":
+			info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+			if err != nil || !strings.Contains(string(info), "link_type:\tuprobe_multi") {
+				continue // closed meanwhile, or another kind of link
+			}
+			var cnt int
+			for line := range strings.Lines(string(info)) {
+				if v, ok := strings.CutPrefix(line, "uprobe_cnt:"); ok {
+					cnt, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			n += cnt
 		}
 	}
 	return n
