@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
@@ -368,8 +369,8 @@ func startInPod(t *testing.T, p pod, exe string, ownMountNS bool) (*exec.Cmd, io
 }
 
 // uprobesHeld counts the uprobes process pid holds: a perf event each, or
-// with uprobe_multi links (Linux 6.6) the uprobe_cnt each link's fdinfo
-// shows.
+// with uprobe_multi links (Linux 6.6) the count of each link's info (its
+// fdinfo names the link; 6.12's does not say the count).
 func uprobesHeld(t *testing.T, pid int) int {
 	t.Helper()
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -384,17 +385,28 @@ func uprobesHeld(t *testing.T, pid int) int {
 		case l == "anon_inode:[perf_event]":
 			n++
 		case l == "anon_inode:bpf_link":
-			info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
-			if err != nil || !strings.Contains(string(info), "link_type:\tuprobe_multi") {
+			fdinfo, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+			if err != nil || !strings.Contains(string(fdinfo), "link_type:\tuprobe_multi") {
 				continue // closed meanwhile, or another kind of link
 			}
-			var cnt int
-			for line := range strings.Lines(string(info)) {
-				if v, ok := strings.CutPrefix(line, "uprobe_cnt:"); ok {
-					cnt, _ = strconv.Atoi(strings.TrimSpace(v))
+			var id int
+			for line := range strings.Lines(string(fdinfo)) {
+				if v, ok := strings.CutPrefix(line, "link_id:"); ok {
+					id, _ = strconv.Atoi(strings.TrimSpace(v))
 				}
 			}
-			n += cnt
+			lk, err := link.NewFromID(link.ID(id))
+			if err != nil {
+				continue // closed meanwhile
+			}
+			info, err := lk.Info()
+			lk.Close()
+			if err != nil {
+				t.Fatalf("info of uprobe_multi link %d: %v", id, err)
+			}
+			if um := info.UprobeMulti(); um != nil {
+				n += int(um.Count)
+			}
 		}
 	}
 	return n
