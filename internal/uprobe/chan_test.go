@@ -57,25 +57,10 @@ func TestChanProbesPlannedARM64(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	selectgo, err := bin.Func("runtime.selectgo")
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := map[string]bool{}
-	for _, fn := range bin.Funcs() {
-		if !strings.HasPrefix(fn.Name, "main.") {
-			continue
-		}
-		cs, err := bin.Calls(fn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cs {
-			if c.Target == selectgo.Entry {
-				want[fmt.Sprintf("select_enter %s %#x", fn.Name, c.Addr)] = true
-				want[fmt.Sprintf("select_result %s %#x stepped", fn.Name, c.Addr+4)] = true
-			}
-		}
+	for _, c := range selectgoCalls(t, bin) {
+		want[fmt.Sprintf("select_enter %s %#x", c.fn, c.addr)] = true
+		want[fmt.Sprintf("select_result %s %#x stepped", c.fn, c.addr+4)] = true
 	}
 	if len(want) == 0 {
 		t.Fatal("no call of runtime.selectgo in package main: the target has no multi-case select")
@@ -124,31 +109,11 @@ func checkChanPlan(t *testing.T, path string, selects bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	selectgo, err := bin.Func("runtime.selectgo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The selects of package main, by decoding every CALL of it.
-	type call struct {
-		fn   string
-		addr uint64
-	}
-	var calls []call
+	// The selects of package main, by decoding every call of it.
+	calls := selectgoCalls(t, bin)
 	var want []string
-	for _, fn := range bin.Funcs() {
-		if !strings.HasPrefix(fn.Name, "main.") {
-			continue
-		}
-		cs, err := bin.Calls(fn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cs {
-			if c.Target == selectgo.Entry {
-				calls = append(calls, call{fn.Name, c.Addr})
-				want = append(want, fmt.Sprintf("%s after %#x", fn.Name, c.Addr))
-			}
-		}
+	for _, c := range calls {
+		want = append(want, fmt.Sprintf("%s after %#x", c.fn, c.addr))
 	}
 	if selects != (len(want) > 0) {
 		t.Fatalf("%d selects in package main", len(want))
@@ -219,7 +184,8 @@ func checkChanPlan(t *testing.T, path string, selects bool) {
 	if err != nil || l.ChanRecvText != fn.Entry || l.ChanRecvTextEnd != fn.End || fn.End <= fn.Entry {
 		t.Errorf("chanrecv's text [%#x, %#x), want %+v (%v)", l.ChanRecvText, l.ChanRecvTextEnd, fn, err)
 	}
-	if l.SelectText != selectgo.Entry || l.SelectTextEnd != selectgo.End || selectgo.End <= selectgo.Entry {
+	selectgo, err := bin.Func("runtime.selectgo")
+	if err != nil || l.SelectText != selectgo.Entry || l.SelectTextEnd != selectgo.End || selectgo.End <= selectgo.Entry {
 		t.Errorf("selectgo's text [%#x, %#x), want %+v", l.SelectText, l.SelectTextEnd, selectgo)
 	}
 	for _, n := range plan.Notes {
@@ -227,4 +193,36 @@ func checkChanPlan(t *testing.T, path string, selects bool) {
 			t.Errorf("note %q", n)
 		}
 	}
+}
+
+// selectCall is a call of runtime.selectgo: its function, its address.
+type selectCall struct {
+	fn   string
+	addr uint64
+}
+
+// selectgoCalls lists the calls of runtime.selectgo in package main, found
+// by target's disassembly of each of its functions (Binary.Calls).
+func selectgoCalls(t *testing.T, bin *target.Binary) []selectCall {
+	t.Helper()
+	selectgo, err := bin.Func("runtime.selectgo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []selectCall
+	for _, fn := range bin.Funcs() {
+		if !strings.HasPrefix(fn.Name, "main.") {
+			continue
+		}
+		cs, err := bin.Calls(fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Target == selectgo.Entry {
+				calls = append(calls, selectCall{fn.Name, c.Addr})
+			}
+		}
+	}
+	return calls
 }

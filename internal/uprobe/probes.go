@@ -811,54 +811,40 @@ func (p *Probes) attach() error {
 	// first check could be missed and a later one taken for it: a false
 	// lost-at-spawn (TestOverheadBudget, under the duty cycle's attaches).
 	points := make([]Point, 0, len(p.points))
-	for _, pt := range p.points {
-		if pt.Program != Spawn {
-			points = append(points, pt)
+	for _, spawn := range []bool{false, true} {
+		for _, pt := range p.points {
+			if (pt.Program == Spawn) == spawn {
+				points = append(points, pt)
+			}
 		}
 	}
-	p.spawnLinks = 0
-	for _, pt := range p.points {
-		if pt.Program == Spawn {
-			points = append(points, pt)
-			p.spawnLinks++
-		}
-	}
-	// With uprobe_multi links, each program's points are placed by one
-	// link, in the order programs first appear (spawn last).
-	type group struct {
-		prog   *ebpf.Program
-		points []Point
-	}
-	var groups []*group
-	byProg := make(map[*ebpf.Program]*group)
+	// A link per point, or with uprobe_multi links a link per program, in
+	// the order the programs first appear.
+	var (
+		progs   []*ebpf.Program
+		batches [][]Point
+	)
+	batch := make(map[*ebpf.Program]int)
 	for _, pt := range points {
 		prog, err := p.program(pt)
 		if err != nil {
 			return err
 		}
-		if !p.multi {
-			if err := p.link(prog, []Point{pt}); err != nil {
-				return err
-			}
-			continue
+		i, ok := batch[prog]
+		if !ok || !p.multi {
+			i = len(batches)
+			batch[prog] = i
+			progs, batches = append(progs, prog), append(batches, nil)
 		}
-		g := byProg[prog]
-		if g == nil {
-			g = &group{prog: prog}
-			byProg[prog] = g
-			groups = append(groups, g)
-		}
-		g.points = append(g.points, pt)
+		batches[i] = append(batches[i], pt)
 	}
-	if p.multi {
-		p.spawnLinks = 0
-		for _, g := range groups {
-			if err := p.link(g.prog, g.points); err != nil {
-				return err
-			}
-			if g.points[0].Program == Spawn {
-				p.spawnLinks++
-			}
+	p.spawnLinks = 0
+	for i, b := range batches {
+		if err := p.link(progs[i], b); err != nil {
+			return err
+		}
+		if b[0].Program == Spawn {
+			p.spawnLinks++
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package uprobe_test
 
 import (
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,57 +43,22 @@ func TestSlogProbeOnHandleCall(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f, err := elf.Open(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	syms, err := f.Symbols()
-	if err != nil {
-		t.Fatal(err)
-	}
-	funcs := map[string]elf.Symbol{}
-	for _, s := range syms {
-		switch s.Name {
-		case "log/slog.(*Logger).log", "log/slog.(*Logger).logAttrs", "main.logf":
-			funcs[s.Name] = s
-		}
-	}
-	text := f.Section(".text")
-	probed := map[string]int{}
-	for _, pt := range plan.Points {
-		if pt.Program != uprobe.SlogHandle && pt.Program != uprobe.LogFunc {
-			continue
-		}
-		fn, ok := funcs[pt.Func]
-		if !ok || pt.Address < fn.Value || pt.Address >= fn.Value+fn.Size {
-			t.Errorf("%s probe for %s at %#x, outside its symbol %+v", pt.Program, pt.Func, pt.Address, fn)
-			continue
-		}
-		probed[pt.Func]++
-		code := make([]byte, 16)
-		if _, err := text.ReadAt(code, int64(pt.Address-text.Addr)); err != nil {
-			t.Fatal(err)
-		}
+	checkLogProbes(t, exe, plan, func(pt uprobe.Point, code []byte) string {
 		inst, err := x86asm.Decode(code, 64)
 		if err != nil {
-			t.Fatalf("decode at %#x: %v", pt.Address, err)
+			return err.Error()
 		}
 		if pt.Program == uprobe.LogFunc {
 			if inst.Op != x86asm.PUSH || pt.ContextArg != 0 {
-				t.Errorf("--log-func probe at %v, context in register %d; want PUSHQ BP, the context first (RAX/RBX)", inst, pt.ContextArg)
+				return fmt.Sprintf("%v, context in register %d; want PUSHQ BP, the context first (RAX/RBX)", inst, pt.ContextArg)
 			}
-			continue
+			return ""
 		}
 		if _, reg := inst.Args[0].(x86asm.Reg); inst.Op != x86asm.CALL || !reg || !pt.Stepped {
-			t.Errorf("log record probe in %s at %v (stepped %v), want a CALL through a register, single-stepped", pt.Func, inst, pt.Stepped)
+			return fmt.Sprintf("%v (stepped %v), want a CALL through a register, single-stepped", inst, pt.Stepped)
 		}
-	}
-	for name := range funcs {
-		if probed[name] != 1 {
-			t.Errorf("%s: %d probes, want 1", name, probed[name])
-		}
-	}
+		return ""
+	})
 
 	// Without log/slog: watched, and said.
 	other, err := target.Open(filepath.Join(dir, "worker"))
@@ -135,6 +101,23 @@ func TestSlogProbeOnHandleCallARM64(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkLogProbes(t, exe, plan, func(pt uprobe.Point, code []byte) string {
+		if pt.Program == uprobe.LogFunc {
+			return "" // placed as every entry probe (target.ProbeAddr)
+		}
+		if inst, err := arm64asm.Decode(code[:4]); err != nil || inst.Op != arm64asm.BLR {
+			return fmt.Sprintf("%v (%v), want a BLR", inst, err)
+		}
+		return ""
+	})
+}
+
+// checkLogProbes checks plan's log probes in exe against its ELF symbol
+// table: one in each of log/slog's (*Logger).log and logAttrs and in the
+// --log-func main.logf, inside its symbol, and check, given the probe and
+// the code at its address, says what is wrong with the instruction there.
+func checkLogProbes(t *testing.T, exe string, plan *uprobe.Plan, check func(pt uprobe.Point, code []byte) string) {
+	t.Helper()
 	f, err := elf.Open(exe)
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +134,9 @@ func TestSlogProbeOnHandleCallARM64(t *testing.T) {
 			funcs[s.Name] = s
 		}
 	}
+	if len(funcs) != 3 {
+		t.Fatalf("symbols found: %d of 3", len(funcs))
+	}
 	text := f.Section(".text")
 	probed := map[string]int{}
 	for _, pt := range plan.Points {
@@ -163,24 +149,17 @@ func TestSlogProbeOnHandleCallARM64(t *testing.T) {
 			continue
 		}
 		probed[pt.Func]++
-		if pt.Program == uprobe.LogFunc {
-			continue
-		}
-		word := make([]byte, 4)
-		if _, err := text.ReadAt(word, int64(pt.Address-text.Addr)); err != nil {
+		code := make([]byte, 16)
+		if _, err := text.ReadAt(code, int64(pt.Address-text.Addr)); err != nil {
 			t.Fatal(err)
 		}
-		inst, err := arm64asm.Decode(word)
-		if err != nil || inst.Op != arm64asm.BLR {
-			t.Errorf("log record probe in %s at %#x: %v (%v), want a BLR", pt.Func, pt.Address, inst, err)
+		if msg := check(pt, code); msg != "" {
+			t.Errorf("%s probe in %s at %#x: %s", pt.Program, pt.Func, pt.Address, msg)
 		}
 	}
 	for name := range funcs {
 		if probed[name] != 1 {
 			t.Errorf("%s: %d probes, want 1", name, probed[name])
 		}
-	}
-	if len(funcs) != 3 {
-		t.Errorf("symbols found: %d of 3", len(funcs))
 	}
 }
