@@ -264,7 +264,7 @@ int chan_send(REGS *ctx)
 		// The receiver's stack, from the frame its park saved.
 		__u64 rec[2] = {};
 		if (read(&bp, sizeof(bp), rg + off_g_sched_bp) < 0 || read(rec, sizeof(rec), bp) < 0 ||
-		    walk_stack(rec[1], rec[0]) < 0) {
+		    walk_stack(rec[1], rec[0], 0) < 0) {
 			bpf_ringbuf_discard(ev, 0);
 			return 0;
 		}

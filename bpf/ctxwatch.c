@@ -33,6 +33,10 @@ volatile const __u64 off_g_goid, off_g_m, off_g_sched_bp, off_m_curg;
 // registered work (AfterFunc) is not followed.
 volatile const __u64 off_g_sched_ctxt;
 volatile const __u64 typ_value_ctx, typ_cancel_ctx, typ_timer_ctx, typ_after_func_ctx;
+// The static itabs (go:itab.*context.valueCtx,context.Context and the
+// cancelCtx one) of those two types, 0 when the binary has none: a context
+// node with one of them is known without reading its itab.
+volatile const __u64 itab_value_ctx, itab_cancel_ctx;
 volatile const __u64 typ_without_cancel_ctx, typ_stop_ctx, typ_background_ctx, typ_todo_ctx, typ_empty_ctx;
 volatile const __u64 off_cancel_err;
 volatile const __u64 typ_string, typ_bytes;
@@ -65,10 +69,11 @@ volatile const __u64 keys_int_mask[MAX_KEYS];
 // search makes no helper call (5.10's verifier refuses a loop entered right
 // after a call, which clang may lay out).
 volatile const __u32 n_ranges;
-// Unread bytes in the ring buffer from which a new event wakes the agent:
-// below, it reads the ring on its own schedule (every 2 ms while events
-// come, every 64 ms when idle), and a wake-up per event would cost it more
-// than the event; above, a burst wakes it long before the ring is full.
+// Unread bytes in the ring buffer at whose every multiple an event wakes
+// the agent (see emit): otherwise it reads the ring on its own schedule
+// (every 2 ms while events come, every 64 ms when idle), since a wake-up
+// per event would cost more than the event; a burst wakes it long before
+// the ring is full.
 volatile const __u64 ring_wake_bytes;
 volatile const struct range user_ranges[MAX_RANGES];
 
@@ -279,6 +284,10 @@ static __always_inline struct event *new_event(__u8 type, __u64 key, struct gsta
 	return ev;
 }
 
+// An event's size in the ring buffer: the record and its 8-byte header,
+// rounded up to 8 bytes (the kernel's BPF_RINGBUF_HDR_SZ and alignment).
+#define EVENT_RECORD ((sizeof(struct event) + 8 + 7) & ~7ULL)
+
 // emit sends ev with stack s (none if s is 0).
 static __always_inline void emit(struct event *ev, struct stack *s)
 {
@@ -287,8 +296,17 @@ static __always_inline void emit(struct event *ev, struct stack *s)
 		ev->nstack = s->n > STACK_DEPTH ? STACK_DEPTH : s->n;
 	}
 	ev->ktime_ns = bpf_ktime_get_ns();
+	// Wake the reader only when this record takes the unread data across
+	// a multiple of ring_wake_bytes: a wake-up per record above the mark
+	// (the rule before) cost a self-IPI per event while the agent was
+	// behind, a VM exit on a virtual machine (a seventh of a traced
+	// spawn's cost, measured on 6.18). The unread data counts this
+	// record, reserved but not yet read. Two CPUs reserving at once may
+	// both miss a mark: the next one wakes the reader.
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= ring_wake_bytes)
+	if (ring_wake_bytes && avail >= EVENT_RECORD &&
+	    avail / ring_wake_bytes != (avail - EVENT_RECORD) / ring_wake_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(ev, flags);
 }
@@ -397,7 +415,9 @@ static __always_inline void check(REGS *ctx, __u64 key, struct gstate *st, struc
 			out = same_trace(&w->t, &st->t) ? OUT_PROPAGATED : OUT_OTHER;
 		else if (incidental)
 			out = OUT_TRACELESS;
-		struct stack *s = user_stack(ctx);
+		// The agent reads a propagated first check's goroutine and
+		// outcome, not its frames: the walk stops at the first user one.
+		struct stack *s = user_stack_upto(ctx, out == OUT_PROPAGATED);
 		if (!s)
 			return; // only library code: not judged
 		struct event *ev = new_event(EV_FIRST_CHECK, key, st, GO_PC(ctx));
@@ -687,7 +707,7 @@ int with_value(REGS *ctx)
 		__u8 out = OUT_PROPAGATED;
 		if (!had)
 			out = w->carry == CARRY_TRACE ? OUT_OTHER : OUT_NEW_ROOT;
-		struct stack *s = user_stack(ctx);
+		struct stack *s = user_stack_upto(ctx, out == OUT_PROPAGATED); // as in check
 		if (!s)
 			return 0; // only library code: not judged
 		struct event *ev = new_event(EV_FIRST_CHECK, key, st, GO_PC(ctx));
@@ -894,7 +914,7 @@ static __always_inline void log_record(REGS *ctx, __u64 key, struct gstate *st, 
 	struct stack *s = 0;
 	if (inside) {
 		__u64 frame[2];
-		if (read(frame, sizeof(frame), GO_FP(ctx)) == 0 && walk_stack(frame[1], frame[0]) == 1)
+		if (read(frame, sizeof(frame), GO_FP(ctx)) == 0 && walk_stack(frame[1], frame[0], 0) == 1)
 			s = this_stack();
 	} else {
 		s = user_stack(ctx);
@@ -1051,7 +1071,7 @@ int spawn(REGS *ctx)
 			frame[0] = 0; // the read below fails
 		bp = frame[0];
 #endif
-		if (read(frame, sizeof(frame), bp) == 0 && walk_stack(frame[1], frame[0]) >= 0)
+		if (read(frame, sizeof(frame), bp) == 0 && walk_stack(frame[1], frame[0], 0) >= 0)
 			s = this_stack();
 	}
 	struct event *ev = new_event(EV_SPAWN, ckey, &cst, 0);

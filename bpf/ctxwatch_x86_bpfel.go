@@ -232,6 +232,8 @@ const (
 	CtxwatchVarFirstCount             = "first_count"
 	CtxwatchVarHits                   = "hits"
 	CtxwatchVarHitsStepped            = "hits_stepped"
+	CtxwatchVarItabCancelCtx          = "itab_cancel_ctx"
+	CtxwatchVarItabValueCtx           = "itab_value_ctx"
 	CtxwatchVarKeysInt                = "keys_int"
 	CtxwatchVarKeysIntMask            = "keys_int_mask"
 	CtxwatchVarKeysKind               = "keys_kind"
@@ -386,6 +388,8 @@ type CtxwatchVariableSpecs struct {
 	FirstCount             *ebpf.VariableSpec `ebpf:"first_count"`
 	Hits                   *ebpf.VariableSpec `ebpf:"hits"`
 	HitsStepped            *ebpf.VariableSpec `ebpf:"hits_stepped"`
+	ItabCancelCtx          *ebpf.VariableSpec `ebpf:"itab_cancel_ctx"`
+	ItabValueCtx           *ebpf.VariableSpec `ebpf:"itab_value_ctx"`
 	KeysInt                *ebpf.VariableSpec `ebpf:"keys_int"`
 	KeysIntMask            *ebpf.VariableSpec `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.VariableSpec `ebpf:"keys_kind"`
@@ -516,6 +520,8 @@ type CtxwatchVariables struct {
 	FirstCount             *ebpf.Variable `ebpf:"first_count"`
 	Hits                   *ebpf.Variable `ebpf:"hits"`
 	HitsStepped            *ebpf.Variable `ebpf:"hits_stepped"`
+	ItabCancelCtx          *ebpf.Variable `ebpf:"itab_cancel_ctx"`
+	ItabValueCtx           *ebpf.Variable `ebpf:"itab_value_ctx"`
 	KeysInt                *ebpf.Variable `ebpf:"keys_int"`
 	KeysIntMask            *ebpf.Variable `ebpf:"keys_int_mask"`
 	KeysKind               *ebpf.Variable `ebpf:"keys_kind"`

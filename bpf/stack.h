@@ -44,8 +44,9 @@ volatile const struct stack zero_stack;
 
 // frame records frame i of a stack walk and steps to its caller through
 // the frame record at *fp ([fp] = caller's fp, [fp+8] = return address).
-// It returns whether there is a caller to record.
-static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp)
+// It returns whether there is a caller to record: none once a frame of
+// user code is recorded, when upto_user.
+static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp, int upto_user)
 {
 	if (*pc == 0)
 		return 0;
@@ -53,6 +54,8 @@ static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp)
 	s->n = i + 1;
 	if (!s->user && user_pc(*pc - 1))
 		s->user = 1;
+	if (upto_user && s->user)
+		return 0;
 	__u64 rec[2];
 	if (*fp == 0 || bpf_probe_read_user(rec, sizeof(rec), (void *)*fp) < 0)
 		return 0;
@@ -68,7 +71,11 @@ static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp)
 // slot. A global function, so the verifier checks it once, not once per
 // caller: inlined into each place an event is sent, its 16 frames times a
 // 13-step search made with_value too big for 5.10's verifier (1M insns).
-__attribute__((noinline)) int walk_stack(__u64 first, __u64 fp)
+// With upto_user it stops at the first frame of user code: for an event
+// whose frames the agent does not read, only whether user code is on the
+// stack (a first check that propagated), each frame more is a read of the
+// target saved (a handler deep in a server's stack: a dozen).
+__attribute__((noinline)) int walk_stack(__u64 first, __u64 fp, int upto_user)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
@@ -84,11 +91,12 @@ __attribute__((noinline)) int walk_stack(__u64 first, __u64 fp)
 	// 5.10's verifier refuses the fall-through that closes it as a
 	// back-edge (bpf/cfg_test.go checks for that).
 	__u64 pc = first;
-	if (frame(s, 0, &pc, &fp) && frame(s, 1, &pc, &fp) && frame(s, 2, &pc, &fp) && frame(s, 3, &pc, &fp) &&
-	    frame(s, 4, &pc, &fp) && frame(s, 5, &pc, &fp) && frame(s, 6, &pc, &fp) && frame(s, 7, &pc, &fp) &&
-	    frame(s, 8, &pc, &fp) && frame(s, 9, &pc, &fp) && frame(s, 10, &pc, &fp) && frame(s, 11, &pc, &fp) &&
-	    frame(s, 12, &pc, &fp) && frame(s, 13, &pc, &fp) && frame(s, 14, &pc, &fp))
-		frame(s, 15, &pc, &fp);
+	int u = upto_user;
+	if (frame(s, 0, &pc, &fp, u) && frame(s, 1, &pc, &fp, u) && frame(s, 2, &pc, &fp, u) && frame(s, 3, &pc, &fp, u) &&
+	    frame(s, 4, &pc, &fp, u) && frame(s, 5, &pc, &fp, u) && frame(s, 6, &pc, &fp, u) && frame(s, 7, &pc, &fp, u) &&
+	    frame(s, 8, &pc, &fp, u) && frame(s, 9, &pc, &fp, u) && frame(s, 10, &pc, &fp, u) &&
+	    frame(s, 11, &pc, &fp, u) && frame(s, 12, &pc, &fp, u) && frame(s, 13, &pc, &fp, u) && frame(s, 14, &pc, &fp, u))
+		frame(s, 15, &pc, &fp, u);
 	return s->user;
 }
 
@@ -104,8 +112,9 @@ static __always_inline struct stack *this_stack(void)
 // user_stack captures the stack at an entry probe, where [SP] (amd64) or LR
 // (arm64) is the return address into the caller and the frame pointer is
 // still the caller's. It returns the stack if user code is on it: a check
-// made only by library code is not judged.
-static __always_inline struct stack *user_stack(REGS *ctx)
+// made only by library code is not judged. With upto_user, the stack ends
+// at its first user frame (see walk_stack).
+static __always_inline struct stack *user_stack_upto(REGS *ctx, int upto_user)
 {
 	__u64 ret;
 #if defined(__TARGET_ARCH_arm64)
@@ -114,9 +123,14 @@ static __always_inline struct stack *user_stack(REGS *ctx)
 	if (read(&ret, sizeof(ret), ctx->rsp) < 0)
 		return 0;
 #endif
-	if (walk_stack(ret, GO_FP(ctx)) != 1)
+	if (walk_stack(ret, GO_FP(ctx), upto_user) != 1)
 		return 0;
 	return this_stack();
+}
+
+static __always_inline struct stack *user_stack(REGS *ctx)
+{
+	return user_stack_upto(ctx, 0);
 }
 
 #endif // CTXWATCH_STACK_H

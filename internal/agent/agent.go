@@ -497,11 +497,11 @@ func (w *watcher) takeRetired() []*session {
 // after the exit, so no event of it is left behind.
 // The event loop drains the ring buffer every ringPoll while events come,
 // at once again when a drain found ringBatch records or more (it is
-// falling behind). At 4 MiB (the default) the ring holds about 15,000
-// records: 90 ms of the fastest spawn storm measured (163,000 events/s),
-// against a few milliseconds between drains; 256 KiB loses nothing of it
-// here, 128 KiB does (TestBurstAfterQuiet runs it through 1 MiB). The
-// margin is for an agent that does not get a CPU at once. It is not
+// falling behind). At 4 MiB (the default) the ring holds about 13,000
+// records: tens of milliseconds of the fastest spawn storm measured,
+// against a few milliseconds between drains (TestBurstAfterQuiet runs a
+// 20,000-goroutine storm through 2 MiB). The margin is for an agent that
+// does not get a CPU at once. It is not
 // larger because its pages count twice in the agent's resident memory
 // (the kernel maps the data twice, for wrap-around).
 const (
@@ -509,8 +509,9 @@ const (
 	ringBatch = 256
 	// Once a drain finds nothing, the loop blocks in the reader for up to
 	// ringIdleWait (retirements, drains and stop are looked at between
-	// waits). The probes wake it sooner only when the ring is a sixteenth
-	// full (uprobe.RingWakeFraction): a trickle of events, such as idle
+	// waits). The probes wake it sooner only each time the unread data
+	// passes a sixteenth of the ring (uprobe.RingWakeFraction): a trickle
+	// of events, such as idle
 	// services under ctxwatch node make, is read 16 times a second, not a
 	// wake-up per event, and a burst after quiet at once, not up to 64 ms
 	// later.

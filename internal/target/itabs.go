@@ -9,7 +9,7 @@ import (
 	"sort"
 )
 
-// Layouts read by itabWrappers (internal/abi, 64-bit, Go 1.17 to 1.27;
+// Layouts read by contextItabs and itabWrappers (internal/abi, 64-bit, Go 1.17 to 1.27;
 // runtime.itab and runtime._type before Go 1.21 have the same layout):
 //
 //	itab:        Inter *InterfaceType 0, Type *Type 8
@@ -29,6 +29,68 @@ const (
 	maxItabs          = 1 << 20 // entries of .itablink
 )
 
+// contextItab is a static itab of context.Context: the linker made it for
+// a conversion of typ to the interface it saw at build time.
+type contextItab struct{ itab, typ uint64 }
+
+// contextItabs returns the static itabs of context.Context, from the
+// .itablink section (the internal linker's; in a PIE, relocated data). The
+// external linker keeps the section only when the output is not PIE.
+func (b *Binary) contextItabs() (iface uint64, out []contextItab, err error) {
+	iface, err = b.TypeAddr("context.Context")
+	if err != nil {
+		return 0, nil, err
+	}
+	sec := b.elf.Section(".itablink")
+	if sec == nil {
+		sec = b.elf.Section(".data.rel.ro.itablink")
+	}
+	if sec == nil {
+		return 0, nil, fmt.Errorf("no .itablink section in %s (a PIE linked externally): %w", b.Path, ErrNoLayout)
+	}
+	if sec.Size%8 != 0 || sec.Size/8 > maxItabs {
+		return 0, nil, fmt.Errorf(".itablink of %d bytes: %w", sec.Size, ErrCorrupt)
+	}
+	links, err := b.section(sec)
+	if err != nil {
+		return 0, nil, err
+	}
+	rd := b.reader()
+	for i := uint64(0); i < sec.Size; i += 8 {
+		itab, err := rd.word(sec.Addr+i, binary.LittleEndian.Uint64(links[i:]))
+		if err != nil {
+			return 0, nil, fmt.Errorf("itab %d: %w", i/8, err)
+		}
+		if inter, err := rd.word(itab, 0); err != nil || inter != iface {
+			continue
+		}
+		typ, err := rd.word(itab+itabType, 0)
+		if err != nil || typ == 0 {
+			continue
+		}
+		out = append(out, contextItab{itab: itab, typ: typ})
+	}
+	return iface, out, nil
+}
+
+// ContextItabs returns, for each type the binary converts to
+// context.Context at build time, the link-time address of that static
+// itab, by the type descriptor's address. An interface value whose itab
+// is one of them has that dynamic type without a read of the itab. The
+// runtime makes other itabs only for conversions the linker did not see
+// (from another interface type, when no static one exists).
+func (b *Binary) ContextItabs() (map[uint64]uint64, error) {
+	_, itabs, err := b.contextItabs()
+	if err != nil {
+		return nil, fmt.Errorf("find the itabs of context.Context: %w", err)
+	}
+	out := make(map[uint64]uint64, len(itabs))
+	for _, it := range itabs {
+		out[it.typ] = it.itab
+	}
+	return out, nil
+}
+
 // itabWrappers returns the link-time addresses of the type descriptors that
 // the binary converts to context.Context somewhere (a static itab: the
 // linker lists them in .itablink) and whose value is, or points to, a
@@ -37,23 +99,7 @@ const (
 // another interface) has no static itab and is not found; DWARF finds
 // those, at the cost of reading it (ContextWrappers says when).
 func (b *Binary) itabWrappers() ([]uint64, error) {
-	iface, err := b.TypeAddr("context.Context")
-	if err != nil {
-		return nil, fmt.Errorf("find context wrappers: %w", err)
-	}
-	// The internal linker's section (PIE: in relocated data); the external
-	// linker keeps it only when the output is not PIE.
-	sec := b.elf.Section(".itablink")
-	if sec == nil {
-		sec = b.elf.Section(".data.rel.ro.itablink")
-	}
-	if sec == nil {
-		return nil, fmt.Errorf("find context wrappers: no .itablink section in %s (a PIE linked externally): %w", b.Path, ErrNoLayout)
-	}
-	if sec.Size%8 != 0 || sec.Size/8 > maxItabs {
-		return nil, fmt.Errorf("find context wrappers: .itablink of %d bytes: %w", sec.Size, ErrCorrupt)
-	}
-	links, err := b.section(sec)
+	iface, itabs, err := b.contextItabs()
 	if err != nil {
 		return nil, fmt.Errorf("find context wrappers: %w", err)
 	}
@@ -78,20 +124,9 @@ func (b *Binary) itabWrappers() ([]uint64, error) {
 	rd := b.reader()
 	embedded := goVersionAtLeast(b.GoVersion, 1, 19)
 	var out []uint64
-	for i := uint64(0); i < sec.Size; i += 8 {
-		itab, err := rd.word(sec.Addr+i, binary.LittleEndian.Uint64(links[i:]))
-		if err != nil {
-			return nil, fmt.Errorf("find context wrappers: itab %d: %w", i/8, err)
-		}
-		if inter, err := rd.word(itab, 0); err != nil || inter != iface {
-			continue
-		}
-		typ, err := rd.word(itab+itabType, 0)
-		if err != nil || typ == 0 {
-			continue
-		}
-		if strct, ok := rd.wrapsContext(typ, iface, embedded); ok && !inContext(strct) {
-			out = append(out, typ)
+	for _, it := range itabs {
+		if strct, ok := rd.wrapsContext(it.typ, iface, embedded); ok && !inContext(strct) {
+			out = append(out, it.typ)
 		}
 	}
 	slices.Sort(out)

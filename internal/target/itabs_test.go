@@ -45,6 +45,8 @@ type firstOther struct {
 
 func typeWord(v interface{}) uintptr { return (*[2]uintptr)(unsafe.Pointer(&v))[0] }
 
+func itabWord(c context.Context) uintptr { return (*[2]uintptr)(unsafe.Pointer(&c))[0] }
+
 var sink []context.Context
 
 func main() {
@@ -65,6 +67,10 @@ func main() {
 		sink = append(sink, c.ctx)
 		fmt.Printf("%s %x\n", c.name, typeWord(c.ctx))
 	}
+	cancelable, cancel := context.WithCancel(base)
+	defer cancel()
+	fmt.Printf("itab *context.valueCtx %x\n", itabWord(base))
+	fmt.Printf("itab *context.cancelCtx %x\n", itabWord(cancelable))
 }
 `
 
@@ -75,7 +81,9 @@ func main() {
 // interface embedded first, package context's own); for Go 1.17 (the embedded bit in the field's offset) and the toolchain
 // of this module (in the field's name, from Go 1.19), PIE and not, and
 // stripped (no DWARF, no symbols: the itabs still answer). DWARF, which
-// ctxwatch read for this before, found none of them.
+// ctxwatch read for this before, found none of them. And ContextItabs
+// gives the itab words that the program's *valueCtx and *cancelCtx
+// contexts carry, by which the context walk knows them without a read.
 func TestContextWrappers(t *testing.T) {
 	for _, tc := range []string{"go1.17.13", "local"} {
 		for _, mode := range []string{modeDefault, modePIE, modeStripped} {
@@ -96,6 +104,7 @@ func TestContextWrappers(t *testing.T) {
 				}
 				var bias uint64
 				var want, others []uint64
+				itabs := map[string]uint64{} // the program's itab words, by type
 				for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 					f := strings.Fields(line)
 					if len(f) != 3 {
@@ -104,6 +113,10 @@ func TestContextWrappers(t *testing.T) {
 					w, err := strconv.ParseUint(f[2], 16, 64)
 					if err != nil {
 						t.Fatalf("bad line %q", line)
+					}
+					if f[0] == "itab" {
+						itabs[f[1]] = w
+						continue
 					}
 					if f[0] == "wrapper" {
 						want = append(want, w)
@@ -127,6 +140,19 @@ func TestContextWrappers(t *testing.T) {
 				slices.Sort(want)
 				if !slices.Equal(got, want) {
 					t.Errorf("ContextWrappers (+ load bias %#x) = %#x; the program's wrapper contexts have types %#x (others %#x)", bias, got, want, others)
+				}
+				byType, err := b.ContextItabs()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, name := range []string{"*context.valueCtx", "*context.cancelCtx"} {
+					typ, err := b.TypeAddr(name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := byType[typ] + bias; byType[typ] == 0 || got != itabs[name] {
+						t.Errorf("ContextItabs()[%s] (+ load bias %#x) = %#x; the program's %s context has itab %#x", name, bias, got, name, itabs[name])
+					}
 				}
 			})
 		}

@@ -649,6 +649,14 @@ func (p *Plan) layout(bin *target.Binary) error {
 			return fmt.Errorf("%w: %w", err, ErrUnsupported)
 		}
 	}
+	// The static itabs of the two types most walked: the walk knows a
+	// node of either from its itab pointer, without reading the itab.
+	// Without them (a PIE linked externally has no .itablink), every node
+	// costs that read.
+	if itabs, err := bin.ContextItabs(); err == nil {
+		l.ValueCtxItab = itabs[l.ValueCtx]
+		l.CancelCtxItab = itabs[l.CancelCtx]
+	}
 	// Wrappers known by name, and every struct type converted to a
 	// context.Context whose first field is an embedded context.Context.
 	seen := map[uint64]bool{}
@@ -746,7 +754,7 @@ func (p *Plan) ForProcess(pid int, bias uint64, fileOffset func(uint64) (uint64,
 	if bias != 0 {
 		l := &cfg.Layout
 		for _, a := range []*uint64{
-			&l.ValueCtx, &l.CancelCtx, &l.TimerCtx, &l.AfterFuncCtx, &l.WithoutCancelCtx, &l.StopCtx,
+			&l.ValueCtx, &l.ValueCtxItab, &l.CancelCtx, &l.CancelCtxItab, &l.TimerCtx, &l.AfterFuncCtx, &l.WithoutCancelCtx, &l.StopCtx,
 			&l.BackgroundCtx, &l.TodoCtx, &l.EmptyCtx, &l.String, &l.Bytes,
 			&l.SpanKey, &l.RecordingSpan, &l.NonRecordingSpan, &l.SDKNonRecordingSpan,
 			&l.TracerStart, &l.TracerStartEnd, &l.ContextWithSpan, &l.ContextWithSpanEnd,

@@ -104,6 +104,10 @@ type Layout struct {
 	// when work registered with AfterFunc is not followed.
 	GSchedCtxt uint64
 
+	// The static itabs of context.Context for *valueCtx and *cancelCtx
+	// (0: none), by which the context walk knows them without a read.
+	ValueCtxItab, CancelCtxItab uint64
+
 	ValueCtx, CancelCtx, TimerCtx, AfterFuncCtx     uint64
 	WithoutCancelCtx, StopCtx                       uint64
 	BackgroundCtx, TodoCtx, EmptyCtx                uint64
@@ -240,9 +244,9 @@ func NewGoroutineMap() (*ebpf.Map, error) {
 	return m, nil
 }
 
-// RingWakeFraction: an event wakes the ring buffer's reader once the
-// unread data is this fraction of the ring or more; below, the reader
-// polls on its own schedule.
+// RingWakeFraction: an event wakes the ring buffer's reader when it takes
+// the unread data past a multiple of this fraction of the ring; otherwise
+// the reader polls on its own schedule.
 const RingWakeFraction = 16
 
 // Load loads the program for one process, with the maps of shared where
@@ -268,6 +272,8 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		bpf.CtxwatchVarOffM_curg:              l.MCurg,
 		bpf.CtxwatchVarOffG_schedCtxt:         l.GSchedCtxt,
 		bpf.CtxwatchVarTypValueCtx:            l.ValueCtx,
+		bpf.CtxwatchVarItabValueCtx:           l.ValueCtxItab,
+		bpf.CtxwatchVarItabCancelCtx:          l.CancelCtxItab,
 		bpf.CtxwatchVarTypCancelCtx:           l.CancelCtx,
 		bpf.CtxwatchVarTypTimerCtx:            l.TimerCtx,
 		bpf.CtxwatchVarTypAfterFuncCtx:        l.AfterFuncCtx,
@@ -357,8 +363,9 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		spec.Maps[bpf.CtxwatchMapEvents].MaxEntries = shared.Events.MaxEntries()
 		opts.MapReplacements[bpf.CtxwatchMapEvents] = shared.Events
 	}
-	// An event wakes the reader once the ring is a sixteenth full: the
-	// agent drains it in about a millisecond, with the rest to spare.
+	// An event wakes the reader each time the unread data passes a
+	// sixteenth of the ring: the agent drains that in about a
+	// millisecond, with the rest to spare.
 	wake := spec.Variables[bpf.CtxwatchVarRingWakeBytes]
 	if wake == nil {
 		return nil, fmt.Errorf("eBPF variable ring_wake_bytes missing from object")

@@ -77,8 +77,9 @@ func (r *Ring) Read(quiet time.Duration, handle func(*event.Event)) (int, error)
 	}
 }
 
-// Wait returns when the probes wake the reader (they do once the ring is
-// RingWakeFraction full), or woke it since the last Wait, or after d.
+// Wait returns when the probes wake the reader (they do each time the
+// unread data passes a multiple of 1/RingWakeFraction of the ring), or
+// woke it since the last Wait, or after d.
 func (r *Ring) Wait(d time.Duration) { r.wake.wait(d) }
 
 // Close closes the reader and the ring buffer.
