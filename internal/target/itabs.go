@@ -33,10 +33,17 @@ const (
 // a conversion of typ to the interface it saw at build time.
 type contextItab struct{ itab, typ uint64 }
 
-// contextItabs returns the static itabs of context.Context, from the
+// contextItabs returns the static itabs of context.Context and the
+// interface's type descriptor, read once.
+func (b *Binary) contextItabs() (uint64, []contextItab, error) {
+	b.itabsOnce.Do(func() { b.ctxIface, b.ctxItabs, b.itabsErr = b.readContextItabs() })
+	return b.ctxIface, b.ctxItabs, b.itabsErr
+}
+
+// readContextItabs reads the static itabs of context.Context from the
 // .itablink section (the internal linker's; in a PIE, relocated data). The
 // external linker keeps the section only when the output is not PIE.
-func (b *Binary) contextItabs() (iface uint64, out []contextItab, err error) {
+func (b *Binary) readContextItabs() (iface uint64, out []contextItab, err error) {
 	iface, err = b.TypeAddr("context.Context")
 	if err != nil {
 		return 0, nil, err

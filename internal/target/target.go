@@ -96,6 +96,13 @@ type Binary struct {
 	dwarfMu   sync.Mutex // guards dw (dwarf.Data caches types internally)
 	dw        *dwarfIndex
 	dwarfErr  error
+
+	// The static itabs of context.Context, read once (contextItabs):
+	// both the wrappers and the walk's known itabs come from them.
+	itabsOnce sync.Once
+	ctxIface  uint64
+	ctxItabs  []contextItab
+	itabsErr  error
 }
 
 // Open inspects the executable at path. Errors wrap ErrNotGo, ErrArch,
