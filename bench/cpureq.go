@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,9 +69,11 @@ func (b *bench) cpuBench(ctx context.Context, service string, rounds int, rate i
 	var out strings.Builder
 	fmt.Fprintf(&out, "bench/service at a fixed %d requests/s (open loop) from 8 keep-alive connections, %s per run, %d rounds, modes in rotating order; "+
 		"CPU: the service's threads' run time (`/proc/PID/task/*/schedstat`). Overhead: per round, CPU per request over the untraced run's of the same round, "+
-		"less 1; median and 95%% confidence interval of the median.\n\n", rate, dur, rounds)
-	out.WriteString("| mode | CPU per request (median) | 95% CI | overhead vs untraced (median) | 95% CI | budget's estimate (median) | sampled fraction |\n")
-	out.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
+		"less 1; median and 95%% confidence interval of the median. The budget is a share of the CPUs the service may run on (%d here), not of its own CPU: "+
+		"its unit is the extra CPU time over the run's wall time × CPUs, per round against the untraced run of the same round, beside the budget's own estimate.\n\n",
+		rate, dur, rounds, runtime.NumCPU())
+	out.WriteString("| mode | CPU per request (median) | 95% CI | overhead vs untraced (median) | 95% CI | extra CPU, share of the CPUs (median) | 95% CI | budget's estimate (median) | sampled fraction |\n")
+	out.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, m := range modes {
 		per := make([]float64, len(res[i]))
 		for j, r := range res[i] {
@@ -79,16 +82,21 @@ func (b *bench) cpuBench(ctx context.Context, service string, rounds int, rate i
 		lo, hi := medianCI(per)
 		row := fmt.Sprintf("| %s | %.1f µs | %.1f-%.1f µs |", m.name, median(per), lo, hi)
 		if i == 0 {
-			row += " - | - | - | - |"
+			row += " - | - | - | - | - | - |"
 		} else {
 			ratio := make([]float64, len(res[i]))
-			for j := range res[i] {
-				ratio[j] = 100 * (res[i][j].perReq()/res[0][j].perReq() - 1)
+			share := make([]float64, len(res[i]))
+			for j, r := range res[i] {
+				ratio[j] = 100 * (r.perReq()/res[0][j].perReq() - 1)
+				extra := (r.perReq() - res[0][j].perReq()) * float64(r.reqs) // ns over the run
+				share[j] = 100 * extra / (float64(dur.Nanoseconds()) * float64(runtime.NumCPU()))
 			}
 			rlo, rhi := medianCI(ratio)
+			slo, shi := medianCI(share)
 			est := medianOf(res[i], func(r cpuRound) float64 { return 100 * r.estimate })
 			sampled := medianOf(res[i], func(r cpuRound) float64 { return r.sampled })
-			row += fmt.Sprintf(" %+.1f%% | %+.1f%% to %+.1f%% | %.2f%% | %.3f |", median(ratio), rlo, rhi, est, sampled)
+			row += fmt.Sprintf(" %+.1f%% | %+.1f%% to %+.1f%% | %.2f%% | %.2f%% to %.2f%% | %.2f%% | %.3f |",
+				median(ratio), rlo, rhi, median(share), slo, shi, est, sampled)
 		}
 		out.WriteString(row + "\n")
 	}

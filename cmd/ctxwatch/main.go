@@ -157,8 +157,10 @@ buffers or BTF: one line says which); 1 when ctxwatch itself failed.
 	fs.IntVar(&c.target.PID, "pid", 0, "watch the running Go process `PID`")
 	addWatchFlags(fs, &c, &keys, "table")
 	fs.Float64Var(&c.budgetPct, "overhead-budget", -1, fmt.Sprintf("keep the estimated cost of the probes under `PCT` percent of the target's CPUs\n"+
-		"(probe hits × a per-hit cost measured at start; probes are detached while over budget,\n"+
-		"and the summary's sampled_fraction says for how much of the time they were in);\n"+
+		"(probe hits × a per-hit cost measured at start, the probes' run time and each detach and\n"+
+		"re-attach; probes are detached while over budget, and the summary's sampled_fraction says\n"+
+		"for how much of the time they were in). The estimate leaves out the caches a trap leaves\n"+
+		"cold in a real program: measured, a service paid 1.6x the estimate (README, Cost);\n"+
 		"default %d with --pid, off with -- CMD; 0 turns it off", defaultPIDBudget))
 	if err := parseQuiet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
