@@ -147,10 +147,11 @@ static __always_inline void walk_ctx(struct walk *w, struct iface c, int want)
 		// to 1.27), not read for the two static itabs met most: a read of
 		// the target is dearer than the rest of a step (bench: withvalue-
 		// traced). A run-time itab of the same type is read, as before.
+		// An itab the binary lacks is 0, which c.tab is not here.
 		__u64 typ;
-		if (itab_value_ctx && c.tab == itab_value_ctx)
+		if (c.tab == itab_value_ctx)
 			typ = typ_value_ctx;
-		else if (itab_cancel_ctx && c.tab == itab_cancel_ctx)
+		else if (c.tab == itab_cancel_ctx)
 			typ = typ_cancel_ctx;
 		else if (read(&typ, sizeof(typ), c.tab + 8) < 0)
 			return;
