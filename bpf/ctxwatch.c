@@ -618,7 +618,9 @@ int with_value(REGS *ctx)
 	if (gkey_of(tgid, GO_G(ctx), &key) < 0)
 		return 0;
 	struct iface parent = {GO_ARG0(ctx), GO_ARG1(ctx)};
-	int k = key_index(GO_ARG2(ctx), GO_ARG3(ctx));
+	int k = key_index(GO_ARG2(ctx), GO_ARG3(ctx), 0);
+	if (k == -2)
+		return 0; // the key compare was interrupted: no verdict
 	struct gstate *st = bpf_map_lookup_elem(&goroutines, &key);
 	if (k < 0) {
 		if (st)
@@ -627,8 +629,8 @@ int with_value(REGS *ctx)
 	}
 
 	struct trace nt;
-	__u64 span;
-	if (trace_value(&nt, k, GO_ARG4(ctx), GO_ARG5(ctx), &span) != CARRY_TRACE)
+	__u64 span, buf[3];
+	if (trace_value(&nt, k, GO_ARG4(ctx), GO_ARG5(ctx), &span, buf) != CARRY_TRACE)
 		return 0;
 	struct walk wk;
 	struct walk *w = &wk;

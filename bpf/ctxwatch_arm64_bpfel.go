@@ -64,6 +64,39 @@ const (
 	CtxwatchEventTypeEV_HANDOFF      CtxwatchEventType = 7
 )
 
+type CtxwatchFound struct {
+	_   structs.HostLayout
+	Seq uint64
+	W   struct {
+		_ structs.HostLayout
+		T struct {
+			_    structs.HostLayout
+			Id   [32]uint8
+			Span [8]uint8
+			Len  uint8
+			Key  uint8
+			Root uint8
+			Pad  [5]uint8
+		}
+		Cancel uint64
+		Span   uint64
+		Carry  int32
+		_      [4]byte
+	}
+	V [3]struct {
+		_    structs.HostLayout
+		Tab  uint64
+		Data uint64
+	}
+	C struct {
+		_    structs.HostLayout
+		Tab  uint64
+		Data uint64
+	}
+	Typ uint64
+	Buf [4]uint64
+}
+
 type CtxwatchGflags uint32
 
 const (
@@ -206,6 +239,7 @@ const (
 	CtxwatchMapCheckFuncs             = "check_funcs"
 	CtxwatchMapCtxWrappers            = "ctx_wrappers"
 	CtxwatchMapEvents                 = "events"
+	CtxwatchMapFounds                 = "founds"
 	CtxwatchMapGoroutines             = "goroutines"
 	CtxwatchMapHandoffs               = "handoffs"
 	CtxwatchMapProcs                  = "procs"
@@ -369,6 +403,7 @@ type CtxwatchMapSpecs struct {
 	CheckFuncs  *ebpf.MapSpec `ebpf:"check_funcs"`
 	CtxWrappers *ebpf.MapSpec `ebpf:"ctx_wrappers"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	Founds      *ebpf.MapSpec `ebpf:"founds"`
 	Goroutines  *ebpf.MapSpec `ebpf:"goroutines"`
 	Handoffs    *ebpf.MapSpec `ebpf:"handoffs"`
 	Procs       *ebpf.MapSpec `ebpf:"procs"`
@@ -484,6 +519,7 @@ type CtxwatchMaps struct {
 	CheckFuncs  *ebpf.Map `ebpf:"check_funcs"`
 	CtxWrappers *ebpf.Map `ebpf:"ctx_wrappers"`
 	Events      *ebpf.Map `ebpf:"events"`
+	Founds      *ebpf.Map `ebpf:"founds"`
 	Goroutines  *ebpf.Map `ebpf:"goroutines"`
 	Handoffs    *ebpf.Map `ebpf:"handoffs"`
 	Procs       *ebpf.Map `ebpf:"procs"`
@@ -500,6 +536,7 @@ func (m *CtxwatchMaps) Close() error {
 		m.CheckFuncs,
 		m.CtxWrappers,
 		m.Events,
+		m.Founds,
 		m.Goroutines,
 		m.Handoffs,
 		m.Procs,

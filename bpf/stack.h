@@ -4,7 +4,13 @@
 #ifndef CTXWATCH_STACK_H
 #define CTXWATCH_STACK_H
 
-static __always_inline int user_pc(__u64 pc)
+// user_pc says whether pc is in user code: a binary search of the agent's
+// sorted ranges. A global function, verified once per program: inlined,
+// each of the search's outcomes was a state of its own at every frame of a
+// stack walk, and a real service's ranges made that most of the verifier's
+// work at attach (6.18, Jaeger v2 and its 75 ranges: 612,186 instructions
+// verified in all with it inlined, 148,747 so; spawn 55,714 and 5,380).
+__attribute__((noinline)) int user_pc(__u64 pc)
 {
 	__u32 lo = 0, hi = n_ranges;
 	for (int i = 0; i < RANGE_STEPS; i++) {
