@@ -93,8 +93,10 @@ type CtxwatchFound struct {
 		Tab  uint64
 		Data uint64
 	}
-	Typ uint64
-	Buf [4]uint64
+	Typ        uint64
+	Buf        [4]uint64
+	CancelSeen uint32
+	_          [4]byte
 }
 
 type CtxwatchGflags uint32

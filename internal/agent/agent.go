@@ -125,6 +125,7 @@ func (w *watcher) attach(pid int) error { return w.attachAfter(pid, nil, nil) }
 // soon as the probes are in, before anything says so: the moment at which
 // a running process must still be there to count as watched.
 func (w *watcher) attachAfter(pid int, ready, attached func()) error {
+	phases := startPhases()
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
 	since := follow.Now()
 	var key exeKey
@@ -137,25 +138,40 @@ func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 			return err
 		}
 	}
-	// The goroutine map does not depend on the target: it is made (tens of
-	// milliseconds to preallocate) while the binary is inspected.
+	// The eBPF object and the goroutine map do not depend on the target:
+	// they are parsed and made (tens of milliseconds, the map's
+	// preallocation most) while the binary is inspected.
 	type made struct {
-		m   *ebpf.Map
-		err error
+		spec *uprobe.Spec
+		m    *ebpf.Map
+		err  error
 	}
 	gmap := make(chan made, 1)
-	if w.goroutines != nil {
-		m, err := w.goroutines.Clone()
-		gmap <- made{m, err}
-	} else {
-		go func() {
-			m, err := uprobe.NewGoroutineMap()
-			gmap <- made{m, err}
-		}()
-	}
+	go func() {
+		spec, err := uprobe.ParseSpec()
+		if err == nil {
+			err = spec.MakeMaps()
+		}
+		if err != nil {
+			gmap <- made{err: err}
+			return
+		}
+		var m *ebpf.Map
+		if w.goroutines != nil {
+			m, err = w.goroutines.Clone()
+		} else {
+			m, err = spec.NewGoroutineMap()
+		}
+		gmap <- made{spec, m, err}
+	}()
 	defer func() {
-		if g, ok := <-gmap; ok && g.m != nil {
-			g.m.Close() // the program holds its own reference
+		if g, ok := <-gmap; ok {
+			if g.m != nil {
+				g.m.Close() // the program holds its own reference
+			}
+			if g.spec != nil {
+				g.spec.Close()
+			}
 		}
 	}()
 	// What the binary is or lacks is bad input (exit status 2 with --pid).
@@ -164,6 +180,7 @@ func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 	if err != nil {
 		return badInput(fmt.Errorf("%s: %w", name, err))
 	}
+	phases.mark("inspect")
 	kept := false // by the session, which closes it when it ends
 	defer func() {
 		if !kept {
@@ -195,6 +212,7 @@ func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 	if err != nil {
 		return badInput(fmt.Errorf("plan probes for %s: %w", name, err))
 	}
+	phases.mark("plan")
 	// From here on, the file inspected, not /proc/PID/exe: the process
 	// may execute another program meanwhile, and the offsets planned for
 	// this file must never go into another.
@@ -218,16 +236,23 @@ func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 		g = &group{key: key, bin: bin, name: name, notes: plan.Notes, points: points,
 			members: map[*session]bool{}, first: pid}
 	}
+	phases.mark("place")
 	gm := <-gmap
 	close(gmap)
 	if gm.err != nil {
+		if gm.spec != nil {
+			gm.spec.Close()
+		}
 		return gm.err
 	}
+	phases.mark("maps")
+	cfg.Spec = gm.spec
 	probes, err := uprobe.Load(cfg, uprobe.Maps{Events: w.ring.Map(), Goroutines: gm.m})
 	gm.m.Close() // the program holds its own reference
 	if err != nil {
 		return err
 	}
+	phases.mark("load")
 	s := &session{
 		proc:    w.process(pid, name, bin.GoVersion),
 		probes:  probes,
@@ -277,12 +302,14 @@ func (w *watcher) attachAfter(pid int, ready, attached func()) error {
 	if attached != nil {
 		attached()
 	}
+	phases.mark("attach")
 	attachedAt := time.Now()
 	kept = true
 	if err := bin.Trim(); err != nil {
 		w.log.Print(err)
 	}
 	w.log.Printf("watching pid %d (%s, %s, main module %s): %d probes", pid, name, bin.GoVersion, bin.MainModule, len(points))
+	w.log.Printf("  pid %d: probes in after %s", pid, phases)
 	for _, n := range plan.Notes {
 		w.log.Printf("  pid %d: %s", pid, n)
 	}
@@ -728,4 +755,27 @@ func (w *watcher) close() error {
 		w.goroutines.Close()
 	}
 	return w.ring.Close()
+}
+
+// attachPhases times an attach's steps, for --verbose: where the time
+// from "attach" to "probes in" went on this machine and binary.
+type attachPhases struct {
+	start, last time.Time
+	steps       []string
+}
+
+func startPhases() *attachPhases {
+	now := time.Now()
+	return &attachPhases{start: now, last: now}
+}
+
+// mark ends the step named what, begun where the last one ended.
+func (a *attachPhases) mark(what string) {
+	now := time.Now()
+	a.steps = append(a.steps, fmt.Sprintf("%s %d ms", what, now.Sub(a.last).Milliseconds()))
+	a.last = now
+}
+
+func (a *attachPhases) String() string {
+	return fmt.Sprintf("%d ms (%s)", a.last.Sub(a.start).Milliseconds(), strings.Join(a.steps, ", "))
 }

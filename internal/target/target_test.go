@@ -277,6 +277,39 @@ func TestTypeAddr(t *testing.T) {
 	}
 }
 
+// TestTypeAddrs: the batch answers what TypeAddr answers one name at a
+// time, for named and pointer types, the runtime's own, types whose
+// package path has slashes, a type the probe's runtime says is there, and
+// names no descriptor carries; on a build with DWARF, a stripped one and a
+// PIE.
+func TestTypeAddrs(t *testing.T) {
+	names := []string{"*context.valueCtx", "context.valueCtx", "*context.cancelCtx", "context.backgroundCtx",
+		"context.todoCtx", "*context.emptyCtx", "string", "[]uint8", "main.traceKey", "*main.traceKey",
+		"*os/signal.signalCtx", "go.opentelemetry.io/otel/trace.nonRecordingSpan", "main.noSuchType", "*main.noSuchType"}
+	for _, mode := range allModes {
+		t.Run(mode, func(t *testing.T) {
+			b := openProbe(t, mode)
+			addrs, errs := b.TypeAddrs(names)
+			found := 0
+			for i, n := range names {
+				want, wantErr := b.TypeAddr(n)
+				if addrs[i] != want || (errs[i] == nil) != (wantErr == nil) {
+					t.Errorf("TypeAddrs: %s at %#x (%v); TypeAddr: %#x (%v)", n, addrs[i], errs[i], want, wantErr)
+				}
+				if errs[i] == nil {
+					found++
+				}
+			}
+			if found < 6 {
+				t.Errorf("only %d of %d names found: the probe links package context and main.traceKey", found, len(names))
+			}
+			if _, err := b.TypeAddrs([]string{"main.noSuchType"}); !errors.Is(err[0], ErrNoSymbol) {
+				t.Errorf("TypeAddrs(missing) error = %v, want ErrNoSymbol", err[0])
+			}
+		})
+	}
+}
+
 // TestTypeAddrPIE checks that a PIE's type words differ from TypeAddr by one
 // page-aligned load bias.
 func TestTypeAddrPIE(t *testing.T) {

@@ -31,7 +31,7 @@ const (
 // so that *T (kind pointer, no extra star) shares it; both are told apart
 // by that flag. Candidates are checked for alignment and a sane kind, and
 // the name must be unique: an ambiguous answer is an error, never a guess.
-func (b *Binary) typeAddrByName(name string) (uint64, error) {
+func (b *Binary) typeAddrByName(name string, ix *nameIndex) (uint64, error) {
 	base, err := b.typesBase()
 	if err != nil {
 		return 0, err
@@ -52,7 +52,7 @@ func (b *Binary) typeAddrByName(name string) (uint64, error) {
 	if wantPtr {
 		// *T is the PtrToThis of T, when T records it: exact even when
 		// two packages of the same name both have a T.
-		if elem, err := b.typeAddrByName(name[1:]); err == nil {
+		if elem, err := b.typeAddrByName(name[1:], ix); err == nil {
 			if ptr := b.ptrToThis(sec, data, start, elem-sec.Addr); ptr != 0 {
 				return ptr, nil
 			}
@@ -62,24 +62,24 @@ func (b *Binary) typeAddrByName(name string) (uint64, error) {
 	// go.opentelemetry.io/otel/trace.nonRecordingSpan is stored as
 	// trace.nonRecordingSpan; the path is checked below.
 	pkgPath := PackagePath(strings.TrimPrefix(name, "*"))
-	stored := "*" + strings.TrimPrefix(name, "*")
-	if i := strings.LastIndexByte(pkgPath, '/'); i >= 0 {
-		stored = "*" + strings.TrimPrefix(name, "*")[i+1:]
+	stored := storedName(name)
+	nameAts, ok := ix.names(stored)
+	if !ok {
+		nameAts = nameData(data, stored)
 	}
-	enc := binary.AppendUvarint(nil, uint64(len(stored)))
-	enc = append(enc, stored...)
 	var found []uint64
-	for i := 0; ; {
-		j := bytes.Index(data[i:], enc)
-		if j < 0 {
-			break
-		}
-		nameAt := uint64(i+j) - 1 // the flag byte before the length
-		i += j + 1
+	for _, nameAt := range nameAts {
 		if nameAt < start || nameAt-start > 1<<31 {
 			continue
 		}
-		for _, typ := range b.typesNaming(data, start, uint32(nameAt-start), wantPtr) {
+		nameOff := uint32(nameAt - start)
+		var typs []uint64
+		if cands, ok := ix.naming(nameOff); ok {
+			typs = filterNaming(data, cands, wantPtr)
+		} else {
+			typs = b.typesNaming(data, start, nameOff, wantPtr)
+		}
+		for _, typ := range typs {
 			if !strings.Contains(pkgPath, "/") || typePkgPath(data, start, typ) == pkgPath {
 				found = append(found, typ)
 			}
@@ -92,6 +92,146 @@ func (b *Binary) typeAddrByName(name string) (uint64, error) {
 		return sec.Addr + found[0], nil
 	}
 	return 0, fmt.Errorf("type %s: %d descriptors in %s carry that name", name, len(found), b.Path)
+}
+
+// storedName is how the runtime stores the name of the named type (or of
+// its element, for a pointer): "*" and the name, with the package's name
+// and not its path.
+func storedName(name string) string {
+	name = strings.TrimPrefix(name, "*")
+	if i := strings.LastIndexByte(PackagePath(name), '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	return "*" + name
+}
+
+// nameData returns the offsets in data of name data holding stored: the
+// flag byte before its varint length.
+func nameData(data []byte, stored string) []uint64 {
+	enc := binary.AppendUvarint(nil, uint64(len(stored)))
+	enc = append(enc, stored...)
+	var out []uint64
+	for i := 0; ; {
+		j := bytes.Index(data[i:], enc)
+		if j < 0 {
+			return out
+		}
+		if i+j > 0 {
+			out = append(out, uint64(i+j)-1)
+		}
+		i += j + 1
+	}
+}
+
+// nameIndex is what typeAddrByName would scan the type data for, found
+// for a batch of names in two passes over it instead of two per name
+// (TypeAddrs): the name data of each stored name, and the descriptors
+// whose Str is one of theirs (before the checks of typesNaming).
+type nameIndex struct {
+	nameAts map[string][]uint64
+	byStr   map[uint32][]uint64
+}
+
+// names returns the name data of stored, if the index knows.
+func (ix *nameIndex) names(stored string) ([]uint64, bool) {
+	if ix == nil {
+		return nil, false
+	}
+	at, ok := ix.nameAts[stored]
+	return at, ok
+}
+
+// naming returns the descriptors whose Str is nameOff, if the index knows.
+func (ix *nameIndex) naming(nameOff uint32) ([]uint64, bool) {
+	if ix == nil {
+		return nil, false
+	}
+	typs, ok := ix.byStr[nameOff]
+	return typs, ok
+}
+
+// indexNames makes the nameIndex of names, for the type data data whose
+// runtime.types is at offset start. A nil index (none of the names fits
+// the one-byte length the first pass reads) is valid: every lookup scans.
+func indexNames(data []byte, start uint64, names []string) *nameIndex {
+	want := map[string]bool{}
+	for _, n := range names {
+		for _, m := range []string{n, strings.TrimPrefix(n, "*")} {
+			if s := storedName(m); len(s) < 0x80 {
+				want[storedName(m)] = true
+			}
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	ix := &nameIndex{nameAts: map[string][]uint64{}, byStr: map[uint32][]uint64{}}
+	for s := range want {
+		ix.nameAts[s] = nil // found nowhere, unless below
+	}
+	// Pass 1: every '*' that follows a one-byte length and a flag byte,
+	// and starts a wanted name of that length.
+	for i := 2; i < len(data); {
+		j := bytes.IndexByte(data[i:], '*')
+		if j < 0 {
+			break
+		}
+		at := i + j
+		i = at + 1
+		n := int(data[at-1])
+		if n >= 0x80 || at+n > len(data) {
+			continue
+		}
+		if s := data[at : at+n]; want[string(s)] {
+			ix.nameAts[string(s)] = append(ix.nameAts[string(s)], uint64(at-2))
+		}
+	}
+	// Pass 2: every descriptor position (8-aligned from runtime.types)
+	// whose Str is one of theirs; a bitmap of the offsets' low 16 bits
+	// spares the map almost every position.
+	var bits [1 << 16 / 64]uint64
+	for _, ats := range ix.nameAts {
+		for _, at := range ats {
+			if at >= start && at-start <= 1<<31 {
+				off := uint32(at - start)
+				ix.byStr[off] = ix.byStr[off][:0]
+				bits[uint16(off)/64] |= 1 << (uint16(off) % 64)
+			}
+		}
+	}
+	for typ := start; typ+abiTypeStr+4 <= uint64(len(data)); typ += 8 {
+		off := binary.LittleEndian.Uint32(data[typ+abiTypeStr:])
+		if bits[uint16(off)/64]&(1<<(uint16(off)%64)) == 0 {
+			continue
+		}
+		if l, ok := ix.byStr[off]; ok {
+			ix.byStr[off] = append(l, typ)
+		}
+	}
+	return ix
+}
+
+// filterNaming keeps, of the descriptor offsets typs, those typesNaming
+// would return.
+func filterNaming(data []byte, typs []uint64, wantPtr bool) []uint64 {
+	var out []uint64
+	for _, typ := range typs {
+		if typeNaming(data, typ, wantPtr) {
+			out = append(out, typ)
+		}
+	}
+	return out
+}
+
+// typeNaming says whether the descriptor at typ has a sane kind and an
+// extra-star flag that matches the wanted type.
+func typeNaming(data []byte, typ uint64, wantPtr bool) bool {
+	tflag, kind := data[typ+abiTypeTFlag], data[typ+abiTypeKind]&kindMask
+	if kind == 0 || kind > 26 {
+		return false
+	}
+	extraStar := tflag&tflagExtraStar != 0
+	return !(wantPtr == extraStar || (wantPtr && kind != kindPtr))
 }
 
 // typesNaming returns the offsets in data of type descriptors whose Str is
@@ -108,15 +248,7 @@ func (b *Binary) typesNaming(data []byte, start uint64, nameOff uint32, wantPtr 
 		at := i + j
 		i = at + 1
 		typ := at - abiTypeStr
-		if typ < int(start) || (typ-int(start))%8 != 0 {
-			continue
-		}
-		tflag, kind := data[typ+abiTypeTFlag], data[typ+abiTypeKind]&kindMask
-		if kind == 0 || kind > 26 {
-			continue
-		}
-		extraStar := tflag&tflagExtraStar != 0
-		if wantPtr == extraStar || (wantPtr && kind != kindPtr) {
+		if typ < int(start) || (typ-int(start))%8 != 0 || !typeNaming(data, uint64(typ), wantPtr) {
 			continue
 		}
 		out = append(out, uint64(typ))

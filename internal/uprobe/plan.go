@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/ctxwatch/ctxwatch/internal/layout"
 	"github.com/ctxwatch/ctxwatch/internal/target"
@@ -135,7 +136,8 @@ type Plan struct {
 	// Warnings says what a user would miss: always shown.
 	Warnings []string
 
-	bin *target.Binary // what ForProcess checks Points against
+	bin         *target.Binary // what ForProcess checks Points against
+	selectSites <-chan selectSites
 }
 
 // Entry points that show which context a goroutine uses: the first
@@ -173,6 +175,21 @@ var ErrUnsupported = errors.New("cannot watch this binary")
 // NewPlan inspects bin and decides where to attach.
 func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	p := &Plan{bin: bin}
+	// What takes longest besides the layout, on another CPU meanwhile:
+	// the user code's text ranges (every function's name is read) and
+	// its selects (its machine code is decoded). Binary is safe for
+	// concurrent use, not for use after Close: NewPlan returns, error or
+	// not, only once both are done (a caller closes bin on an error, and
+	// they read its mapped file).
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	isUser := func(name string) bool { return target.IsUserFunc(name, bin.MainModule, opts.UserPrefixes) }
+	userText := make(chan []target.Range, 1)
+	selects := make(chan selectSites, 1)
+	wg.Add(2)
+	go func() { defer wg.Done(); userText <- bin.TextRanges(isUser) }()
+	go func() { defer wg.Done(); selects <- findSelects(bin, isUser) }()
+	p.selectSites = selects
 	if err := p.layout(bin); err != nil {
 		return nil, err
 	}
@@ -194,9 +211,7 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	if len(p.Keys) > MaxKeys {
 		return nil, fmt.Errorf("%d trace keys, at most %d: %w", len(p.Keys), MaxKeys, ErrTooManyKeys)
 	}
-	for _, r := range bin.TextRanges(func(fn string) bool {
-		return target.IsUserFunc(fn, bin.MainModule, opts.UserPrefixes)
-	}) {
+	for _, r := range <-userText {
 		p.UserText = append(p.UserText, Range{Start: r.Start, End: r.End})
 	}
 	if len(p.UserText) > MaxRanges {
@@ -261,7 +276,7 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 			p.Warnings = append(p.Warnings, fmt.Sprintf("--check-func %s not watched: %v", name, err))
 		}
 	}
-	p.channels(bin, opts)
+	p.channels(bin)
 	p.slog(bin)
 	for _, name := range opts.LogFuncs {
 		fn, err := bin.Func(name)
@@ -303,7 +318,7 @@ func sudogElem(bin *target.Binary) string {
 // the runtime's own wrappers (chansend1, chanrecv1, chanrecv2,
 // selectnbsend, selectnbrecv), Go 1.17 to 1.27; and for multi-case
 // selects (see selects) on runtime.selectgo.
-func (p *Plan) channels(bin *target.Binary, opts Options) {
+func (p *Plan) channels(bin *target.Binary) {
 	if p.Layout.ChanBuf == 0 {
 		return
 	}
@@ -321,7 +336,7 @@ func (p *Plan) channels(bin *target.Binary, opts Options) {
 			return
 		}
 	}
-	p.selects(bin, opts)
+	p.selects()
 }
 
 // MaxSelectSites is how many multi-case selects of user code are
@@ -345,18 +360,16 @@ const MaxSelectSites = 1024
 // handed its element by the send (chan_send), which finds the select's
 // frames from selectgo's text and passes over a select already won
 // (g.selectDone): that needs no probe of the select.
-func (p *Plan) selects(bin *target.Binary, opts Options) {
-	fn, err := bin.Func("runtime.selectgo")
-	if err != nil {
+func (p *Plan) selects() {
+	found := <-p.selectSites
+	fn, sites, err := found.fn, found.sites, found.err
+	if fn.Entry == 0 {
 		p.Notes = append(p.Notes, fmt.Sprintf("hand-offs through a multi-case select not watched: %v", err))
 		return
 	}
 	if p.Layout.GSelectDone != 0 {
 		p.Layout.SelectText, p.Layout.SelectTextEnd = fn.Entry, fn.End
 	}
-	sites, err := bin.ResultSites(fn, func(name string) bool {
-		return target.IsUserFunc(name, bin.MainModule, opts.UserPrefixes)
-	})
 	if err != nil {
 		p.Notes = append(p.Notes, fmt.Sprintf("a multi-case select's receive from a buffer or a waiting sender not watched: %v", err))
 		return
@@ -375,11 +388,29 @@ func (p *Plan) selects(bin *target.Binary, opts Options) {
 		}
 	}
 	switch {
-	case stepped > 0 && bin.Arch == "arm64":
+	case stepped > 0 && p.bin.Arch == "arm64":
 		p.Notes = append(p.Notes, fmt.Sprintf("%d multi-case selects in user code probed at the return of runtime.selectgo: single-stepped (arm64)", stepped))
 	case stepped > 0:
 		p.Notes = append(p.Notes, fmt.Sprintf("%d of %d multi-case selects in user code probed at the return of runtime.selectgo (no jump on its results found): single-stepped, slower", stepped, len(sites)))
 	}
+}
+
+// selectSites is what findSelects found: runtime.selectgo (Entry 0 when
+// err says it was not found) and the selects of user code that call it.
+type selectSites struct {
+	fn    target.Func
+	sites []target.ResultSite
+	err   error
+}
+
+// findSelects finds runtime.selectgo and its call sites in user code.
+func findSelects(bin *target.Binary, isUser func(string) bool) selectSites {
+	fn, err := bin.Func("runtime.selectgo")
+	if err != nil {
+		return selectSites{err: err}
+	}
+	sites, err := bin.ResultSites(fn, isUser)
+	return selectSites{fn: fn, sites: sites, err: err}
 }
 
 // slogFuncs are the functions of log/slog that every record of a Logger
@@ -617,8 +648,30 @@ func (p *Plan) layout(bin *target.Binary) error {
 	// A context type the binary does not link only means that no context
 	// of it can occur there: a program that never calls WithCancel has no
 	// *context.cancelCtx. Each is watched if present.
+	// Every type looked up below, found in one batch: two passes over the
+	// type data in all, not two per type.
+	names := []string{"*context.valueCtx", "*context.cancelCtx", "*context.timerCtx", "*context.afterFuncCtx",
+		"*context.withoutCancelCtx", "*context.stopCtx", "context.backgroundCtx", "context.todoCtx",
+		"*context.emptyCtx", "string", "[]uint8", otelTrace + ".traceContextKeyType", "*" + otelSDK + ".recordingSpan",
+		otelTrace + ".nonRecordingSpan", otelSDK + ".nonRecordingSpan"}
+	names = append(names, contextWrapperTypes...)
+	type found struct {
+		addr uint64
+		err  error
+	}
+	batch := map[string]found{}
+	addrs, errs := bin.TypeAddrs(names)
+	for i, n := range names {
+		batch[n] = found{addrs[i], errs[i]}
+	}
+	typeAddr := func(name string) (uint64, error) {
+		if f, ok := batch[name]; ok {
+			return f.addr, f.err
+		}
+		return bin.TypeAddr(name)
+	}
 	typ := func(dst *uint64, name string) {
-		addr, err := bin.TypeAddr(name)
+		addr, err := typeAddr(name)
 		if err != nil {
 			p.Notes = append(p.Notes, fmt.Sprintf("type %s not in this binary", name))
 			return
@@ -662,7 +715,7 @@ func (p *Plan) layout(bin *target.Binary) error {
 	seen := map[uint64]bool{}
 	var wrappers []uint64
 	for _, name := range contextWrapperTypes {
-		if addr, err := bin.TypeAddr(name); err == nil {
+		if addr, err := typeAddr(name); err == nil {
 			wrappers = append(wrappers, addr)
 		}
 	}

@@ -1,9 +1,12 @@
 package uprobe_test
 
 import (
+	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ctxwatch/ctxwatch/internal/target"
 	"github.com/ctxwatch/ctxwatch/internal/uprobe"
 )
 
@@ -46,4 +49,28 @@ func TestParseTraceKey(t *testing.T) {
 			t.Errorf("ParseTraceKey(%q) = %+v, want an error", in, got)
 		}
 	}
+}
+
+// TestNewPlanErrorThenClose: a plan refused (a trace key type the binary
+// lacks) leaves nothing reading the binary, which its caller closes at
+// once: NewPlan reads the file's mapped text on other goroutines, and a
+// read after Close is a fault that kills ctxwatch (found by TestBadTarget
+// on Jaeger-sized work). The loop gives a stray goroutine many chances.
+func TestNewPlanErrorThenClose(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		bin, err := target.Open(exe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = uprobe.NewPlan(bin, uprobe.Options{TraceKeys: []uprobe.TraceKey{{Kind: uprobe.KeyType, Name: "main.noSuchKey"}}})
+		if err == nil {
+			t.Fatal("NewPlan with a trace key type not in the binary: no error")
+		}
+		bin.Close()
+	}
+	time.Sleep(100 * time.Millisecond) // a goroutine left reading would fault by now
 }

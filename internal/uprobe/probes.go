@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -174,6 +175,8 @@ type Config struct {
 	// SingleLinks makes one link per probe even where the kernel has
 	// uprobe_multi links (the bench compares the two).
 	SingleLinks bool
+	// Spec is the object, parsed ahead (ParseSpec); nil parses it in Load.
+	Spec *Spec
 }
 
 // Point is one place to attach a program.
@@ -233,11 +236,63 @@ type Maps struct {
 // on the target, and an LRU map of this size takes tens of milliseconds to
 // preallocate: a caller can make it while it inspects the target.
 func NewGoroutineMap() (*ebpf.Map, error) {
+	spec, err := ParseSpec()
+	if err != nil {
+		return nil, err
+	}
+	return spec.NewGoroutineMap()
+}
+
+// Spec is the probes' eBPF object, parsed: about 10 ms on a small
+// machine, which a caller can spend while it inspects the target, with
+// MakeMaps. One Spec serves one Load, which sets its variables.
+type Spec struct {
+	spec *ebpf.CollectionSpec
+	maps map[string]*ebpf.Map // MakeMaps'
+}
+
+// MakeMaps makes the maps that do not depend on the target ahead of Load
+// (another 10 ms or so; Load makes any not made here): all but the
+// variables' (.rodata, .bss) and those a Load may be given (Maps).
+func (s *Spec) MakeMaps() error {
+	if s.spec == nil {
+		return errors.New("make eBPF maps: the Spec was used by a Load")
+	}
+	s.maps = map[string]*ebpf.Map{}
+	for name, ms := range s.spec.Maps {
+		if strings.HasPrefix(name, ".") || name == bpf.CtxwatchMapEvents || name == bpf.CtxwatchMapGoroutines {
+			continue
+		}
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("create eBPF map %s: %w", name, err)
+		}
+		s.maps[name] = m
+	}
+	return nil
+}
+
+// Close releases the maps MakeMaps made (a Load holds its own).
+func (s *Spec) Close() {
+	for _, m := range s.maps {
+		m.Close()
+	}
+	s.maps = nil
+}
+
+// ParseSpec parses the probes' eBPF object.
+func ParseSpec() (*Spec, error) {
 	spec, err := bpf.LoadCtxwatch()
 	if err != nil {
 		return nil, fmt.Errorf("load eBPF spec: %w", err)
 	}
-	m, err := ebpf.NewMap(spec.Maps[bpf.CtxwatchMapGoroutines])
+	return &Spec{spec: spec}, nil
+}
+
+// NewGoroutineMap makes a goroutine state map for Load from s.
+func (s *Spec) NewGoroutineMap() (*ebpf.Map, error) {
+	m, err := ebpf.NewMap(s.spec.Maps[bpf.CtxwatchMapGoroutines])
 	if err != nil {
 		return nil, fmt.Errorf("create the goroutine map: %w", err)
 	}
@@ -253,10 +308,18 @@ const RingWakeFraction = 16
 // given (the caller keeps its references and closes them); otherwise the
 // program makes its own (see Events).
 func Load(cfg Config, shared Maps) (*Probes, error) {
-	spec, err := bpf.LoadCtxwatch()
-	if err != nil {
-		return nil, fmt.Errorf("load eBPF spec: %w", err)
+	if cfg.Spec == nil {
+		var err error
+		if cfg.Spec, err = ParseSpec(); err != nil {
+			return nil, err
+		}
 	}
+	spec := cfg.Spec.spec
+	cfg.Spec.spec = nil // its variables are this Load's: not to be loaded again
+	if spec == nil {
+		return nil, errors.New("load eBPF program: its Spec was used by another Load")
+	}
+	defer cfg.Spec.Close()
 	if len(cfg.Keys) > MaxKeys {
 		return nil, fmt.Errorf("%d keys, at most %d: %w", len(cfg.Keys), MaxKeys, ErrTooManyKeys)
 	}
@@ -358,6 +421,9 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		}
 	}
 	opts := ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
+	for name, m := range cfg.Spec.maps {
+		opts.MapReplacements[name] = m
+	}
 	if shared.Events != nil {
 		// The replacement must match the spec, size included.
 		spec.Maps[bpf.CtxwatchMapEvents].MaxEntries = shared.Events.MaxEntries()
