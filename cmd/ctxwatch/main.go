@@ -160,7 +160,7 @@ buffers or BTF: one line says which); 1 when ctxwatch itself failed.
 		"(probe hits × a per-hit cost measured at start, the probes' run time and each detach and\n"+
 		"re-attach; probes are detached while over budget, and the summary's sampled_fraction says\n"+
 		"for how much of the time they were in). The estimate leaves out the caches a trap leaves\n"+
-		"cold in a real program: measured, a service paid 1.6x the estimate (README, Cost);\n"+
+		"cold in a real program: measured, a service paid 1.3x to 1.6x the estimate (README, Cost);\n"+
 		"default %d with --pid, off with -- CMD; 0 turns it off", defaultPIDBudget))
 	if err := parseQuiet(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
