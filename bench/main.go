@@ -681,9 +681,11 @@ const docNotes = `
 - **0 events lost** (tables 2 and 3): required; a non-zero count is a bug.
 - **Attach ≤ 150 ms on a real large binary** (table 4, Jaeger v2). ` + "`ctxwatch --verbose`" + `
   says where each attach's time went (inspect, plan, place, maps, load,
-  attach). On Jaeger, in order: starting ctxwatch (about 10 ms);
-  inspecting the file (15-20 ms: mapped, used in place, the pclntab
-  parsed once); planning (40-60 ms: layouts from internal/layout, no
+  attach; the table's time, from the process's start, was 10-40 ms
+  more in runs by hand: starting ctxwatch and its ring buffer). On
+  Jaeger, in order: inspecting the
+  file (15-30 ms: mapped, used in place, the pclntab parsed once);
+  planning (40-70 ms: layouts from internal/layout, no
   DWARF for a Go and OTel SDK release the table knows; the types found by
   name in one batch, two passes over the type data; the user code's text
   ranges and selects read on the other CPU meanwhile), while a third

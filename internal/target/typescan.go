@@ -158,7 +158,7 @@ func indexNames(data []byte, start uint64, names []string) *nameIndex {
 	for _, n := range names {
 		for _, m := range []string{n, strings.TrimPrefix(n, "*")} {
 			if s := storedName(m); len(s) < 0x80 {
-				want[storedName(m)] = true
+				want[s] = true
 			}
 		}
 	}
