@@ -40,7 +40,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
+	"runtime"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -53,22 +54,73 @@ import (
 
 var tracer trace.Tracer
 
-// settle is how long a worker gives the sender to get where the worker's
-// case expects it (waiting in sendq, its element in the buffer) before it
-// receives: 2 ms, stretched by $CTXWATCH_TEST_SLOW where the tests run
-// emulated (vmtest), since a receive that overtakes its sender there
-// can overlap its send: the probes read a channel before the runtime
-// locks it, and a select whose probe ran before the send's but which
-// takes the element from the waiting sender is not handed it (README,
-// Limits: a race loses a hand-off, it is not judged). Seen once in the
-// arm64 6.12 VM with CI's tests loading the host: 9 of 10 handed.
-var settle = func() time.Duration {
-	n, err := strconv.Atoi(os.Getenv("CTXWATCH_TEST_SLOW"))
-	if err != nil || n < 1 {
-		n = 1
+// The counts the test checks need each send and receive to meet in the
+// state its worker's comment names: the probes read a channel before the
+// runtime locks it, so a receive that overlaps its send loses the hand-off
+// (README, Limits: a race is not judged). A sleep does not order them under
+// emulation (vmtest), where a 2 ms sleep once let 9 of 10 through; the
+// program waits instead for what it needs, read from its own goroutines'
+// states: every worker parked before a request's first send, and the
+// sender parked in its send before a worker takes from it.
+
+// waitFor polls ok until it holds; a stall ends the program, saying what
+// it waited for.
+func waitFor(what string, ok func() bool) {
+	deadline := time.Now().Add(time.Minute)
+	for !ok() {
+		if time.Now().After(deadline) {
+			fmt.Fprintln(os.Stderr, "handoff: waited a minute for", what)
+			os.Exit(1)
+		}
+		time.Sleep(50 * time.Microsecond)
 	}
-	return time.Duration(n) * 2 * time.Millisecond
-}()
+}
+
+// goroutines returns runtime.Stack's account of every goroutine: a
+// header "goroutine N [STATE...]:" and its frames, one block each.
+func goroutines() []string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Split(string(buf[:n]), "\n\n")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// state is a goroutine block's wait state: "chan receive", "select".
+func state(g string) string {
+	_, s, _ := strings.Cut(g, "[")
+	s, _, _ = strings.Cut(s, "]")
+	s, _, _ = strings.Cut(s, ",")
+	return s
+}
+
+// workersParked: each of main's workers waits in a receive or a select.
+func workersParked() bool {
+	n := 0
+	for _, g := range goroutines() {
+		if !strings.Contains(g, "Worker(") {
+			continue
+		}
+		if s := state(g); s != "chan receive" && s != "select" {
+			return false
+		}
+		n++
+	}
+	return n == len(workers)
+}
+
+// senderParked: the request's handler waits in a send.
+func senderParked() bool {
+	for _, g := range goroutines() {
+		if state(g) == "chan send" && (strings.Contains(g, "main.handle(") || strings.Contains(g, "main.health(")) {
+			return true
+		}
+	}
+	return false
+}
 
 type job struct {
 	ctx context.Context
@@ -100,6 +152,10 @@ var (
 	pr, pw   = io.Pipe()
 	// otherCtx carries a trace of its own, ended before serving.
 	otherCtx context.Context
+
+	workers = []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker,
+		nonblockWorker, otherWorker, multiWorker, selBufWorker, selWaitWorker, selKeptWorker, selKeptBufWorker,
+		pipeWorker}
 )
 
 func keptWorker() {
@@ -132,7 +188,7 @@ func waitingWorker() {
 func slowWorker() {
 	for {
 		<-slowGo
-		time.Sleep(settle) // the sender waits in sendq
+		waitFor("the sender in sendq", senderParked)
 		j := <-slow
 		_, span := tracer.Start(j.ctx, "slow job")
 		span.End()
@@ -143,7 +199,7 @@ func slowWorker() {
 func oneSlotWorker() {
 	for {
 		<-oneGo
-		time.Sleep(settle) // the second sender waits on the full buffer
+		waitFor("the second sender on the full buffer", senderParked)
 		for range 2 {
 			id := <-oneSlot
 			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
@@ -200,7 +256,7 @@ func multiWorker() {
 func selBufWorker() {
 	for {
 		<-selBufGo
-		time.Sleep(settle) // the id waits in the buffer
+		waitFor("the id in the buffer", func() bool { return len(selBuf) > 0 })
 		select {
 		case id := <-selBuf:
 			_, span := tracer.Start(context.Background(), fmt.Sprint("job ", id)) // want:recv lost-at-handoff
@@ -216,7 +272,7 @@ func selBufWorker() {
 func selWaitWorker() {
 	for {
 		<-selWGo
-		time.Sleep(settle) // the sender waits in sendq
+		waitFor("the sender in sendq", senderParked)
 		select {
 		case <-quit:
 			return
@@ -247,7 +303,7 @@ func selKeptWorker() {
 func selKeptBufWorker() {
 	for {
 		<-selKBGo
-		time.Sleep(settle)
+		waitFor("the job in the buffer", func() bool { return len(selKeptB) > 0 })
 		select {
 		case j := <-selKeptB:
 			_, span := tracer.Start(j.ctx, "buffered select job")
@@ -272,6 +328,7 @@ func pipeWorker() {
 }
 
 func handle(w http.ResponseWriter, r *http.Request) {
+	waitFor("the workers in their receives", workersParked)
 	ctx := r.Context()
 	kept <- job{ctx: ctx} // want:send propagated 1
 	ids <- 1              // want:send lost-at-handoff 1
@@ -309,6 +366,7 @@ func handle(w http.ResponseWriter, r *http.Request) {
 
 // health is untraced: its sends hand nothing.
 func health(w http.ResponseWriter, r *http.Request) {
+	waitFor("the workers in their receives", workersParked)
 	ids <- 0
 	multi <- 0
 	selBufGo <- struct{}{}
@@ -340,9 +398,7 @@ func main() {
 	otherCtx, span = tracer.Start(context.Background(), "another request")
 	span.End()
 
-	for _, w := range []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker,
-		nonblockWorker, otherWorker, multiWorker, selBufWorker, selWaitWorker, selKeptWorker, selKeptBufWorker,
-		pipeWorker} {
+	for _, w := range workers {
 		go w()
 	}
 	// Outside any trace: nothing handed.
@@ -362,7 +418,6 @@ func main() {
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 
-	time.Sleep(10 * time.Millisecond) // the workers wait in their receives
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
 	const requests = 10
 	for range requests {

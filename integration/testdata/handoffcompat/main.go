@@ -17,6 +17,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
+	"strings"
 	"time"
 )
 
@@ -43,7 +46,79 @@ var (
 	quit    = make(chan struct{})
 	done    = make(chan struct{}, 16)
 	results = make(chan int)
+
+	workers = []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker, multiWorker,
+		selBufWorker, selKeptWorker}
 )
+
+// The counts the test checks need each send and receive to meet in the
+// state its worker's comment names: a receive that overlaps its send can
+// lose the hand-off (the probes read a channel before the runtime locks
+// it). So the program waits for that state, read from its goroutines, not
+// for a sleep: every worker parked before a unit's first send, the sender
+// parked before a worker takes from it.
+
+// waitFor polls ok until it holds; a stall ends the program.
+func waitFor(what string, ok func() bool) {
+	deadline := time.Now().Add(time.Minute)
+	for !ok() {
+		if time.Now().After(deadline) {
+			fmt.Fprintln(os.Stderr, "handoffcompat: waited a minute for", what)
+			os.Exit(1)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+// goroutines returns runtime.Stack's account of every goroutine, a block
+// each: a header "goroutine N [STATE...]:" and its frames.
+func goroutines() []string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Split(string(buf[:n]), "\n\n")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// state is a goroutine block's wait state ("chan receive", "select"):
+// strings.Cut is newer than Go 1.17.
+func state(g string) string {
+	if i := strings.Index(g, "["); i >= 0 {
+		g = g[i+1:]
+	}
+	if i := strings.IndexAny(g, "],"); i >= 0 {
+		g = g[:i]
+	}
+	return g
+}
+
+// workersParked: each worker waits in a receive or a select.
+func workersParked() bool {
+	n := 0
+	for _, g := range goroutines() {
+		if !strings.Contains(g, "Worker(") {
+			continue
+		}
+		if s := state(g); s != "chan receive" && s != "select" {
+			return false
+		}
+		n++
+	}
+	return n == len(workers)
+}
+
+// senderParked: the unit waits in a send.
+func senderParked() bool {
+	for _, g := range goroutines() {
+		if state(g) == "chan send" && strings.Contains(g, "main.unit(") {
+			return true
+		}
+	}
+	return false
+}
 
 // newTrace is a worker's new unit of work: a trace of its own, on a
 // cancelable context. Its cancel ends the unit, as a span's End would:
@@ -84,7 +159,7 @@ func waitingWorker() {
 func slowWorker() {
 	for {
 		<-slowGo
-		time.Sleep(2 * time.Millisecond)
+		waitFor("the sender in sendq", senderParked)
 		j := <-slow
 		_, cancel := context.WithTimeout(j.ctx, time.Second)
 		cancel()
@@ -95,7 +170,7 @@ func slowWorker() {
 func oneSlotWorker() {
 	for {
 		<-oneGo
-		time.Sleep(2 * time.Millisecond)
+		waitFor("the second sender on the full buffer", senderParked)
 		for n := 0; n < 2; n++ {
 			newTrace(<-oneSlot)()
 			done <- struct{}{}
@@ -127,7 +202,7 @@ func multiWorker() {
 func selBufWorker() {
 	for {
 		<-selGo
-		time.Sleep(2 * time.Millisecond)
+		waitFor("the id in the buffer", func() bool { return len(selBuf) > 0 })
 		select {
 		case <-quit:
 			return
@@ -153,6 +228,7 @@ func selKeptWorker() {
 }
 
 func unit(i int) {
+	waitFor("the workers in their receives", workersParked)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ctx = context.WithValue(ctx, traceKey{}, fmt.Sprintf("%032x", i+1))
@@ -184,8 +260,7 @@ func unit(i int) {
 }
 
 func main() {
-	for _, w := range []func(){keptWorker, idWorker, waitingWorker, slowWorker, oneSlotWorker, rangeWorker, multiWorker,
-		selBufWorker, selKeptWorker} {
+	for _, w := range workers {
 		go w()
 	}
 	// Outside any unit: nothing handed.
@@ -195,11 +270,9 @@ func main() {
 	for n := 0; n < 2; n++ {
 		<-done
 	}
-	time.Sleep(10 * time.Millisecond) // the workers wait in their receives
 	const requests = 10
 	for i := 0; i < requests; i++ {
 		unit(i)
-		time.Sleep(time.Millisecond)
 	}
 	close(quit)
 	fmt.Printf("handoffcompat: requests %d\n", requests)
