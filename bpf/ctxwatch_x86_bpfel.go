@@ -205,6 +205,24 @@ type CtxwatchStack struct {
 	Pc   [16]uint64
 	N    uint32
 	User uint32
+	T    struct {
+		_    structs.HostLayout
+		Id   [32]uint8
+		Span [8]uint8
+		Len  uint8
+		Key  uint8
+		Root uint8
+		Pad  [5]uint8
+	}
+	Other struct {
+		_    structs.HostLayout
+		Id   [32]uint8
+		Span [8]uint8
+		Len  uint8
+		Key  uint8
+		Root uint8
+		Pad  [5]uint8
+	}
 }
 
 type CtxwatchStartCount struct {

@@ -33,6 +33,9 @@ struct stack {
 	__u64 pc[STACK_DEPTH];
 	__u32 n;
 	__u32 user; // a frame of user code is on it
+	// An event's two traces, put here for report_pair (ctxwatch.c): len 0
+	// when none is waiting. walk_stack leaves them alone.
+	struct trace t, other;
 };
 
 // One stack slot per thread. Not per CPU: uprobe programs run with
@@ -125,6 +128,10 @@ static __always_inline struct stack *this_stack(void)
 static __always_inline struct stack *user_stack_upto(REGS *ctx, int upto_user)
 {
 	__u64 ret;
+	// A fresh ctx for clang: with_value reads the same register earlier,
+	// and clang would keep ctx+off across calls to read through, which
+	// the verifier refuses (a modified ctx pointer).
+	asm volatile("" : "+r"(ctx));
 #if defined(__TARGET_ARCH_arm64)
 	ret = ctx->regs[30];
 #else
