@@ -87,6 +87,9 @@ func FuzzPclntab(f *testing.F) {
 			if nb := tb.NameBytes(fn); nb != nil && string(nb) != name {
 				t.Fatalf("NameBytes %q, Name %q", nb, name)
 			}
+			if name != "" && !tb.NameIs(fn, name) {
+				t.Fatalf("NameIs(%q) false for Name %q", name, name)
+			}
 			for _, pc := range []uint64{fn.Entry, fn.Entry + 1, fn.Entry + (fn.End-fn.Entry)/2, fn.End - 1} {
 				frames, err := tb.Frames(pc)
 				if err != nil {

@@ -327,6 +327,19 @@ func (t *Table) NameBytes(f Func) []byte {
 	return nil
 }
 
+// NameIs says whether f's name is name, reading no further into the
+// table than name's length and the NUL after it: a lookup by name over
+// every function (Binary.Func) finds most names different at their first
+// bytes, where NameBytes would first find each name's end.
+func (t *Table) NameIs(f Func, name string) bool {
+	off := int64(f.nameOff)
+	if off < 0 || off+int64(len(name)) >= int64(len(t.funcnametab)) {
+		return false
+	}
+	b := t.funcnametab[off:]
+	return b[len(name)] == 0 && string(b[:len(name)]) == name
+}
+
 // loadedSection is a section's address and its bytes.
 type loadedSection struct {
 	addr uint64

@@ -560,3 +560,28 @@ func TestFuncsMatchSymtab(t *testing.T) {
 		}
 	}
 }
+
+// TestNameIs: NameIs agrees with Name on every function of a real table,
+// and a name that is a prefix of another, or runs past it, is not it.
+func TestNameIs(t *testing.T) {
+	tab := openTable(t, filepath.Join(buildTestBinaries(t), "stripped"))
+	funcs, err := tab.Funcs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range funcs {
+		name := tab.Name(f)
+		if name == "" {
+			continue
+		}
+		if !tab.NameIs(f, name) {
+			t.Fatalf("NameIs(%q) false for the function of that name", name)
+		}
+		if tab.NameIs(f, name[:len(name)-1]) || tab.NameIs(f, name+".x") {
+			t.Fatalf("NameIs true for a prefix or extension of %q", name)
+		}
+	}
+	if tab.NameIs(funcs[len(funcs)-1], strings.Repeat("x", len(tab.funcnametab)+1)) {
+		t.Error("NameIs true for a name longer than the table")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,7 +30,7 @@ type Range struct{ Start, End uint64 }
 // cheaper than indexing the hundreds of thousands a large binary has.
 func (b *Binary) Func(name string) (Func, error) {
 	for _, f := range b.funcs {
-		if string(b.table.NameBytes(f)) == name { // compared in place, not copied
+		if b.table.NameIs(f, name) { // compared in place, not copied
 			return Func{Name: name, Entry: f.Entry, End: f.End}, nil
 		}
 	}
@@ -126,6 +127,11 @@ func (b *Binary) TextRanges(keep func(funcName string) bool) []Range {
 // binary names "gopkg.in/yaml.v3".Unmarshal "gopkg.in/yaml%2ev3.Unmarshal";
 // both spellings match the prefix "gopkg.in/yaml.v3".
 func IsUserFunc(name, mainModule string, extra []string) bool {
+	// Most names of a large binary are not user code: rejected by a
+	// compare of their first bytes before their package path is found.
+	if !strings.HasPrefix(name, "main.") && !mayMatch(name, mainModule) && !slices.ContainsFunc(extra, func(p string) bool { return mayMatch(name, p) }) {
+		return false
+	}
 	pkg := PackagePath(name)
 	if pkg == "main" {
 		return true
@@ -148,6 +154,24 @@ func IsUserFunc(name, mainModule string, extra []string) bool {
 		}
 	}
 	return false
+}
+
+// mayMatch is false when name cannot belong to a package at or below
+// prefix: it does not start with the part of prefix that the linker
+// writes as it is, up to its last '/' (cmd/link escapes dots in a
+// package path's last element alone, and the other bytes it escapes are
+// not in module paths), or up to its first '.' when it has no '/'.
+func mayMatch(name, prefix string) bool {
+	prefix = strings.TrimSuffix(prefix, "/")
+	if prefix == "" {
+		return false
+	}
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		prefix = prefix[:i+1]
+	} else if i := strings.IndexByte(prefix, '.'); i >= 0 {
+		prefix = prefix[:i]
+	}
+	return strings.HasPrefix(name, prefix)
 }
 
 // PackagePath returns the import path part of a Go function symbol name:

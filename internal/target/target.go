@@ -367,11 +367,15 @@ func (b *Binary) loadSymtab() (map[string]uint64, error) {
 		return nil, fmt.Errorf("read .symtab strings: %w", err)
 	}
 	want := [][]byte{[]byte("runtime.types\x00"), []byte("runtime.text\x00"), []byte("go:func.*\x00"), []byte("go.func.*\x00")}
+	var first [256]bool // the wanted names' first bytes: most symbols differ there
+	for _, w := range want {
+		first[w[0]] = true
+	}
 	marks := make(map[string]uint64)
 	const symSize = 24 // Elf64_Sym: name u32, info, other u8, shndx u16, value, size u64
 	for off := symSize; off+symSize <= len(syms); off += symSize {
 		name := uint64(binary.LittleEndian.Uint32(syms[off:]))
-		if name >= uint64(len(strtab)) {
+		if name >= uint64(len(strtab)) || !first[strtab[name]] {
 			continue
 		}
 		for _, w := range want {

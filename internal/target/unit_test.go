@@ -64,6 +64,24 @@ func TestIsUserFunc(t *testing.T) {
 			t.Errorf("IsUserFunc(%q) = %v, want %v", c.name, got, c.want)
 		}
 	}
+	// Main modules of one path element, whose dots the linker escapes.
+	for _, c := range []struct {
+		name, module string
+		want         bool
+	}{
+		{"example%2ecom.F", "example.com", true},
+		{"example.com.F", "example.com", true},
+		{"example.com/x.F", "example.com", true},
+		{"example%2ecomx.F", "example.com", false},
+		{"example.F", "example", true},
+		{"example/x.(*T).M", "example", true},
+		{"examples.F", "example", false},
+		{"runtime.main", "", false},
+	} {
+		if got := IsUserFunc(c.name, c.module, nil); got != c.want {
+			t.Errorf("IsUserFunc(%q, main module %q) = %v, want %v", c.name, c.module, got, c.want)
+		}
+	}
 }
 
 func TestPackagePath(t *testing.T) {

@@ -176,8 +176,8 @@ var ErrUnsupported = errors.New("cannot watch this binary")
 func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	p := &Plan{bin: bin}
 	// What takes longest besides the layout, on another CPU meanwhile:
-	// the user code's text ranges (every function's name is read) and
-	// its selects (its machine code is decoded). Binary is safe for
+	// the user code's text ranges (every function's name is read), its
+	// selects (its machine code is decoded) and the itabs. Binary is safe for
 	// concurrent use, not for use after Close: NewPlan returns, error or
 	// not, only once both are done (a caller closes bin on an error, and
 	// they read its mapped file).
@@ -186,9 +186,12 @@ func NewPlan(bin *target.Binary, opts Options) (*Plan, error) {
 	isUser := func(name string) bool { return target.IsUserFunc(name, bin.MainModule, opts.UserPrefixes) }
 	userText := make(chan []target.Range, 1)
 	selects := make(chan selectSites, 1)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); userText <- bin.TextRanges(isUser) }()
 	go func() { defer wg.Done(); selects <- findSelects(bin, isUser) }()
+	// The static itabs of context.Context, which the layout reads: the
+	// Binary reads them once, and a caller meanwhile waits for that.
+	go func() { defer wg.Done(); bin.ContextItabs() }()
 	p.selectSites = selects
 	if err := p.layout(bin); err != nil {
 		return nil, err
