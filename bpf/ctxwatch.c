@@ -250,14 +250,22 @@ static __always_inline void forget(__u64 key)
 		count(STAT_STATE_DELETED);
 }
 
+// trace_diff is 0 when a and b are the same trace (the same length, key
+// and bytes), computed without a branch: the verifier follows each branch
+// of a compare byte by byte as a path of its own.
+static __always_inline __u64 trace_diff(const struct trace *a, const struct trace *b)
+{
+	const __u64 *x = (const __u64 *)a->id, *y = (const __u64 *)b->id;
+	__u64 d = (__u64)(a->len ^ b->len) | (__u64)(a->key ^ b->key);
+#pragma unroll
+	for (int i = 0; i < TRACE_LEN / 8; i++)
+		d |= x[i] ^ y[i];
+	return d;
+}
+
 static __always_inline int same_trace(const struct trace *a, const struct trace *b)
 {
-	if (a->len != b->len || a->key != b->key)
-		return 0;
-	for (int i = 0; i < TRACE_LEN; i++)
-		if (a->id[i] != b->id[i])
-			return 0;
-	return 1;
+	return trace_diff(a, b) == 0;
 }
 
 #include "walk.h"
@@ -309,18 +317,6 @@ static __always_inline void emit(struct event *ev, struct stack *s)
 	    avail / ring_wake_bytes != (avail - EVENT_RECORD) / ring_wake_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	bpf_ringbuf_submit(ev, flags);
-}
-
-// trace_diff is 0 when a and b are the same trace, as same_trace says,
-// computed without a branch.
-static __always_inline __u64 trace_diff(const struct trace *a, const struct trace *b)
-{
-	const __u64 *x = (const __u64 *)a->id, *y = (const __u64 *)b->id;
-	__u64 d = (__u64)(a->len ^ b->len) | (__u64)(a->key ^ b->key);
-#pragma unroll
-	for (int i = 0; i < TRACE_LEN / 8; i++)
-		d |= x[i] ^ y[i];
-	return d;
 }
 
 // span_tag is what gstate.mine keeps of a span started here: its span id's

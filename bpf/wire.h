@@ -71,7 +71,7 @@ struct trace {
 	__u8 key;           // 0 = OTel span key, i+1 = user key i
 	__u8 root;          // OTel: the span has no parent
 	__u8 _pad[5];
-};
+} __attribute__((aligned(8))); // compared a word at a time (trace_diff)
 
 struct gstate {
 	struct trace t;
