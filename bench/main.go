@@ -681,24 +681,30 @@ const docNotes = `
 - **0 events lost** (tables 2 and 3): required; a non-zero count is a bug.
 - **Attach ≤ 150 ms on a real large binary** (table 4, Jaeger v2). ` + "`ctxwatch --verbose`" + `
   says where each attach's time went (inspect, plan, place, maps, load,
-  attach; the table's time, from the process's start, was 10-40 ms
-  more in runs by hand: starting ctxwatch and its ring buffer). On
-  Jaeger, in order: inspecting the
+  attach; the table's time, from the process's start, is at most a
+  few ms more). On Jaeger, in order: inspecting the
   file (15-30 ms: mapped, used in place, the pclntab parsed once);
-  planning (40-70 ms: layouts from internal/layout, no
+  planning (25-55 ms: layouts from internal/layout, no
   DWARF for a Go and OTel SDK release the table knows; the types found by
-  name in one batch, two passes over the type data; the user code's text
-  ranges and selects read on the other CPU meanwhile), while a third
-  goroutine parses the eBPF object and makes the maps; then the kernel's
-  verifier on the programs the probes use (the others are not loaded), in
-  two loads at once: 84,582 instructions verified on Jaeger, 80-140 ms
-  of wall time (712,105 and about 400 ms before the context walk, a step
-  of it, the key compare and the user-code search became global
-  functions, verified once per program); attaching, 5-10 ms. The
-  verifier costs about 1.3 µs an instruction on this machine: 150 ms
-  would need its work on with_value (30,463 of the 84,582) cut again,
-  and the planning's, or kernels whose global functions take pointers
-  (5.12), which the oldest kernel ctxwatch supports (5.10) does not
+  name in one batch, two passes over the type data; functions looked up
+  by name compared in place; the user code's text ranges, selects and
+  context itabs read on other goroutines meanwhile), while another
+  goroutine parses the eBPF object and makes the maps (0-45 ms more
+  when it ends after the plan: the goroutine map's 131,072 entries are
+  made by the kernel up front); then the kernel's verifier on the
+  programs the probes use (the others are not loaded), in two loads at
+  once: 64,874 instructions verified on Jaeger, 75-100 ms of wall time
+  (84,234 before with_value's and check's trace compares were made
+  without branches, which the verifier followed as paths of their own;
+  712,105 and about 400 ms before the context walk, a step of it, the
+  key compare and the user-code search became global functions,
+  verified once per program); attaching, 5-10 ms. The verifier costs
+  about 1.3 µs an instruction on this machine: 150 ms would need the
+  walk's globals, verified once in each of the eleven programs, shared
+  (kernels whose global functions take pointers, 5.12, or attach
+  cookies, 5.15, would allow one program for every context check; the
+  oldest kernel ctxwatch supports, 5.10, has neither), or the maps made
+  before the target is known.
   have. With --pid's default budget, the cost of a hit is measured once
   the probes are in, so that it does not compete with the attach for the
   CPUs: the duty cycle starts when it is known.
