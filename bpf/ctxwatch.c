@@ -612,10 +612,14 @@ static __always_inline int same_otel_trace(const struct trace *a, const struct t
 	return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
 }
 
-// set_pair puts an event's two traces in this thread's stack slot for
-// report_pair, which takes no pointer (5.10's global functions take
-// scalars): 0 when there is no slot.
-static __always_inline int set_pair(const struct trace *t, const struct trace *other)
+// pair_stack puts an event's two traces in this thread's stack slot and
+// captures the stack there (ret_at: where the return address is, as for
+// start_frame), for report_pair, which takes no pointer (5.10's global
+// functions take scalars). It says whether user code is on the stack.
+// The return address is read into the slot, not onto with_value's stack:
+// 5.10 counts each frame of a call chain at 32 bytes or more, and
+// with_value's chain down to user_pc has none to spare.
+static __always_inline int pair_stack(const struct trace *t, const struct trace *other, __u64 ret_at, __u64 fp)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
@@ -627,24 +631,21 @@ static __always_inline int set_pair(const struct trace *t, const struct trace *o
 	}
 	s->t = *t;
 	s->other = *other;
-	return 1;
+#if defined(__TARGET_ARCH_arm64)
+	s->pc[0] = ret_at;
+#else
+	if (read(&s->pc[0], sizeof(s->pc[0]), ret_at) < 0)
+		return 0;
+#endif
+	return walk_stack(s->pc[0], fp, 0) == 1;
 }
 
 // report_pair sends an event of type (overwritten, stale-parent) with the
-// two traces set_pair left in this thread's slot and the stack at the
-// probe (ret_at: where the return address is, as for start_frame), if
-// user code is on it. A global function: inline in with_value, two of
-// these events took its call chain's frames past the 512 bytes of stack
-// a program has.
-__attribute__((noinline)) int report_pair(__u32 type, __u64 key, __u64 ret_at, __u64 fp, __u64 pc)
+// two traces and the stack pair_stack left in this thread's slot. A
+// global function, called from with_value alone: inline there, two of
+// these events took its frames past the 512 bytes a program's stack has.
+__attribute__((noinline)) int report_pair(__u32 type, __u64 key, __u64 pc)
 {
-	__u64 first = ret_at;
-#if !defined(__TARGET_ARCH_arm64)
-	if (read(&first, sizeof(first), ret_at) < 0)
-		return 0;
-#endif
-	if (walk_stack(first, fp, 0) != 1)
-		return 0;
 	struct stack *s = this_stack();
 	if (!s || !s->t.len) // the slot was evicted and made anew
 		return 0;
@@ -712,8 +713,8 @@ int with_value(REGS *ctx)
 	// 38,575 instructions verified with same_trace's branches, 20,425
 	// without the test at all).
 	__u64 other = (__u64)(w->carry ^ CARRY_TRACE) | (__u64)tracer_said;
-	if (!other && trace_diff(&w->t, &nt) && set_pair(&w->t, &nt))
-		report_pair(EV_OVERWRITTEN, key, ret_at, GO_FP(ctx), GO_PC(ctx));
+	if (!other && trace_diff(&w->t, &nt) && pair_stack(&w->t, &nt, ret_at, GO_FP(ctx)))
+		report_pair(EV_OVERWRITTEN, key, GO_PC(ctx));
 	// A span the tracer just started here is tagged as this goroutine's.
 	// Started on a context whose span this goroutine started and has
 	// ended (a loop's `ctx, span = tracer.Start(ctx, ...)`, a context used
@@ -732,8 +733,8 @@ int with_value(REGS *ctx)
 	    own_span(st, w->span, span_tag(&w->t))) {
 		int ended = parent_ended(w->span, tag);
 		count_start(key, sfp, ended);
-		if (ended && set_pair(&w->t, &nt))
-			report_pair(EV_STALE_PARENT, key, ret_at, GO_FP(ctx), GO_PC(ctx));
+		if (ended && pair_stack(&w->t, &nt, ret_at, GO_FP(ctx)))
+			report_pair(EV_STALE_PARENT, key, GO_PC(ctx));
 	}
 	// The context this check hands on carries nt; it carried the
 	// goroutine's trace before if it carries the same trace now.
