@@ -612,6 +612,21 @@ static __always_inline int same_otel_trace(const struct trace *a, const struct t
 	return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
 }
 
+// ret_slot is where an entry probe's return address is: the stack slot
+// at RSP (amd64), or the address itself (LR, arm64). Read at each use
+// from a ctx that clang takes as fresh: a value kept across with_value's
+// calls takes a slot of its stack, which 5.10 holds to 512 bytes with its
+// callees', and ctx+off kept instead is a pointer the verifier refuses.
+static __always_inline __u64 ret_slot(REGS *ctx)
+{
+	asm volatile("" : "+r"(ctx));
+#if defined(__TARGET_ARCH_arm64)
+	return ctx->regs[30];
+#else
+	return ctx->rsp;
+#endif
+}
+
 // pair_stack puts an event's two traces in this thread's stack slot and
 // captures the stack there (ret_at: where the return address is, as for
 // start_frame), for report_pair, which takes no pointer (5.10's global
@@ -619,7 +634,7 @@ static __always_inline int same_otel_trace(const struct trace *a, const struct t
 // The return address is read into the slot, not onto with_value's stack:
 // 5.10 counts each frame of a call chain at 32 bytes or more, and
 // with_value's chain down to user_pc has none to spare.
-static __always_inline int pair_stack(const struct trace *t, const struct trace *other, __u64 ret_at, __u64 fp)
+static __attribute__((noinline)) int pair_stack(const struct trace *t, const struct trace *other, __u64 ret_at, __u64 fp)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
@@ -684,11 +699,13 @@ int with_value(REGS *ctx)
 	}
 
 	struct trace nt;
-	__u64 span, buf[3];
-	if (trace_value(&nt, k, GO_ARG4(ctx), GO_ARG5(ctx), &span, buf) != CARRY_TRACE)
-		return 0;
 	struct walk wk;
 	struct walk *w = &wk;
+	__u64 span;
+	// trace_value's scratch (3 words) is the walk's trace, filled only
+	// after: 5.10 holds with_value's frame and its callees' to 512 bytes.
+	if (trace_value(&nt, k, GO_ARG4(ctx), GO_ARG5(ctx), &span, (__u64 *)w->t.id) != CARRY_TRACE)
+		return 0;
 	walk_ctx(w, parent, k);
 	__u64 cancel = w->cancel;
 	int tracer_said = 0;
@@ -701,11 +718,6 @@ int with_value(REGS *ctx)
 		tracer_said = 1;
 	}
 
-#if defined(__TARGET_ARCH_arm64)
-	__u64 ret_at = ctx->regs[30];
-#else
-	__u64 ret_at = ctx->rsp;
-#endif
 	// Overwritten: the parent carried another trace under this key. The
 	// test is arithmetic, not a branch on carry and on each byte: the
 	// verifier follows a branch's outcomes as paths of their own through
@@ -713,14 +725,14 @@ int with_value(REGS *ctx)
 	// 38,575 instructions verified with same_trace's branches, 20,425
 	// without the test at all).
 	__u64 other = (__u64)(w->carry ^ CARRY_TRACE) | (__u64)tracer_said;
-	if (!other && trace_diff(&w->t, &nt) && pair_stack(&w->t, &nt, ret_at, GO_FP(ctx)))
+	if (!other && trace_diff(&w->t, &nt) && pair_stack(&w->t, &nt, ret_slot(ctx), GO_FP(ctx)))
 		report_pair(EV_OVERWRITTEN, key, GO_PC(ctx));
 	// A span the tracer just started here is tagged as this goroutine's.
 	// Started on a context whose span this goroutine started and has
 	// ended (a loop's `ctx, span = tracer.Start(ctx, ...)`, a context used
 	// after span.End()): stale-parent. The SDK took its parent from that
 	// context: the same trace, not a root.
-	__u64 sfp = start_frame(ret_at, GO_FP(ctx), span);
+	__u64 sfp = start_frame(ret_slot(ctx), GO_FP(ctx), span);
 	__u32 tag = started_tag(sfp, span_tag(&nt));
 	// DESIGN.md's stale-parent: the parent is one of this goroutine's own
 	// spans and has ended. Every span started here on a parent of its own
@@ -733,7 +745,7 @@ int with_value(REGS *ctx)
 	    own_span(st, w->span, span_tag(&w->t))) {
 		int ended = parent_ended(w->span, tag);
 		count_start(key, sfp, ended);
-		if (ended && pair_stack(&w->t, &nt, ret_at, GO_FP(ctx)))
+		if (ended && pair_stack(&w->t, &nt, ret_slot(ctx), GO_FP(ctx)))
 			report_pair(EV_STALE_PARENT, key, GO_PC(ctx));
 	}
 	// The context this check hands on carries nt; it carried the
