@@ -681,8 +681,8 @@ const docNotes = `
 - **0 events lost** (tables 2 and 3): required; a non-zero count is a bug.
 - **Attach ≤ 150 ms on a real large binary** (table 4, Jaeger v2). ` + "`ctxwatch --verbose`" + `
   says where each attach's time went (inspect, plan, place, maps, load,
-  attach; the table's time, from the process's start, is at most a
-  few ms more). On Jaeger, in order: inspecting the
+  attach; the table's time also counts starting ctxwatch, which those
+  phases do not). On Jaeger, in order: inspecting the
   file (15-30 ms: mapped, used in place, the pclntab parsed once);
   planning (25-55 ms: layouts from internal/layout, no
   DWARF for a Go and OTel SDK release the table knows; the types found by
@@ -702,7 +702,7 @@ const docNotes = `
   about 1.3 µs an instruction on this machine: 150 ms would need the
   walk's globals, verified once in each of the eleven programs, shared
   (kernels whose global functions take pointers, 5.12, or attach
-  cookies, 5.15, would allow one program for every context check; the
+  cookies, 5.15, could let one program serve every context check; the
   oldest kernel ctxwatch supports, 5.10, has neither), or the maps made
   before the target is known.
   have. With --pid's default budget, the cost of a hit is measured once

@@ -612,21 +612,6 @@ static __always_inline int same_otel_trace(const struct trace *a, const struct t
 	return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
 }
 
-// ret_slot is where an entry probe's return address is: the stack slot
-// at RSP (amd64), or the address itself (LR, arm64). Read at each use
-// from a ctx that clang takes as fresh: a value kept across with_value's
-// calls takes a slot of its stack, which 5.10 holds to 512 bytes with its
-// callees', and ctx+off kept instead is a pointer the verifier refuses.
-static __always_inline __u64 ret_slot(REGS *ctx)
-{
-	asm volatile("" : "+r"(ctx));
-#if defined(__TARGET_ARCH_arm64)
-	return ctx->regs[30];
-#else
-	return ctx->rsp;
-#endif
-}
-
 // pair_stack puts an event's two traces in this thread's stack slot and
 // captures the stack there (ret_at: where the return address is, as for
 // start_frame), for report_pair, which takes no pointer (5.10's global
@@ -636,14 +621,9 @@ static __always_inline __u64 ret_slot(REGS *ctx)
 // with_value's chain down to user_pc has none to spare.
 static __attribute__((noinline)) int pair_stack(const struct trace *t, const struct trace *other, __u64 ret_at, __u64 fp)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
-	if (!s) {
-		bpf_map_update_elem(&stacks, &tid, (void *)&zero_stack, BPF_ANY);
-		s = bpf_map_lookup_elem(&stacks, &tid);
-		if (!s)
-			return 0;
-	}
+	struct stack *s = stack_slot();
+	if (!s)
+		return 0;
 	s->t = *t;
 	s->other = *other;
 #if defined(__TARGET_ARCH_arm64)
@@ -724,8 +704,8 @@ int with_value(REGS *ctx)
 	// the rest of with_value, which a learned carry kept apart (6.18:
 	// 38,575 instructions verified with same_trace's branches, 20,425
 	// without the test at all).
-	__u64 other = (__u64)(w->carry ^ CARRY_TRACE) | (__u64)tracer_said;
-	if (!other && trace_diff(&w->t, &nt) && pair_stack(&w->t, &nt, ret_slot(ctx), GO_FP(ctx)))
+	__u64 no_own = (__u64)(w->carry ^ CARRY_TRACE) | (__u64)tracer_said; // 0: the walk found a trace
+	if (!no_own && trace_diff(&w->t, &nt) && pair_stack(&w->t, &nt, ret_slot(ctx), GO_FP(ctx)))
 		report_pair(EV_OVERWRITTEN, key, GO_PC(ctx));
 	// A span the tracer just started here is tagged as this goroutine's.
 	// Started on a context whose span this goroutine started and has

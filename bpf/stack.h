@@ -75,6 +75,17 @@ static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp, i
 	return 1;
 }
 
+// stack_slot returns this thread's slot in stacks, made if it has none.
+static __always_inline struct stack *stack_slot(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
+	if (s)
+		return s;
+	bpf_map_update_elem(&stacks, &tid, (void *)&zero_stack, BPF_ANY);
+	return bpf_map_lookup_elem(&stacks, &tid);
+}
+
 // walk_stack captures the calling thread's goroutine stack into its slot in
 // stacks, from a return address and a frame pointer, following Go's frame
 // pointer chain ([fp] = caller's fp, [fp+8] = return address). It returns 1
@@ -88,14 +99,9 @@ static __always_inline int frame(struct stack *s, int i, __u64 *pc, __u64 *fp, i
 // target saved (a handler deep in a server's stack: a dozen).
 __attribute__((noinline)) int walk_stack(__u64 first, __u64 fp, int upto_user)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct stack *s = bpf_map_lookup_elem(&stacks, &tid);
-	if (!s) {
-		bpf_map_update_elem(&stacks, &tid, (void *)&zero_stack, BPF_ANY);
-		s = bpf_map_lookup_elem(&stacks, &tid);
-		if (!s)
-			return -1;
-	}
+	struct stack *s = stack_slot();
+	if (!s)
+		return -1;
 	s->n = 0;
 	s->user = 0;
 	// Unrolled by hand: as a loop, clang enters it from the middle, and
@@ -120,6 +126,21 @@ static __always_inline struct stack *this_stack(void)
 	return bpf_map_lookup_elem(&stacks, &tid);
 }
 
+// ret_slot is where an entry probe's return address is: the stack slot
+// at RSP (amd64), or the address itself (LR, arm64). Read at each use
+// from a ctx that clang takes as fresh: a value kept across with_value's
+// calls takes a slot of its stack, which 5.10 holds to 512 bytes with its
+// callees', and ctx+off kept instead is a pointer the verifier refuses.
+static __always_inline __u64 ret_slot(REGS *ctx)
+{
+	asm volatile("" : "+r"(ctx));
+#if defined(__TARGET_ARCH_arm64)
+	return ctx->regs[30];
+#else
+	return ctx->rsp;
+#endif
+}
+
 // user_stack captures the stack at an entry probe, where [SP] (amd64) or LR
 // (arm64) is the return address into the caller and the frame pointer is
 // still the caller's. It returns the stack if user code is on it: a check
@@ -127,15 +148,9 @@ static __always_inline struct stack *this_stack(void)
 // at its first user frame (see walk_stack).
 static __always_inline struct stack *user_stack_upto(REGS *ctx, int upto_user)
 {
-	__u64 ret;
-	// A fresh ctx for clang: with_value reads the same register earlier,
-	// and clang would keep ctx+off across calls to read through, which
-	// the verifier refuses (a modified ctx pointer).
-	asm volatile("" : "+r"(ctx));
-#if defined(__TARGET_ARCH_arm64)
-	ret = ctx->regs[30];
-#else
-	if (read(&ret, sizeof(ret), ctx->rsp) < 0)
+	__u64 ret = ret_slot(ctx);
+#if !defined(__TARGET_ARCH_arm64)
+	if (read(&ret, sizeof(ret), ret) < 0)
 		return 0;
 #endif
 	if (walk_stack(ret, GO_FP(ctx), upto_user) != 1)

@@ -9,7 +9,7 @@
 // through the rest of its caller as a path of its own, and the verifier
 // followed all of them (6.18, TestVerifiedInstructions: 1,182,905
 // instructions verified in all with the walk and stack.h's user_pc
-// inlined, 108,436 with them global, 83,300 now). A global function
+// inlined, 108,436 with them global, 83,414 now). A global function
 // returns a scalar and takes no pointer on 5.10, so what the walk finds,
 // and what it reads on the way, is in a slot of the CPU it runs on.
 // Uprobe programs run with migration, not preemption, disabled: another
