@@ -308,6 +308,7 @@ const (
 	CtxwatchVarOffCancelErr           = "off_cancel_err"
 	CtxwatchVarOffG_goid              = "off_g_goid"
 	CtxwatchVarOffG_m                 = "off_g_m"
+	CtxwatchVarOffG_parentGoid        = "off_g_parent_goid"
 	CtxwatchVarOffG_schedBp           = "off_g_sched_bp"
 	CtxwatchVarOffG_schedCtxt         = "off_g_sched_ctxt"
 	CtxwatchVarOffG_selectDone        = "off_g_select_done"
@@ -465,6 +466,7 @@ type CtxwatchVariableSpecs struct {
 	OffCancelErr           *ebpf.VariableSpec `ebpf:"off_cancel_err"`
 	OffG_goid              *ebpf.VariableSpec `ebpf:"off_g_goid"`
 	OffG_m                 *ebpf.VariableSpec `ebpf:"off_g_m"`
+	OffG_parentGoid        *ebpf.VariableSpec `ebpf:"off_g_parent_goid"`
 	OffG_schedBp           *ebpf.VariableSpec `ebpf:"off_g_sched_bp"`
 	OffG_schedCtxt         *ebpf.VariableSpec `ebpf:"off_g_sched_ctxt"`
 	OffG_selectDone        *ebpf.VariableSpec `ebpf:"off_g_select_done"`
@@ -599,6 +601,7 @@ type CtxwatchVariables struct {
 	OffCancelErr           *ebpf.Variable `ebpf:"off_cancel_err"`
 	OffG_goid              *ebpf.Variable `ebpf:"off_g_goid"`
 	OffG_m                 *ebpf.Variable `ebpf:"off_g_m"`
+	OffG_parentGoid        *ebpf.Variable `ebpf:"off_g_parent_goid"`
 	OffG_schedBp           *ebpf.Variable `ebpf:"off_g_sched_bp"`
 	OffG_schedCtxt         *ebpf.Variable `ebpf:"off_g_sched_ctxt"`
 	OffG_selectDone        *ebpf.Variable `ebpf:"off_g_select_done"`

@@ -648,6 +648,11 @@ func (p *Plan) layout(bin *target.Binary) error {
 	if err := field(&l.GSchedCtxt, "runtime.g", "sched.ctxt"); err != nil {
 		l.GSchedCtxt = 0
 	}
+	// Optional (Go 1.21 and later): without it, the spawn probe finds the
+	// spawner by m.curg, two reads more.
+	if err := field(&l.GParentGoid, "runtime.g", "parentGoid"); err != nil {
+		l.GParentGoid = 0
+	}
 	// A context type the binary does not link only means that no context
 	// of it can occur there: a program that never calls WithCancel has no
 	// *context.cancelCtx. Each is watched if present.

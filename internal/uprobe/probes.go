@@ -101,6 +101,9 @@ type Key struct {
 // zero means "not in this binary".
 type Layout struct {
 	GGoid, GM, GSchedBP, MCurg uint64
+	// GParentGoid is g.parentGoid (Go 1.21 and later), by which the spawn
+	// probe knows the spawner without reading m.curg; 0 when absent.
+	GParentGoid uint64
 	// GSchedCtxt is g.sched.ctxt, the closure a new goroutine runs; 0
 	// when work registered with AfterFunc is not followed.
 	GSchedCtxt uint64
@@ -333,6 +336,7 @@ func Load(cfg Config, shared Maps) (*Probes, error) {
 		bpf.CtxwatchVarOffG_m:                 l.GM,
 		bpf.CtxwatchVarOffG_schedBp:           l.GSchedBP,
 		bpf.CtxwatchVarOffM_curg:              l.MCurg,
+		bpf.CtxwatchVarOffG_parentGoid:        l.GParentGoid,
 		bpf.CtxwatchVarOffG_schedCtxt:         l.GSchedCtxt,
 		bpf.CtxwatchVarTypValueCtx:            l.ValueCtx,
 		bpf.CtxwatchVarItabValueCtx:           l.ValueCtxItab,

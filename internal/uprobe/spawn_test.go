@@ -1,6 +1,7 @@
 package uprobe_test
 
 import (
+	"debug/dwarf"
 	"debug/elf"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,12 @@ func TestSpawnProbeOnRunqputCall(t *testing.T) {
 	}
 	if plan.Layout.SpawnGArg != 1 {
 		t.Errorf("SpawnGArg = %d, want 1 (runqput's gp)", plan.Layout.SpawnGArg)
+	}
+	// The spawner's goid, from the new g (Go 1.21 and later): read with
+	// the goid by one read of 160 bytes (bpf/ctxwatch.c, IDS_WORDS).
+	goid, parent := dwarfOffset(t, exe, "runtime.g", "goid"), dwarfOffset(t, exe, "runtime.g", "parentGoid")
+	if l := plan.Layout; l.GGoid != goid || l.GParentGoid != parent || parent <= goid || parent-goid >= 160 {
+		t.Errorf("g.goid at %d, g.parentGoid at %d; DWARF says %d and %d: want them known, 8 to 152 bytes apart", l.GGoid, l.GParentGoid, goid, parent)
 	}
 
 	f, err := elf.Open(exe)
@@ -93,5 +100,39 @@ func TestSpawnProbeOnRunqputCall(t *testing.T) {
 		if pt.Stepped {
 			t.Errorf("%s probe at %#x is single-stepped; every probe of this binary should be emulated", pt.Func, pt.Address)
 		}
+	}
+}
+
+// dwarfOffset reads the offset of field of struct typ from exe's DWARF.
+func dwarfOffset(t *testing.T, exe, typ, field string) uint64 {
+	t.Helper()
+	f, err := elf.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	d, err := f.DWARF()
+	if err != nil {
+		t.Fatalf("DWARF of %s: %v", exe, err)
+	}
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			t.Fatalf("struct %s not in the DWARF of %s (%v)", typ, exe, err)
+		}
+		if e.Tag != dwarf.TagStructType || e.Val(dwarf.AttrName) != typ {
+			continue
+		}
+		ty, err := d.Type(e.Offset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fl := range ty.(*dwarf.StructType).Field {
+			if fl.Name == field {
+				return uint64(fl.ByteOffset)
+			}
+		}
+		t.Fatalf("%s has no field %s", typ, field)
 	}
 }

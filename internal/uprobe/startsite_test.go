@@ -25,7 +25,7 @@ func TestVerifiedInstructions(t *testing.T) {
 		ranges = append(ranges, Range{Start: 0x500000 + i*0x10000, End: 0x508000 + i*0x10000})
 	}
 	cfg := Config{PID: os.Getpid(), Layout: Layout{
-		GGoid: 152, GM: 48, GSchedBP: 104, MCurg: 192, GSchedCtxt: 80,
+		GGoid: 152, GM: 48, GSchedBP: 104, MCurg: 192, GSchedCtxt: 80, GParentGoid: 280,
 		ValueCtxItab: 0x3000, CancelCtxItab: 0x3100,
 		ValueCtx: 0x1000, CancelCtx: 0x1100, TimerCtx: 0x1200, AfterFuncCtx: 0x1300,
 		WithoutCancelCtx: 0x1400, StopCtx: 0x1500, BackgroundCtx: 0x1600, TodoCtx: 0x1700,
