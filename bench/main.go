@@ -237,6 +237,11 @@ func run(ctx context.Context, n, runs int, out string, logger *log.Logger) error
 	if err := writeTable(&buf, header(bin.GoVersion, ops, runs), points, results, warnings); err != nil {
 		return err
 	}
+	costs, err := b.costsBench()
+	if err != nil {
+		return fmt.Errorf("steps of a probe's work: %w", err)
+	}
+	fmt.Fprintf(&buf, "\n### 1a. The steps of a probe's work on this kernel\n\n%s", costs)
 	if !opsOnly {
 		hc, err := b.hitCost()
 		if err != nil {
@@ -643,17 +648,29 @@ const docNotes = `
 ## Targets, and why some are missed
 
 - **Per-hit cost ≤ 1.2× the floor** (table 1, ctxwatch/floor): not met
-  in every row. The floor is the trap itself (an empty program where
-  ctxwatch probes); what is above it is ctxwatch's eBPF work, which the
-  kernel's run-time statistics measure apart from the trap: with_value
-  about 350 ns a run on this machine outside a trace and inside one (the
-  context walk's reads of the target), the spawn program about 550 ns
-  and a first check (ctx_arg0) about 500 ns. A traced spawn pays both,
-  two events with stacks and the agent decoding them on the same CPUs:
-  it stays near 2× the floor. Where traps are cheap the same work is a
-  larger share. On this kind of machine the ratios of one row move by
-  0.2-0.5 from run to run (see the load average in the header): compare
-  rows of one run only.
+  in every row, and out of reach on a kernel like this one for the rows
+  inside a trace. The floor is the trap itself (an empty program where
+  ctxwatch probes); what is above it is ctxwatch's eBPF work, whose steps
+  table 1a times one by one on the running kernel: here a read of the
+  target costs about 200 ns (as much for 256 bytes as for 16, and about
+  100 ns more into map memory than into the program's stack), a goroutine
+  state stored under a new key about 750 ns (an element of the LRU map
+  untouched since the map was made: cache misses), a clock read about
+  100 ns. A traced spawn must store the child's state, find its spawner
+  and read the stack of the go statement (a read per frame: Go's frame
+  pointers); the child's first check reads the context chain, its trace
+  value and its return address, and each sends an event. 1.2× leaves 20%
+  of the spawn-traced row's floor (about 500 ns) for all of that: one
+  insert alone is more. What the spawn program reads was cut (by hand,
+  the kernel's run-time statistics, medians of 7 to 9 interleaved runs of
+  bench/target): on Go 1.21 and later the new goroutine's id and its
+  spawner's come from one read of the new g (g.parentGoid), m.curg is
+  read only inside a trace, and the spawn event takes the state's time (a
+  clock read less): about 650 → 470 ns a run outside a trace, 3,330 →
+  3,100 ns inside one. Where traps are cheap the same work is a larger
+  share. On this kind of machine the ratios of one row move by 0.2-0.5
+  from run to run (see the load average in the header): compare rows of
+  one run only.
 - **Entry vs chosen offset** (table 1, entry/floor): the empty program on a
   function's first instruction (` + "`CMPQ SP, 16(R14)`" + `, single-stepped) costs
   several times the same program on the prologue's ` + "`PUSHQ BP`" + ` (emulated).
@@ -676,7 +693,10 @@ const docNotes = `
   program beyond the calibration loop's (cold caches and TLB after each
   trap, the uprobe's lookup among the process's probes), which nothing
   charges yet: the budget then lets the probes stay in longer than it
-  should. Table 2 (throughput under a closed loop) spreads too much from
+  should. Each round is measured after 3 s of load: the budget's bucket
+  is full when a watch begins, and a 1% budget's first 20 ms of probe
+  time (2 CPUs, 1 s window) would be 0.33% more over a 3 s round; a long
+  watch pays it once. Table 2 (throughput under a closed loop) spreads too much from
   round to round here to show 1%. Every break site is still found.
 - **0 events lost** (tables 2 and 3): required; a non-zero count is a bug.
 - **Attach ≤ 150 ms on a real large binary** (table 4, Jaeger v2). ` + "`ctxwatch --verbose`" + `
