@@ -713,7 +713,7 @@ const docNotes = `
   when it ends after the plan: the goroutine map's 131,072 entries are
   made by the kernel up front); then the kernel's verifier on the
   programs the probes use (the others are not loaded), in two loads at
-  once: 66,551 instructions verified on Jaeger, 75-100 ms of wall time
+  once: 66,455 instructions verified on Jaeger, 75-100 ms of wall time
   (84,234 before with_value's and check's trace compares were made
   without branches, which the verifier followed as paths of their own;
   712,105 and about 400 ms before the context walk, a step of it, the
