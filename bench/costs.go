@@ -1,12 +1,10 @@
 package main
 
 import (
-	"debug/elf"
 	"fmt"
 	"os"
 	"reflect"
 	"runtime"
-	"slices"
 	"strings"
 	"unsafe"
 
@@ -42,8 +40,8 @@ var costSteps = []struct{ prog, what string }{
 	{"cost_read_stack_256", "read 256 bytes into the stack"},
 	{"cost_lookup_scratch", "per-CPU array lookup"},
 	{"cost_read_map", "per-CPU array lookup, then read 16 bytes into its value (where the context walk reads: its slot)"},
-	{"cost_lookup_state", "LRU hash lookup (the goroutine state's)"},
 	{"cost_update_warm", "LRU hash update of one of 64 keys (elements in the cache)"},
+	{"cost_lookup_state", "LRU hash lookup (the goroutine state's; a key cost_update_warm made)"},
 	{"cost_insert_new", "LRU hash insert of a new key, 120-byte value, map of 2^17 (a traced spawn's state)"},
 	{"cost_ringbuf", "ring buffer reserve of 264 bytes (an event) and discard"},
 	{"cost_ktime", "`bpf_ktime_get_ns`"},
@@ -86,7 +84,7 @@ func (b *bench) costsBench() (string, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	// By address: `go run` leaves the binary without a symbol table.
-	off, err := ownFileOffset(exe, runtime.FuncForPC(reflect.ValueOf(costCall).Pointer()).Entry())
+	off, err := uprobe.SelfFileOffset(exe, uint64(runtime.FuncForPC(reflect.ValueOf(costCall).Pointer()).Entry()))
 	if err != nil {
 		return "", err
 	}
@@ -100,18 +98,13 @@ func (b *bench) costsBench() (string, error) {
 			per[st.prog] = append(per[st.prog], ns)
 		}
 	}
-	med := func(p string) float64 {
-		s := slices.Clone(per[p])
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
-	empty := med("cost_empty")
+	empty := median(per["cost_empty"])
 	var out strings.Builder
 	fmt.Fprintf(&out, "Each step alone in a program of its own (bpf/costs.c) on a probe of a function of the bench, run %d times per round, "+
 		"time per run from the kernel's run-time statistics, median of %d rounds; the read programs read the bench's own memory.\n\n", costCalls, costRounds)
 	out.WriteString("| step | ns per run | less the empty program |\n|---|---:|---:|\n")
 	for _, st := range costSteps {
-		ns := med(st.prog)
+		ns := median(per[st.prog])
 		if st.prog == "cost_empty" {
 			fmt.Fprintf(&out, "| %s | %.0f | - |\n", st.what, ns)
 			continue
@@ -119,27 +112,6 @@ func (b *bench) costsBench() (string, error) {
 		fmt.Fprintf(&out, "| %s | %.0f | %.0f |\n", st.what, ns, ns-empty)
 	}
 	return out.String(), nil
-}
-
-// ownFileOffset converts an address of this process's text into an offset
-// in its executable file.
-func ownFileOffset(exe string, addr uintptr) (uint64, error) {
-	f, err := elf.Open(exe)
-	if err != nil {
-		return 0, fmt.Errorf("read own executable: %w", err)
-	}
-	defer f.Close()
-	bias, err := uprobe.LoadBias(os.Getpid(), f)
-	if err != nil {
-		return 0, err
-	}
-	a := uint64(addr) - bias
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && a >= p.Vaddr && a < p.Vaddr+p.Filesz {
-			return a - p.Vaddr + p.Off, nil
-		}
-	}
-	return 0, fmt.Errorf("address %#x not in an executable segment of %s", addr, exe)
 }
 
 // timeProgram attaches prog at file offset off of this process's

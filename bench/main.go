@@ -651,12 +651,12 @@ const docNotes = `
   in every row, and out of reach on a kernel like this one for the rows
   inside a trace. The floor is the trap itself (an empty program where
   ctxwatch probes); what is above it is ctxwatch's eBPF work, whose steps
-  table 1a times one by one on the running kernel: here a read of the
-  target costs about 200 ns (as much for 256 bytes as for 16, and about
-  100 ns more into map memory than into the program's stack), a goroutine
-  state stored under a new key about 750 ns (an element of the LRU map
-  untouched since the map was made: cache misses), a clock read about
-  100 ns. A traced spawn must store the child's state, find its spawner
+  table 1a times one by one on the running kernel: on this machine, in
+  three runs, a read of the target cost 200-250 ns (as much for 256 bytes
+  as for 16, and about 100 ns more into map memory than into the
+  program's stack), a goroutine state stored under a new key 650-850 ns
+  (an element of the LRU map untouched since the map was made: cache
+  misses), a clock read about 100 ns. A traced spawn must store the child's state, find its spawner
   and read the stack of the go statement (a read per frame: Go's frame
   pointers); the child's first check reads the context chain, its trace
   value and its return address, and each sends an event. 1.2× leaves 20%

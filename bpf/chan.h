@@ -162,7 +162,7 @@ static __always_inline void hand_to(__u32 tgid, __u64 g, struct gstate *src, str
 	ev->goid = rkey & GOID_MASK;
 	ev->tgid = tgid;
 	ev->t = cst.t;
-	ev->spawn_ns = cst.spawn_ns;
+	ev->spawn_ns = ev->ktime_ns = cst.spawn_ns;
 	ev->pc = ev->stack[0];
 	emit(ev, 0);
 	return;

@@ -240,12 +240,17 @@ static __always_inline int goid_of(__u64 g, __u64 *goid)
 #define GOID_BITS 42
 #define GOID_MASK ((1ULL << GOID_BITS) - 1)
 
+static __always_inline __u64 gkey(__u32 tgid, __u64 goid)
+{
+	return (goid & GOID_MASK) | ((__u64)tgid << GOID_BITS);
+}
+
 static __always_inline int gkey_of(__u32 tgid, __u64 g, __u64 *key)
 {
 	__u64 goid;
 	if (goid_of(g, &goid) < 0)
 		return -1;
-	*key = (goid & GOID_MASK) | ((__u64)tgid << GOID_BITS);
+	*key = gkey(tgid, goid);
 	return 0;
 }
 
@@ -1047,6 +1052,7 @@ static __always_inline int spawn_registered(__u32 tgid, __u64 newg)
 	count(STAT_STATE_NEW);
 	struct event *ev = new_event(EV_SPAWN, ckey, &cst, 0);
 	if (ev) {
+		ev->ktime_ns = cst.spawn_ns;
 		ev->parent_goid = r->parent_goid;
 		__builtin_memcpy(ev->stack, r->stack, sizeof(ev->stack));
 		ev->nstack = r->nstack > STACK_DEPTH ? STACK_DEPTH : r->nstack;
@@ -1057,6 +1063,16 @@ static __always_inline int spawn_registered(__u32 tgid, __u64 newg)
 	// anew only through another AfterFunc call).
 	bpf_map_delete_elem(&registered, &rk);
 	return 1;
+}
+
+// running_g returns the goroutine the system goroutine of ctx (g0, in
+// systemstack) runs for: its m's curg; 0 when it cannot be read.
+static __always_inline __u64 running_g(REGS *ctx)
+{
+	__u64 m, curg;
+	if (read(&m, sizeof(m), GO_G(ctx) + off_g_m) < 0 || !m || read(&curg, sizeof(curg), m + off_m_curg) < 0)
+		return 0;
+	return curg;
 }
 
 // runtime.newproc.func1's CALL of runqput(pp, newg, next): the new g is the
@@ -1082,22 +1098,18 @@ int spawn(REGS *ctx)
 	// A read of the target costs about the same for 128 bytes as for 8
 	// (bench: "The steps of a probe's work"): one read of newg from its
 	// goid on holds both ids where the runtime keeps the parent's.
-	__u64 m, curg = 0, pkey, ckey = 0;
+	__u64 curg = 0, pkey, ckey = 0;
 	__u64 ids[IDS_WORDS];
 	if (off_g_parent_goid > off_g_goid && off_g_parent_goid - off_g_goid < sizeof(ids)) {
 		if (read(ids, sizeof(ids), newg + off_g_goid) < 0)
 			return 0;
 		// A constant index to the verifier, which reads the offsets from
 		// the frozen .rodata.
-		__u64 parent = ids[(off_g_parent_goid - off_g_goid) / 8];
-		pkey = (parent & GOID_MASK) | ((__u64)tgid << GOID_BITS);
-		ckey = (ids[0] & GOID_MASK) | ((__u64)tgid << GOID_BITS);
+		pkey = gkey(tgid, ids[(off_g_parent_goid - off_g_goid) / 8]);
+		ckey = gkey(tgid, ids[0]);
 	} else {
-		if (read(&m, sizeof(m), GO_G(ctx) + off_g_m) < 0 || !m)
-			return 0;
-		if (read(&curg, sizeof(curg), m + off_m_curg) < 0 || !curg)
-			return 0;
-		if (gkey_of(tgid, curg, &pkey) < 0)
+		curg = running_g(ctx);
+		if (!curg || gkey_of(tgid, curg, &pkey) < 0)
 			return 0;
 	}
 	struct gstate *pst = bpf_map_lookup_elem(&goroutines, &pkey);
@@ -1123,8 +1135,8 @@ int spawn(REGS *ctx)
 	// the go statement.
 	struct stack *s = 0;
 	__u64 bp;
-	if (!curg && (read(&m, sizeof(m), GO_G(ctx) + off_g_m) < 0 || !m || read(&curg, sizeof(curg), m + off_m_curg) < 0))
-		curg = 0;
+	if (!curg)
+		curg = running_g(ctx);
 	if (curg && read(&bp, sizeof(bp), curg + off_g_sched_bp) == 0) {
 		__u64 frame[2];
 #if defined(__TARGET_ARCH_arm64)
@@ -1141,7 +1153,7 @@ int spawn(REGS *ctx)
 	struct event *ev = new_event(EV_SPAWN, ckey, &cst, 0);
 	if (!ev)
 		return 0;
-	ev->ktime_ns = cst.spawn_ns; // a clock read saved (some 100 ns)
+	ev->ktime_ns = cst.spawn_ns; // a clock read less (some 100 ns)
 	ev->parent_goid = pkey & GOID_MASK;
 	if (s && s->n)
 		ev->pc = s->pc[0]; // the go statement's return address

@@ -157,7 +157,7 @@ func median3(f func() time.Duration) time.Duration {
 // returns the file offsets of its PUSHQ BP and of its first RET.
 func calibrationPoints(exe string) (push, ret uint64, err error) {
 	entry := uint64(runtime.FuncForPC(reflect.ValueOf(calibrationCall).Pointer()).Entry())
-	off, err := selfFileOffset(exe, entry)
+	off, err := SelfFileOffset(exe, entry)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -211,9 +211,10 @@ func calibrationPointsARM64(off uint64, code []byte) (entry, first uint64, err e
 	return 0, 0, errors.New("no stack check's conditional branch in the calibration function")
 }
 
-// selfFileOffset converts a run-time address of this process's text into
-// an offset in its executable. Only program headers are read.
-func selfFileOffset(exe string, addr uint64) (uint64, error) {
+// SelfFileOffset converts a run-time address of this process's text into
+// an offset in its executable file exe, where a uprobe on it goes. Only
+// program headers are read.
+func SelfFileOffset(exe string, addr uint64) (uint64, error) {
 	f, err := elf.Open(exe)
 	if err != nil {
 		return 0, err
